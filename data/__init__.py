@@ -1,0 +1,1 @@
+"""captions.csv datasets: reading, image decoding, transforms and PyTorch datasets."""

@@ -1,0 +1,153 @@
+"""Read a dataset folder (images/ + captions.csv) into images with their captions, skipping bad rows."""
+import csv
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+
+from data.image_file import ImageProblem, check_image_header, open_image_rgb
+from utils.errors import UserError
+
+MAX_CAPTION_CHARS = 10_000
+
+
+@dataclass
+class ImageRecord:
+    """One usable image and every caption that names it."""
+
+    filename: str
+    path: str
+    captions: list = field(default_factory=list)
+
+
+@dataclass
+class CaptionTable:
+    """A dataset's usable images (in first-seen order) and the reasons rows were skipped."""
+
+    root: str
+    images: list
+    skipped: list
+
+    @property
+    def captions(self):
+        """Every caption, image by image: list[str] of length M."""
+        return [caption for record in self.images for caption in record.captions]
+
+    @property
+    def caption_image_index(self):
+        """For each caption in ``captions``, the index of its image: list[int] of length M."""
+        return [i for i, record in enumerate(self.images) for _ in record.captions]
+
+
+def safe_image_name(name):
+    """Return the reason ``name`` may not be used as a path below images/, or None if it is fine."""
+    if name != name.strip():
+        return "file name has leading or trailing spaces"
+    if "\x00" in name:
+        return "file name contains a NUL character"
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "absolute file name (must be relative to images/)"
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "file name escapes images/ ('..')"
+    return None
+
+
+def _read_rows(csv_path):
+    """Yield (line number, row) from captions.csv; BOM, CRLF and quoted newlines handled by csv."""
+    try:
+        with open(csv_path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            for row in reader:
+                yield reader.line_num, row
+    except UnicodeDecodeError as error:
+        raise UserError(f"{csv_path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise UserError(f"{csv_path}: unreadable CSV ({error})") from None
+
+
+def read_caption_table(root, strict=False, report=None):
+    """Read ``root``/captions.csv and check the images it names.
+
+    Args:
+        root: dataset folder with images/ and captions.csv.
+        strict: raise UserError listing every problem instead of skipping rows.
+        report: callable taking one line of text (default: print to stderr).
+    Returns:
+        CaptionTable. Nothing is ever written into ``root``.
+    """
+    report = report or (lambda line: print(line, file=sys.stderr))
+    csv_path = os.path.join(root, "captions.csv")
+    images_dir = os.path.join(root, "images")
+    if not os.path.isdir(root):
+        raise UserError(f"dataset folder '{root}' not found (expected images/ and captions.csv inside)")
+    if not os.path.isfile(csv_path):
+        raise UserError(f"'{csv_path}' not found (columns: filename,caption)")
+    if not os.path.isdir(images_dir):
+        raise UserError(f"'{images_dir}' not found: put the images named in captions.csv there")
+
+    rows = _read_rows(csv_path)
+    header_line = next(rows, None)
+    if header_line is None:
+        raise UserError(f"{csv_path}: empty file; the first line must be the header 'filename,caption'")
+    header = [name.strip().lower() for name in header_line[1]]
+    if "filename" not in header or "caption" not in header:
+        raise UserError(f"{csv_path}: header must name the columns 'filename' and 'caption', got {header_line[1]}")
+    name_at, caption_at = header.index("filename"), header.index("caption")
+    width = max(name_at, caption_at) + 1
+
+    records, seen_pairs, image_problems, skipped, reasons = {}, {}, {}, [], Counter()
+
+    def skip(line, reason, kind):
+        skipped.append(f"{csv_path}:{line}: skipped: {reason}")
+        reasons[kind] += 1
+
+    for line, row in rows:
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) < width:
+            skip(line, f"short row ({len(row)} field{'s' if len(row) != 1 else ''}, need {width})", "short row")
+            continue
+        name, caption = row[name_at], " ".join(row[caption_at].split())
+        if not name.strip():
+            skip(line, "empty file name", "empty file name")
+            continue
+        if not caption:
+            skip(line, f"empty caption for '{name}'", "empty caption")
+            continue
+        if len(caption) > MAX_CAPTION_CHARS:
+            skip(line, f"caption longer than {MAX_CAPTION_CHARS} characters", "overlong caption")
+            continue
+        unsafe = safe_image_name(name)
+        if unsafe:
+            skip(line, f"'{name}': {unsafe}", "unsafe file name")
+            continue
+        if (name, caption) in seen_pairs:
+            skip(line, f"duplicate of line {seen_pairs[name, caption]}", "duplicate row")
+            continue
+        seen_pairs[name, caption] = line
+        if name not in records and name not in image_problems:
+            path = os.path.join(images_dir, name)
+            try:
+                (open_image_rgb if strict else check_image_header)(path)
+                records[name] = ImageRecord(name, path)
+            except ImageProblem as problem:
+                image_problems[name] = str(problem)
+        if name in image_problems:
+            skip(line, f"image '{name}': {image_problems[name]}", "bad image")
+            continue
+        records[name].captions.append(caption)
+
+    if strict and skipped:
+        raise UserError(f"{csv_path}: {len(skipped)} problem(s) (strict: true):\n" + "\n".join(skipped))
+    for message in skipped:
+        report(message)
+    images = list(records.values())
+    pairs = sum(len(record.captions) for record in images)
+    summary = f"{csv_path}: {pairs} pairs over {len(images)} images"
+    if skipped:
+        summary += f"; skipped {len(skipped)} rows (" + ", ".join(f"{n} {k}" for k, n in reasons.items()) + ")"
+    report(summary)
+    if not images:
+        raise UserError(f"{csv_path}: no usable rows")
+    return CaptionTable(root, images, skipped)

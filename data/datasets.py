@@ -1,0 +1,81 @@
+"""PyTorch datasets over a CaptionTable and the collate function that tokenizes captions."""
+import sys
+
+import torch
+from torch.utils.data import Dataset
+
+from data.image_file import ImageProblem, open_image_rgb
+
+
+def _load(record, transform):
+    """Transformed image tensor, or None (with a one-line report) if the file cannot be decoded."""
+    try:
+        return transform(open_image_rgb(record.path))
+    except ImageProblem as problem:
+        print(f"skipped image '{record.filename}': {problem}", file=sys.stderr)
+        return None
+
+
+class TrainImages(Dataset):
+    """One item per image, paired with one of its captions drawn afresh each epoch.
+
+    Iterating over images (not rows) means no image appears twice in a batch, so the diagonal of the
+    similarity matrix is the only positive. Item: (image [3,S,S], caption str) or None.
+    """
+
+    def __init__(self, table, transform, seed):
+        self.records = table.images
+        self.transform = transform
+        self.seed = seed
+        self.counts = torch.tensor([len(record.captions) for record in self.records])
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        """Draw this epoch's caption for every image, reproducibly from (seed, epoch)."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        self.choice = (torch.rand(len(self.records), generator=generator) * self.counts).long().tolist()
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        image = _load(record, self.transform)
+        return None if image is None else (image, record.captions[self.choice[index]])
+
+
+class EvalImages(Dataset):
+    """Each image once, for embedding. Item: (image [3,S,S] or None, image index)."""
+
+    def __init__(self, table, transform):
+        self.records = table.images
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        return _load(self.records[index], self.transform), index
+
+
+class PairCollate:
+    """Batch of (image, caption) -> (images [B,3,S,S], input_ids [B,L]); undecodable items dropped."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, items):
+        items = [item for item in items if item is not None]
+        if not items:
+            return None
+        images, captions = zip(*items)
+        return torch.stack(images), self.tokenizer(list(captions))
+
+
+def collate_images(items):
+    """Batch of (image or None, index) -> (images [B,3,S,S], indices LongTensor[B]) of decodable items."""
+    items = [(image, index) for image, index in items if image is not None]
+    if not items:
+        return None, torch.empty(0, dtype=torch.long)
+    images, indices = zip(*items)
+    return torch.stack(images), torch.tensor(indices)

@@ -1,0 +1,102 @@
+"""Decode one image file safely into an RGB PIL image."""
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# PIL's own default; above it an image is treated as a decompression bomb and skipped.
+MAX_PIXELS = 89_478_485
+
+
+class ImageProblem(Exception):
+    """An image that cannot be used; the message says why."""
+
+
+def check_image_header(path):
+    """Cheap check that ``path`` is a readable image of sane size; raises ImageProblem.
+
+    Reads only the header, so scanning a large dataset stays fast; ``open_image_rgb`` decodes.
+    """
+    if not os.path.exists(path):
+        raise ImageProblem("file not found")
+    if not os.path.isfile(path):
+        raise ImageProblem("not a regular file")
+    if os.path.getsize(path) == 0:
+        raise ImageProblem("empty file (0 bytes)")
+    with _opened(path) as image:
+        _check_size(image)
+
+
+def open_image_rgb(path):
+    """Decode ``path`` to an RGB image: EXIF orientation applied, alpha composited on white,
+    grayscale/palette/CMYK/16-bit converted. Raises ImageProblem for anything unusable."""
+    with _opened(path) as image:
+        _check_size(image)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            raise ImageProblem(f"cannot decode ({_first_line(error)})") from None
+        return to_rgb(image)
+
+
+def to_rgb(image):
+    """Convert any PIL mode to 8-bit RGB (16-bit and float scaled, transparency over white)."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
+        else:
+            top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        background.alpha_composite(rgba)
+        image = background
+    return image.convert("RGB")
+
+
+class _opened:
+    """Context manager around Image.open turning every failure into ImageProblem."""
+
+    def __init__(self, path):
+        self.path = path
+        self.image = None
+
+    def __enter__(self):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                self.image = Image.open(self.path)
+        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise ImageProblem(_reason(error)) from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageProblem(f"cannot open ({_first_line(error)})") from None
+        return self.image
+
+    def __exit__(self, *exc):
+        self.image.close()
+        return False
+
+
+def _check_size(image):
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageProblem(f"image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageProblem(f"image too large ({width}x{height} pixels; limit {MAX_PIXELS}, decompression bomb?)")
+
+
+def _reason(error):
+    if isinstance(error, UnidentifiedImageError):
+        return "not an image file PIL can read"
+    return f"image too large ({_first_line(error)})"
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,94 @@
+"""Image transforms: the evaluation ``preprocess`` and the caption-safe training augmentation."""
+import re
+
+from torchvision import transforms as T
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+COLOUR_WORDS = {
+    "red", "green", "blue", "yellow", "orange", "purple", "violet", "pink", "brown", "black", "white", "gray",
+    "grey", "cyan", "magenta", "teal", "beige", "golden", "silver", "maroon", "navy", "turquoise", "colorful",
+    "colourful", "blond", "blonde",
+}
+CHINESE_COLOURS = "红绿蓝黄橙紫粉棕褐黑白灰青金银彩"
+SIDE_WORDS = {"left", "right", "leftmost", "rightmost"}
+CHINESE_SIDES = "左右"
+_WORD = re.compile(r"[a-z]+")
+
+
+class LimitAspect:
+    """Centre-crop a PIL image so that long side / short side <= max_ratio.
+
+    Keeps resizing cheap and bounded for extremely wide or tall images; with max_ratio=1 it is the
+    square centre crop that Resize-shorter-side + CenterCrop would take anyway.
+    """
+
+    def __init__(self, max_ratio):
+        self.max_ratio = max_ratio
+
+    def __call__(self, image):
+        width, height = image.size
+        if width > height * self.max_ratio:
+            new = max(1, round(height * self.max_ratio))
+            left = (width - new) // 2
+            return image.crop((left, 0, left + new, height))
+        if height > width * self.max_ratio:
+            new = max(1, round(width * self.max_ratio))
+            top = (height - new) // 2
+            return image.crop((0, top, width, top + new))
+        return image
+
+
+def eval_transform(image_size):
+    """PIL RGB image -> FloatTensor[3, image_size, image_size], ImageNet-normalised."""
+    return T.Compose([
+        LimitAspect(1.0),
+        T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def train_transform(image_size, crop_scale, flip, colour):
+    """Random resized crop, plus horizontal flip and colour jitter when the captions allow them."""
+    steps = [
+        LimitAspect(2.0),
+        T.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC,
+                            antialias=True),
+    ]
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    if colour:
+        steps.append(T.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3))
+    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    return T.Compose(steps)
+
+
+def captions_mention(captions, words, characters):
+    """True if any caption contains one of ``words`` (English, whole words) or ``characters`` (Chinese)."""
+    for caption in captions:
+        lowered = caption.lower()
+        if any(ch in lowered for ch in characters) or not words.isdisjoint(_WORD.findall(lowered)):
+            return True
+    return False
+
+
+def augmentation_policy(captions, flip_setting, colour_setting):
+    """Decide (flip, colour) from the settings ("auto"/"on"/"off") and the captions; also a notice line.
+
+    auto: flipping is off if captions say left/right; colour jitter is off if captions name colours.
+    """
+    decisions, notes = {}, []
+    for name, setting, words, chars, reason in (
+        ("flip", flip_setting, SIDE_WORDS, CHINESE_SIDES, "captions say left/right"),
+        ("colour", colour_setting, COLOUR_WORDS, CHINESE_COLOURS, "captions name colours"),
+    ):
+        if setting == "auto":
+            mentioned = captions_mention(captions, words, chars)
+            decisions[name] = not mentioned
+            notes.append(f"{name} {'off' if mentioned else 'on'} ({reason if mentioned else 'auto'})")
+        else:
+            decisions[name] = setting == "on"
+            notes.append(f"{name} {setting}")
+    return decisions["flip"], decisions["colour"], "augmentation: random crop, " + ", ".join(notes)

@@ -1,0 +1,30 @@
+"""Build the joint model from the pretrained towers and save it (configs/init.yaml)."""
+import os
+
+import torch
+
+from models.checkpoint import save_checkpoint
+from models.factory import model_from_towers
+from utils.config import load_config
+from utils.config_schema import INIT
+from utils.errors import UserError, run_cli
+
+
+def main(argv):
+    config = load_config(INIT, "configs/init.yaml", argv)
+    path = config["save-path"]
+    if os.path.exists(path) and not config["overwrite"]:
+        raise UserError(f"{path} already exists; pass --overwrite true to replace it")
+    torch.manual_seed(config["seed"])
+    model, spec, tokenizer = model_from_towers(
+        config["image-model"], config["text-model"], config["pretrained"], config["image-weights"],
+        config["text-pooling"], config["embed-dim"], config["image-size"], config["max-length"])
+    save_checkpoint(path, model, spec, tokenizer.to_files())
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"saved {path}: {config['image-model']} + {config['text-model']} "
+          f"({'pretrained' if config['pretrained'] else 'random init'}), {parameters / 1e6:.1f}M parameters, "
+          f"embedding size {model.embed_dim}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,96 @@
+"""The one checkpoint reader/writer: self-contained files of tensors and plain data.
+
+A checkpoint holds the model spec (architecture), the tokenizer's files and the weights, and, for
+training checkpoints, the optimizer/scheduler/scaler/RNG state. Everything loads with
+``torch.load(weights_only=True)``; files that would need pickled code are refused.
+"""
+import json
+import os
+
+import torch
+
+from models.image_tower import build_image_backbone
+from models.model import ContrastiveModel
+from models.text_tower import TextTower, build_text_encoder
+from models.tokenizer import tokenizer_from_files
+from utils.atomic_file import atomic_write
+from utils.errors import UserError
+
+FORMAT = "contrastive-checkpoint/1"
+
+
+def build_model(spec):
+    """Random-weight ContrastiveModel for a spec dict (see ``make_spec``)."""
+    backbone, image_dim = build_image_backbone(spec["image-model"])
+    if image_dim != spec["image-dim"]:
+        raise UserError(f"checkpoint spec image-dim {spec['image-dim']} does not match {spec['image-model']}")
+    text_tower = TextTower(build_text_encoder(json.loads(spec["text-config"])), spec["text-pooling"])
+    return ContrastiveModel(backbone, image_dim, text_tower, spec["pad-token-id"], spec["embed-dim"])
+
+
+def make_spec(image_model, image_dim, text_config, text_pooling, embed_dim, image_size, max_length, pad_token_id):
+    """The architecture description stored in every checkpoint (plain data only)."""
+    return {
+        "image-model": image_model,
+        "image-dim": int(image_dim),
+        "text-config": json.dumps(text_config.to_dict(), sort_keys=True),
+        "text-pooling": text_pooling,
+        "embed-dim": embed_dim,
+        "image-size": int(image_size),
+        "max-length": int(max_length),
+        "pad-token-id": int(pad_token_id),
+    }
+
+
+def save_checkpoint(path, model, spec, tokenizer_files, training_state=None):
+    """Write a checkpoint atomically. ``training_state``: optional dict of plain data and tensors."""
+    payload = {
+        "format": FORMAT,
+        "spec": spec,
+        "tokenizer": tokenizer_files,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    if training_state is not None:
+        payload["training"] = training_state
+    atomic_write(path, lambda stream: torch.save(payload, stream))
+
+
+def read_checkpoint(path):
+    """Return the checkpoint dict; UserError if missing, not ours, or needing pickled code."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint '{path}' not found (init.py writes checkpoints/pretrain.pt, "
+                        f"train.py writes best-path and last-path)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError… all mean "not loadable safely"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"refusing to load '{path}': not a plain-data checkpoint loadable with "
+                        f"torch.load(weights_only=True) ({first_line})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"'{path}' is not a Contrastive checkpoint (expected format {FORMAT}); "
+                        f"create one with init.py")
+    return payload
+
+
+def model_from_checkpoint(payload):
+    """(model, spec, tokenizer) from a read_checkpoint() dict; the model is on CPU in eval mode."""
+    spec = payload["spec"]
+    model = build_model(spec)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise UserError(f"checkpoint weights do not match its spec: {str(error).splitlines()[0]}") from None
+    tokenizer = tokenizer_from_files(payload["tokenizer"], spec["max-length"])
+    return model.eval(), spec, tokenizer
+
+
+def load_checkpoint(path, device="cpu"):
+    """open_clip-style entry point: ``model, preprocess, tokenizer = load_checkpoint(path)``.
+
+    model: ContrastiveModel in eval mode on ``device``; preprocess: PIL image -> FloatTensor[3,S,S];
+    tokenizer: list[str] -> LongTensor[B,L].
+    """
+    from data.transforms import eval_transform
+
+    model, spec, tokenizer = model_from_checkpoint(read_checkpoint(path))
+    return model.to(device), eval_transform(spec["image-size"]), tokenizer

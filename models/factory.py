@@ -1,0 +1,27 @@
+"""Assemble a fresh joint model from the two towers (what init.py does)."""
+from models.checkpoint import make_spec
+from models.image_tower import build_image_backbone, load_image_weights, read_image_weights
+from models.model import ContrastiveModel
+from models.text_tower import TextTower, load_text_encoder
+from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
+
+
+def model_from_towers(image_model, text_model, pretrained, image_weights=None, text_pooling="cls",
+                      embed_dim=None, image_size=224, max_length=77):
+    """Returns (model, spec, tokenizer).
+
+    image_model: torchvision name; with ``pretrained`` its ImageNet weights come from ``image_weights``
+    or torchvision's cache (never downloaded here). text_model: local Hugging Face directory; with
+    ``pretrained`` its weights are loaded, otherwise its config.json gives the architecture.
+    """
+    tokenizer = CaptionTokenizer(load_hf_tokenizer(text_model), max_length)
+    encoder = load_text_encoder(text_model, pretrained)
+    backbone, image_dim = build_image_backbone(image_model)
+    if pretrained:
+        load_image_weights(backbone, read_image_weights(image_model, image_weights),
+                           image_weights or f"torchvision:{image_model}")
+    model = ContrastiveModel(backbone, image_dim, TextTower(encoder, text_pooling), tokenizer.pad_token_id,
+                             embed_dim)
+    spec = make_spec(image_model, image_dim, encoder.config, text_pooling, embed_dim, image_size, max_length,
+                     tokenizer.pad_token_id)
+    return model, spec, tokenizer

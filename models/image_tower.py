@@ -1,0 +1,77 @@
+"""Image tower: a torchvision classification backbone with its classifier removed."""
+import os
+
+import torch
+import torchvision
+from torch import nn
+
+from utils.errors import UserError
+
+
+def _strip_classifier(backbone):
+    """Replace the final Linear classifier with Identity; return the feature size it consumed."""
+    for attribute in ("fc", "classifier", "heads", "head"):
+        head = getattr(backbone, attribute, None)
+        if head is None:
+            continue
+        if isinstance(head, nn.Linear):
+            setattr(backbone, attribute, nn.Identity())
+            return head.in_features
+        if isinstance(head, nn.Sequential):
+            linear_positions = [i for i, layer in enumerate(head) if isinstance(layer, nn.Linear)]
+            if linear_positions:
+                last = linear_positions[-1]
+                features = head[last].in_features
+                head[last] = nn.Identity()
+                return features
+    raise UserError(f"image-model '{type(backbone).__name__}': cannot find a Linear classifier to remove")
+
+
+def build_image_backbone(name):
+    """Return (backbone, feature_dim) with random weights. backbone: [B,3,H,W] -> [B,feature_dim]."""
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise UserError(f"image-model '{name}' is not a torchvision classification model; "
+                        f"choose one of: {', '.join(sorted(available))}")
+    backbone = torchvision.models.get_model(name, weights=None)
+    return backbone, _strip_classifier(backbone)
+
+
+def torchvision_weights_file(name):
+    """Where torchvision keeps the default ImageNet weights of ``name``: (url, local path)."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    return weights.url, cache
+
+
+def read_image_weights(name, weights_path=None):
+    """Load the pretrained state dict of the image model, from ``weights_path`` or torchvision's cache.
+
+    Never downloads: a missing file is a UserError that says which file to fetch and where to put it.
+    """
+    if weights_path is None:
+        url, weights_path = torchvision_weights_file(name)
+        hint = (f"download {url}\n  and save it as {weights_path}\n"
+                f"  (or set image-weights: pretrains/<file>.pth, or pretrained: false for random weights)")
+    else:
+        hint = "check image-weights, or set pretrained: false for random weights"
+    if not os.path.isfile(weights_path):
+        raise UserError(f"ImageNet weights for '{name}' not found at {weights_path}\n  {hint}")
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a bad file
+        raise UserError(f"image weights {weights_path} could not be read: {error}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+def load_image_weights(backbone, state, source):
+    """Copy a classification state dict into a stripped backbone, ignoring the removed classifier."""
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = sorted(set(own) - set(usable))
+    if missing:
+        raise UserError(f"image weights {source} do not match the model: missing {', '.join(missing[:5])}"
+                        + (" …" if len(missing) > 5 else ""))
+    backbone.load_state_dict(usable)

@@ -1,0 +1,54 @@
+"""The joint image-text model with the open_clip-style API."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MAX_LOGIT_SCALE = 100.0
+
+
+class ContrastiveModel(nn.Module):
+    """Image tower + text tower + projections into one L2-normalised space.
+
+    As the seed: a Linear maps the image feature to the text feature size; with ``embed_dim`` both towers
+    are projected to ``embed_dim`` instead.
+
+    encode_image(images [B,3,H,W]) -> [B,D]; encode_text(input_ids [B,L]) -> [B,D];
+    forward(images, input_ids) -> (image_features [B,D], text_features [B,D], logit_scale scalar).
+    """
+
+    def __init__(self, image_backbone, image_dim, text_tower, pad_token_id, embed_dim=None, temperature=0.07):
+        super().__init__()
+        self.image_backbone = image_backbone
+        self.text_tower = text_tower
+        self.pad_token_id = pad_token_id
+        text_dim = text_tower.output_dim
+        self.image_projection = nn.Linear(image_dim, embed_dim or text_dim)
+        self.text_projection = nn.Linear(text_dim, embed_dim) if embed_dim else nn.Identity()
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    @property
+    def embed_dim(self):
+        return self.image_projection.out_features
+
+    def encode_image(self, images, normalize=True):
+        features = self.image_projection(self.image_backbone(images))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, input_ids, normalize=True):
+        attention_mask = (input_ids != self.pad_token_id).long()
+        features = self.text_projection(self.text_tower(input_ids, attention_mask))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def scale(self):
+        """exp(logit_scale) clamped at CLIP's 100."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def set_temperature(self, temperature, learnable):
+        with torch.no_grad():
+            self.logit_scale.fill_(math.log(1.0 / temperature))
+        self.logit_scale.requires_grad_(learnable)
+
+    def forward(self, images, input_ids):
+        return self.encode_image(images), self.encode_text(input_ids), self.scale()

@@ -1,0 +1,73 @@
+"""Text tower: any Hugging Face encoder directory, pooled to one vector per caption."""
+import os
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+from utils.errors import UserError
+
+_FETCH_HINT = ("put a Hugging Face model directory there (config.json, tokenizer files and, for "
+               "pretrained: true, model.safetensors or pytorch_model.bin), e.g. the files of "
+               "FacebookAI/roberta-base from huggingface.co")
+
+
+def check_text_model_dir(path, need_weights):
+    """Raise a UserError naming what is missing from a Hugging Face model directory."""
+    if not os.path.isdir(path):
+        raise UserError(f"text-model directory '{path}' not found: {_FETCH_HINT}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise UserError(f"text-model '{path}' has no config.json: {_FETCH_HINT}")
+    if need_weights:
+        names = os.listdir(path)
+        if not any(n.endswith((".safetensors", ".bin")) for n in names):
+            raise UserError(f"text-model '{path}' has no weights (model.safetensors or pytorch_model.bin); "
+                            f"{_FETCH_HINT}; or set pretrained: false for random weights")
+
+
+class TextTower(nn.Module):
+    """Wraps a Hugging Face encoder.
+
+    forward(input_ids [B,L], attention_mask [B,L]) -> features [B, hidden_size], pooled as
+    ``pooling``: "cls" takes the first token's last hidden state (the seed's choice),
+    "mean" averages the hidden states of the unmasked tokens.
+    """
+
+    def __init__(self, encoder, pooling):
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        self.output_dim = encoder.config.hidden_size
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def build_text_encoder(config_dict):
+    """Random-weight encoder from a config dict (as saved in checkpoints)."""
+    config = AutoConfig.for_model(**config_dict)
+    return AutoModel.from_config(config, add_pooling_layer=False) if _has_pooler(config) else AutoModel.from_config(config)
+
+
+def load_text_encoder(path, pretrained):
+    """Encoder from a local directory: its pretrained weights, or random weights from its config.json."""
+    check_text_model_dir(path, need_weights=pretrained)
+    try:
+        if pretrained:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            kwargs = {"add_pooling_layer": False} if _has_pooler(config) else {}
+            return AutoModel.from_pretrained(path, local_files_only=True, **kwargs)
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise UserError(f"text-model '{path}' could not be loaded: {error}") from None
+    torch_model = build_text_encoder(config.to_dict())
+    return torch_model
+
+
+def _has_pooler(config):
+    # BERT-family encoders carry an unused pooler (dense+tanh over CLS); dropping it avoids dead weights.
+    return config.model_type in {"bert", "roberta", "xlm-roberta", "camembert", "ernie"}

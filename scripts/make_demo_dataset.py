@@ -1,0 +1,178 @@
+"""Generate the demo dataset: procedural scenes of coloured shapes with paraphrased captions.
+
+Writes OUT/train and OUT/valid in the datasets format (images/ + captions.csv). Every scene (the set of
+objects with their size, colour, shape and grid cell) occurs once across both splits, so captions that
+describe a scene fully single out one image. Deterministic for a given --seed.
+
+    python scripts/make_demo_dataset.py --out datasets/demo --train 5000 --valid 1000
+"""
+import argparse
+import csv
+import os
+import random
+import sys
+
+from PIL import Image, ImageDraw
+
+COLOURS = {
+    "red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 60, 220), "yellow": (235, 205, 20),
+    "purple": (140, 40, 170), "orange": (245, 130, 20), "black": (20, 20, 20), "cyan": (30, 200, 210),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+SIZES = ("small", "large")
+GRID = 3
+ROW_NAMES = ("top", "middle", "bottom")
+COL_NAMES = ("left", "center", "right")
+SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
+
+
+def sample_scene(rng):
+    """A scene: 2 or 3 objects, each (size, colour, shape, row, col), in distinct grid cells."""
+    count = rng.choice((2, 2, 3))
+    cells = rng.sample([(r, c) for r in range(GRID) for c in range(GRID)], count)
+    return tuple(sorted((rng.choice(SIZES), rng.choice(list(COLOURS)), rng.choice(SHAPES), row, col)
+                        for row, col in cells))
+
+
+def draw_scene(scene, image_size, rng):
+    """Render a scene to an RGB PIL image of image_size x image_size."""
+    tone = rng.randint(225, 250)
+    image = Image.new("RGB", (image_size, image_size), (tone, tone, rng.randint(215, 250)))
+    draw = ImageDraw.Draw(image)
+    cell = image_size / GRID
+    for size, colour, shape, row, col in scene:
+        radius = cell * (0.44 if size == "large" else 0.26)
+        jitter = cell * 0.5 - radius
+        cx = (col + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
+        cy = (row + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
+        fill = tuple(max(0, min(255, v + rng.randint(-15, 15))) for v in COLOURS[colour])
+        box = (cx - radius, cy - radius, cx + radius, cy + radius)
+        if shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif shape == "square":
+            draw.rectangle(box, fill=fill)
+        elif shape == "triangle":
+            draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
+        else:
+            arm = radius * 0.38
+            draw.rectangle((cx - radius, cy - arm, cx + radius, cy + arm), fill=fill)
+            draw.rectangle((cx - arm, cy - radius, cx + arm, cy + radius), fill=fill)
+    return image
+
+
+def _place(row, col):
+    if (row, col) == (1, 1):
+        return "in the center"
+    if row == 1:
+        return f"on the {COL_NAMES[col]}"
+    if col == 1:
+        return f"at the {ROW_NAMES[row]}"
+    return f"in the {ROW_NAMES[row]} {COL_NAMES[col]}"
+
+
+def _relation(a, b):
+    """How object a stands to object b: 'left of', 'right of', 'above' or 'below'."""
+    if a[4] != b[4]:
+        return "left of" if a[4] < b[4] else "right of"
+    return "above" if a[3] < b[3] else "below"
+
+
+def english_captions(scene, rng, count):
+    """``count`` distinct paraphrases; the first few name every object's size, colour, shape and place."""
+    objects = list(scene)
+    rng.shuffle(objects)
+
+    def name(obj, with_size=True):
+        size = rng.choice(SIZE_WORDS[obj[0]])
+        return f"{size} {obj[1]} {obj[2]}" if with_size else f"{obj[1]} {obj[2]}"
+
+    def article(phrase):
+        return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+    def listing(parts):
+        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+    first, second, rest = objects[0], objects[1], objects[2:]
+    extra = "".join(f", and {article(name(o))} {_place(o[3], o[4])}" for o in rest)
+    frames = [
+        lambda: listing([f"{article(name(o))} {_place(o[3], o[4])}" for o in objects]),
+        lambda: f"{article(name(first))} {_relation(first, second)} {article(name(second))}{extra}",
+        lambda: f"{article(name(second))} {_relation(second, first)} {article(name(first))}{extra}",
+        lambda: "there is " + listing([f"{article(name(o))} {_place(o[3], o[4])}" for o in reversed(objects)]),
+        lambda: f"a picture of {listing([article(name(o)) for o in objects])}",
+        lambda: listing([name(o, with_size=False) + " " + _place(o[3], o[4]).split(" ", 2)[-1] for o in objects]),
+        lambda: f"{len(objects)} shapes: " + listing([name(o) for o in objects]),
+    ]
+    captions, attempts = [], 0
+    while len(captions) < count and attempts < 100:
+        caption = frames[len(captions) % len(frames) if attempts < len(frames) else rng.randrange(len(frames))]()
+        attempts += 1
+        if caption not in captions:
+            captions.append(caption)
+    return captions
+
+
+def write_split(directory, scenes, image_size, captions_per_image, rng):
+    images_dir = os.path.join(directory, "images")
+    os.makedirs(images_dir, exist_ok=True)
+    rows = []
+    for index, scene in enumerate(scenes):
+        filename = f"{index:06d}.png"
+        draw_scene(scene, image_size, rng).save(os.path.join(images_dir, filename))
+        rows += [(filename, caption) for caption in english_captions(scene, rng, captions_per_image)]
+    with open(os.path.join(directory, "captions.csv"), "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["filename", "caption"])
+        writer.writerows(rows)
+    return rows
+
+
+def unique_caption_sets(rows):
+    """Fraction of images whose set of captions no other image shares."""
+    sets = {}
+    for filename, caption in rows:
+        sets.setdefault(filename, set()).add(caption)
+    frozen = [frozenset(s) for s in sets.values()]
+    counts = {}
+    for s in frozen:
+        counts[s] = counts.get(s, 0) + 1
+    return sum(1 for s in frozen if counts[s] == 1) / len(frozen)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="datasets/demo", help="output folder (train/ and valid/ inside)")
+    parser.add_argument("--train", type=int, default=5000, help="training images")
+    parser.add_argument("--valid", type=int, default=1000, help="validation images")
+    parser.add_argument("--captions", type=int, default=5, help="captions per image")
+    parser.add_argument("--image-size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's splits")
+    args = parser.parse_args(argv)
+    for split in ("train", "valid"):
+        if os.path.exists(os.path.join(args.out, split, "captions.csv")) and not args.overwrite:
+            print(f"error: {os.path.join(args.out, split)} already exists; pass --overwrite to regenerate it",
+                  file=sys.stderr)
+            return 2
+    if min(args.train, args.valid, args.captions, args.image_size) < 1:
+        print("error: --train, --valid, --captions and --image-size must be positive", file=sys.stderr)
+        return 2
+    rng = random.Random(args.seed)
+    scenes, seen = [], set()
+    while len(scenes) < args.train + args.valid:
+        scene = sample_scene(rng)
+        if scene not in seen:
+            seen.add(scene)
+            scenes.append(scene)
+    train_rows = write_split(os.path.join(args.out, "train"), scenes[:args.train], args.image_size,
+                             args.captions, rng)
+    valid_rows = write_split(os.path.join(args.out, "valid"), scenes[args.train:], args.image_size,
+                             args.captions, rng)
+    print(f"wrote {args.out}: train {args.train} images / {len(train_rows)} captions, valid {args.valid} "
+          f"images / {len(valid_rows)} captions; {unique_caption_sets(valid_rows):.1%} of valid images have a "
+          f"caption set no other valid image shares")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

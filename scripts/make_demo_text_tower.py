@@ -1,0 +1,66 @@
+"""Create the demo text tower: a byte-level BPE tokenizer trained on the captions plus a small RoBERTa
+config, saved as a Hugging Face directory (no weights: init.py builds it with pretrained: false).
+
+    python scripts/make_demo_text_tower.py --captions datasets/demo/train/captions.csv --out pretrains/demo-roberta
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+
+from tokenizers import ByteLevelBPETokenizer
+from transformers import RobertaConfig, RobertaTokenizerFast
+
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def read_captions(path):
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        return [row["caption"] for row in csv.DictReader(handle) if row.get("caption")]
+
+
+def build_tokenizer(captions, vocab_size):
+    """Byte-level BPE (RoBERTa's scheme) trained on ``captions``, as a RobertaTokenizerFast."""
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(captions, vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
+                            show_progress=False)
+    with tempfile.TemporaryDirectory() as directory:
+        vocab_path, merges_path = bpe.save_model(directory)
+        with open(vocab_path, encoding="utf-8") as handle:
+            vocab = json.load(handle)
+        with open(merges_path, encoding="utf-8") as handle:
+            merges = [tuple(line.split()) for line in handle if line.strip() and not line.startswith("#version")]
+    return RobertaTokenizerFast(vocab=vocab, merges=merges)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--captions", default="datasets/demo/train/captions.csv")
+    parser.add_argument("--out", default="pretrains/demo-roberta")
+    parser.add_argument("--vocab-size", type=int, default=1000)
+    parser.add_argument("--hidden-size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=64)
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.captions):
+        print(f"error: {args.captions} not found; generate the demo dataset first", file=sys.stderr)
+        return 2
+    tokenizer = build_tokenizer(read_captions(args.captions), args.vocab_size)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=args.hidden_size, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, intermediate_size=4 * args.hidden_size,
+        max_position_embeddings=args.max_length + 2, type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    os.makedirs(args.out, exist_ok=True)
+    tokenizer.save_pretrained(args.out)
+    config.save_pretrained(args.out)
+    print(f"wrote {args.out}: vocabulary {len(tokenizer)}, RoBERTa {args.layers} layers x {args.hidden_size}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

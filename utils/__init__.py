@@ -1,0 +1,1 @@
+"""Shared helpers: configuration, metrics, embedding, training loop, logging."""

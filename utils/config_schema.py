@@ -1,0 +1,62 @@
+"""The keys each script accepts, with the seed's defaults. Config is data: this file is the one schema."""
+from utils.config import Key
+
+_DEVICE = Key("device", "device", "auto", "auto picks cuda when available, else cpu")
+_SEED = Key("seed", "int", 42, "random seed for weights, sampling and augmentation")
+_STRICT = Key("strict", "bool", False, "fail on the first bad dataset row, listing every problem")
+
+INIT = [
+    Key("pretrained", "bool", True, "load pretrained weights for both towers"),
+    Key("save-path", "str", "checkpoints/pretrain.pt", "where the joint model is written"),
+    Key("image-model", "str", "resnet50", "torchvision classification model name"),
+    Key("image-weights", "str", None, "local image-tower weights file (default: torchvision's own)", nullable=True),
+    Key("text-model", "str", "pretrains/roberta", "Hugging Face model directory (config.json, tokenizer)"),
+    Key("text-pooling", "str", "cls", "text feature: first token (cls) or masked mean", choices=("cls", "mean")),
+    Key("embed-dim", "int", None, "project both towers to this size (default: the text size)", nullable=True, minimum=1),
+    Key("image-size", "int", 224, "square input side in pixels", minimum=16),
+    Key("max-length", "int", 77, "tokens per caption after truncation", minimum=2),
+    Key("overwrite", "bool", False, "replace an existing save-path"),
+    _SEED,
+]
+
+TRAIN = [
+    Key("epochs", "int", 200, "training epochs", minimum=1),
+    Key("learning-rate", "float", 0.000005, "peak AdamW learning rate", minimum=0),
+    Key("batch-size", "int", 192, "images per step", minimum=2),
+    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0),
+    Key("use-amp", "bool", True, "automatic mixed precision on CUDA (bf16 where supported, else fp16)"),
+    Key("use-augment", "bool", True, "random crops and the augmentations allowed below"),
+    Key("augment-flip", "str", "auto", "horizontal flip; auto = only if no caption says left/right",
+        choices=("auto", "on", "off")),
+    Key("augment-color", "str", "auto", "colour jitter; auto = only if no caption names a colour",
+        choices=("auto", "on", "off")),
+    Key("augment-crop-scale", "float", 0.5, "smallest crop area (fraction) for random resized crops", minimum=0.05),
+    Key("temperature", "float", 0.07, "softmax temperature of the loss (logit scale = 1/temperature)", minimum=0.01),
+    Key("learn-temperature", "bool", False, "learn the temperature (CLIP's logit scale, clamped at 100)"),
+    Key("weight-decay", "float", 0.1, "AdamW weight decay (not applied to biases, norms, logit scale)", minimum=0),
+    Key("warmup-steps", "int", 500, "linear warmup steps before the cosine decay", minimum=0),
+    Key("grad-clip", "float", 1.0, "max gradient norm (0 = off)", minimum=0),
+    Key("channels-last", "bool", True, "channels_last memory format for the image tower"),
+    Key("load-path", "str", "checkpoints/pretrain.pt", "model written by init.py"),
+    Key("best-path", "str", "checkpoints/best.pt", "best checkpoint on the validation split"),
+    Key("last-path", "str", "checkpoints/last.pt", "latest checkpoint (resumable)"),
+    Key("resume", "str", None, "resume from this checkpoint (e.g. checkpoints/last.pt)", nullable=True),
+    Key("overwrite", "bool", False, "start a new run even if best-path or last-path exist"),
+    Key("log-dir", "str", "checkpoints/logs", "metrics.jsonl, metrics.csv, TensorBoard events, curves.png"),
+    Key("train-data", "str", "datasets/train", "training dataset folder (images/ + captions.csv)"),
+    Key("valid-data", "str", "datasets/valid", "validation dataset folder"),
+    _STRICT,
+    _SEED,
+    _DEVICE,
+]
+
+EVAL = [
+    Key("batch-size", "int", 256, "images or captions per encoding batch", minimum=1),
+    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0),
+    Key("use-amp", "bool", True, "automatic mixed precision on CUDA"),
+    Key("model-path", "str", "checkpoints/best.pt", "checkpoint to evaluate"),
+    Key("valid-data", "str", "datasets/valid", "dataset folder (images/ + captions.csv)"),
+    Key("output", "str", None, "also write the recalls as JSON to this path", nullable=True),
+    _STRICT,
+    _DEVICE,
+]

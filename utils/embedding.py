@@ -1,0 +1,64 @@
+"""The one encoding path: embed a dataset's images and captions, and score retrieval on them."""
+import sys
+
+import torch
+from torch.utils.data import DataLoader
+
+from data.datasets import EvalImages, collate_images
+from utils.device import autocast
+from utils.errors import UserError
+from utils.metrics import retrieval_recall
+
+
+@torch.no_grad()
+def embed_images(model, table, transform, batch_size, num_workers, device, dtype):
+    """Returns (features FloatTensor[N', D] on CPU, kept LongTensor[N']): images that failed to decode
+    are reported and left out of ``kept``."""
+    loader = DataLoader(EvalImages(table, transform), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_images, pin_memory=device.type == "cuda")
+    features, kept = [], []
+    for images, indices in loader:
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            features.append(model.encode_image(images).float().cpu())
+        kept.append(indices)
+    if not features:
+        return torch.empty(0, model.embed_dim), torch.empty(0, dtype=torch.long)
+    return torch.cat(features), torch.cat(kept)
+
+
+@torch.no_grad()
+def embed_captions(model, tokenizer, captions, batch_size, device, dtype):
+    """list[str] of length M -> FloatTensor[M, D] on CPU."""
+    features = []
+    for start in range(0, len(captions), batch_size):
+        input_ids = tokenizer(captions[start:start + batch_size]).to(device)
+        with autocast(device, dtype):
+            features.append(model.encode_text(input_ids).float().cpu())
+    return torch.cat(features) if features else torch.empty(0, model.embed_dim)
+
+
+def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, device, dtype):
+    """Embed every image and caption of ``table`` and return retrieval_recall's dict plus counts."""
+    was_training = model.training
+    model.eval()
+    image_features, kept = embed_images(model, table, transform, batch_size, num_workers, device, dtype)
+    text_image_index = torch.tensor(table.caption_image_index, dtype=torch.long)
+    captions = table.captions
+    if len(kept) < len(table.images):
+        print(f"evaluation: {len(table.images) - len(kept)} image(s) could not be decoded; "
+              f"left out with their captions", file=sys.stderr)
+        position = torch.full((len(table.images),), -1, dtype=torch.long)
+        position[kept] = torch.arange(len(kept))
+        keep = position[text_image_index] >= 0
+        captions = [c for c, k in zip(captions, keep.tolist()) if k]
+        text_image_index = position[text_image_index][keep]
+    text_features = embed_captions(model, tokenizer, captions, batch_size, device, dtype)
+    model.train(was_training)
+    if len(kept) == 0:
+        raise UserError(f"{table.root}: no image could be decoded")
+    metrics = retrieval_recall(image_features, text_features, text_image_index)
+    metrics.update(images=int(image_features.shape[0]), captions=int(text_features.shape[0]))
+    return metrics

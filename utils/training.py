@@ -1,0 +1,196 @@
+"""The training loop behind train.py: one function you can read top to bottom."""
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from data.caption_table import read_caption_table
+from data.datasets import PairCollate, TrainImages
+from data.transforms import augmentation_policy, eval_transform, train_transform
+from models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from models.loss import contrastive_loss
+from utils.device import amp_dtype, autocast, precision_notice, resolve_device
+from utils.embedding import evaluate_table
+from utils.errors import UserError
+from utils.metrics import mean_recall
+from utils.run_log import RunLog
+from utils.schedule import warmup_cosine
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite; the run stops and best-path is left as it was."""
+
+    exit_code = 1
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    """Global RNG states as plain data (dropout and main-process augmentation draw from these)."""
+    version, python_state, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": [version, list(python_state), gauss]}
+
+
+def restore_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, python_state, gauss = state["python"]
+    random.setstate((version, tuple(python_state), gauss))
+
+
+def parameter_groups(model, weight_decay):
+    """Weight decay on matrices and kernels only; none on biases, norms and the logit scale."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def starting_checkpoint(config):
+    """Read the checkpoint to start from: ``resume`` (a training checkpoint) or ``load-path``."""
+    if config["resume"]:
+        payload = read_checkpoint(config["resume"])
+        if "training" not in payload or "optimizer" not in payload["training"]:
+            raise UserError(f"{config['resume']} holds no training state; resume from last-path "
+                            f"({config['last-path']}), or start from it with --load-path")
+        return payload
+    existing = [config[k] for k in ("best-path", "last-path") if os.path.exists(config[k])]
+    if existing and not config["overwrite"]:
+        raise UserError(f"{' and '.join(existing)} exist from an earlier run: continue it with --resume "
+                        f"{config['last-path']}, or pass --overwrite true to start a new run that replaces them")
+    return read_checkpoint(config["load-path"])
+
+
+def train(config):
+    """Train with the seed's objective; validate every epoch; keep best-path and last-path."""
+    device = resolve_device(config["device"])
+    dtype = amp_dtype(device, config["use-amp"])
+    seed_everything(config["seed"])
+    payload = starting_checkpoint(config)
+    model, spec, tokenizer = model_from_checkpoint(payload)
+    tokenizer_files = payload["tokenizer"]
+    resumed = payload.get("training") if config["resume"] else None
+
+    train_table = read_caption_table(config["train-data"], strict=config["strict"])
+    valid_table = read_caption_table(config["valid-data"], strict=config["strict"])
+    image_size = spec["image-size"]
+    if config["use-augment"]:
+        flip, colour, notice = augmentation_policy(train_table.captions, config["augment-flip"],
+                                                   config["augment-color"])
+        transform = train_transform(image_size, config["augment-crop-scale"], flip, colour)
+    else:
+        transform, notice = eval_transform(image_size), "augmentation: off"
+    dataset = TrainImages(train_table, transform, config["seed"])
+    batch_size = config["batch-size"]
+    if len(dataset) < batch_size:
+        print(f"batch-size {batch_size} > {len(dataset)} training images; using {len(dataset)}")
+        batch_size = len(dataset)
+    steps_per_epoch = len(dataset) // batch_size
+    total_steps = steps_per_epoch * config["epochs"]
+
+    if resumed is None:
+        model.set_temperature(config["temperature"], config["learn-temperature"])
+    else:
+        model.logit_scale.requires_grad_(config["learn-temperature"])
+    model.to(device)
+    if config["channels-last"]:
+        model.image_backbone.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config["weight-decay"]), lr=config["learning-rate"],
+                                  fused=device.type == "cuda")
+    scheduler = warmup_cosine(optimizer, config["warmup-steps"], total_steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    start_epoch, step, best, history = 0, 0, float("-inf"), []
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        scaler.load_state_dict(resumed["scaler"])
+        start_epoch, step, best, history = (resumed["epoch"], resumed["step"], resumed["best-metric"],
+                                            resumed["history"])
+        restore_rng_state(resumed["rng"])
+        print(f"resumed {config['resume']} at epoch {start_epoch}, step {step}, best mean recall {best:.4f}")
+
+    print(precision_notice(device, config["use-amp"], dtype))
+    print(notice)
+    print(f"training: {len(dataset)} images, {len(train_table.captions)} captions, batch {batch_size}, "
+          f"{steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{config['epochs']}")
+    log = RunLog(config["log-dir"], history, purge_step=step if resumed else None)
+    collate = PairCollate(tokenizer)
+    for epoch in range(start_epoch, config["epochs"]):
+        dataset.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, collate_fn=collate,
+                            num_workers=config["num-workers"], pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(config["seed"] * 7919 + epoch))
+        model.train()
+        loss_sum, batches, samples, started = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config['epochs']}", file=sys.stdout, mininterval=2, disable=None,
+                   dynamic_ncols=True, leave=False)
+        for batch in bar:
+            if batch is None:
+                continue
+            images, input_ids = batch
+            images = images.to(device, non_blocking=True)
+            if config["channels-last"]:
+                images = images.contiguous(memory_format=torch.channels_last)
+            input_ids = input_ids.to(device, non_blocking=True)
+            with autocast(device, dtype):
+                image_features, text_features, logit_scale = model(images, input_ids)
+            loss = contrastive_loss(image_features.float(), text_features.float(), logit_scale.float())
+            loss_value = loss.item()
+            if not np.isfinite(loss_value):
+                raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
+                                       f"stopped. {config['best-path']} is unchanged; try a lower "
+                                       f"learning-rate or use-amp false")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config["grad-clip"] > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config["grad-clip"])
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            loss_sum, batches, samples = loss_sum + loss_value, batches + 1, samples + images.shape[0]
+            lr = scheduler.get_last_lr()[0]
+            log.step(step, loss_value, lr, 1.0 / logit_scale.item())
+            bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
+                            samples_per_s=f"{samples / (time.perf_counter() - started):.0f}")
+        bar.close()
+        seconds = time.perf_counter() - started
+        metrics = evaluate_table(model, tokenizer, valid_table, eval_transform(image_size), batch_size,
+                                 config["num-workers"], device, dtype)
+        score = mean_recall(metrics)
+        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(batches, 1),
+                  "lr": scheduler.get_last_lr()[0], "temperature": 1.0 / model.scale().item(),
+                  "samples_per_s": samples / seconds, **metrics, "mean_recall": score}
+        log.epoch(record)
+        improved = score > best
+        best = max(best, score)
+        print(f"epoch {epoch + 1}/{config['epochs']}  loss {record['train_loss']:.4f}  "
+              f"i2t R@1/5/10 {metrics['i2t_r1']:.3f}/{metrics['i2t_r5']:.3f}/{metrics['i2t_r10']:.3f}  "
+              f"t2i R@1/5/10 {metrics['t2i_r1']:.3f}/{metrics['t2i_r5']:.3f}/{metrics['t2i_r10']:.3f}  "
+              f"mean {score:.4f}{'  (best)' if improved else ''}  {samples / seconds:.0f} samples/s", flush=True)
+        # best before last: a kill between the two writes is repaired by resuming from the older last.
+        if improved:
+            save_checkpoint(config["best-path"], model, spec, tokenizer_files,
+                            {"epoch": epoch + 1, "step": step, "metrics": record})
+        save_checkpoint(config["last-path"], model, spec, tokenizer_files, {
+            "epoch": epoch + 1, "step": step, "best-metric": best, "history": log.history, "metrics": record,
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_state(),
+            "config": {k: v for k, v in config.items()}})
+    log.close()
+    print(f"done: best mean recall {best:.4f} in {config['best-path']}; last in {config['last-path']}; "
+          f"curves in {os.path.join(config['log-dir'], 'curves.png')}")

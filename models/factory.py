@@ -2,7 +2,7 @@
 from models.checkpoint import make_spec
 from models.image_tower import build_image_backbone, load_image_weights, read_image_weights
 from models.model import ContrastiveModel
-from models.text_tower import TextTower, load_text_encoder
+from models.text_tower import TextTower, check_text_model_dir, load_text_encoder
 from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
 
 
@@ -14,6 +14,7 @@ def model_from_towers(image_model, text_model, pretrained, image_weights=None, t
     or torchvision's cache (never downloaded here). text_model: local Hugging Face directory; with
     ``pretrained`` its weights are loaded, otherwise its config.json gives the architecture.
     """
+    check_text_model_dir(text_model, need_weights=pretrained)
     tokenizer = CaptionTokenizer(load_hf_tokenizer(text_model), max_length)
     encoder = load_text_encoder(text_model, pretrained)
     backbone, image_dim = build_image_backbone(image_model)

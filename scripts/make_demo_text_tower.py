@@ -35,6 +35,20 @@ def build_tokenizer(captions, vocab_size):
     return RobertaTokenizerFast(vocab=vocab, merges=merges)
 
 
+def write_text_tower(captions, out, vocab_size=1000, hidden_size=128, layers=2, heads=4, max_length=64):
+    """Write tokenizer files and a RoBERTa config.json (no weights) to ``out``; return the tokenizer."""
+    tokenizer = build_tokenizer(captions, vocab_size)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=4 * hidden_size, max_position_embeddings=max_length + 2,
+        type_vocab_size=1, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    os.makedirs(out, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    config.save_pretrained(out)
+    return tokenizer
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captions", default="datasets/demo/train/captions.csv")
@@ -48,16 +62,8 @@ def main(argv=None):
     if not os.path.isfile(args.captions):
         print(f"error: {args.captions} not found; generate the demo dataset first", file=sys.stderr)
         return 2
-    tokenizer = build_tokenizer(read_captions(args.captions), args.vocab_size)
-    config = RobertaConfig(
-        vocab_size=len(tokenizer), hidden_size=args.hidden_size, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, intermediate_size=4 * args.hidden_size,
-        max_position_embeddings=args.max_length + 2, type_vocab_size=1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id)
-    os.makedirs(args.out, exist_ok=True)
-    tokenizer.save_pretrained(args.out)
-    config.save_pretrained(args.out)
+    tokenizer = write_text_tower(read_captions(args.captions), args.out, args.vocab_size, args.hidden_size,
+                                 args.layers, args.heads, args.max_length)
     print(f"wrote {args.out}: vocabulary {len(tokenizer)}, RoBERTa {args.layers} layers x {args.hidden_size}")
     return 0
 

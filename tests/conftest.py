@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny generated dataset, a tiny text tower and a tiny joint checkpoint."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_script(*args, cwd=ROOT, timeout=300):
+    """Run a repo script with this interpreter; return CompletedProcess with text output."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """datasets format: train (48 images) and valid (16 images), 32x32, 5 captions each."""
+    from scripts.make_demo_dataset import main
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    assert main(["--out", str(out), "--train", "48", "--valid", "16", "--image-size", "32", "--seed", "3"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_text_tower(tiny_dataset, tmp_path_factory):
+    from scripts.make_demo_text_tower import read_captions, write_text_tower
+
+    out = tmp_path_factory.mktemp("text") / "roberta-tiny"
+    write_text_tower(read_captions(str(tiny_dataset / "train" / "captions.csv")), str(out), vocab_size=300,
+                     hidden_size=32, layers=1, heads=2, max_length=32)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_text_tower, tmp_path_factory):
+    """A joint checkpoint written by the real init.py."""
+    path = tmp_path_factory.mktemp("ckpt") / "pretrain.pt"
+    result = run_script("init.py", "--config", "configs/demo/init.yaml", "--text-model", str(tiny_text_tower),
+                        "--save-path", str(path), "--image-size", "32", "--max-length", "32", "--embed-dim", "32")
+    assert result.returncode == 0, result.stderr
+    return path

@@ -1,0 +1,144 @@
+"""A dataset with every kind of bad input the issue lists: usable images used, the rest skipped with a reason."""
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.caption_table import read_caption_table
+from data.datasets import PairCollate, TrainImages
+from data.image_file import open_image_rgb
+from data.transforms import eval_transform, train_transform
+from utils.errors import UserError
+
+GOOD = ["good.png", "gray.png", "cmyk.jpg", "sixteen.png", "palette.png", "alpha.png", "exif.jpg", "tiny.png",
+        "wide.png", "ünïcode 图片.png", "truncated.png"]
+
+
+def _png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_bad_dataset(root):
+    images = root / "images"
+    images.mkdir(parents=True)
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(images / "good.png")
+    Image.new("L", (20, 20), 128).save(images / "gray.png")
+    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(images / "cmyk.jpg")
+    Image.fromarray(np.full((20, 20), 65535, dtype=np.uint16)).save(images / "sixteen.png")
+    palette = Image.new("P", (20, 20), 0)
+    palette.putpalette([0, 0, 255] * 256)
+    palette.info["transparency"] = 0
+    palette.save(images / "palette.png", transparency=0)
+    Image.new("RGBA", (20, 20), (0, 0, 0, 0)).save(images / "alpha.png")
+    exif_image = Image.new("RGB", (40, 20), (0, 200, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    exif_image.save(images / "exif.jpg", exif=exif)
+    Image.new("RGB", (1, 1), (0, 0, 0)).save(images / "tiny.png")
+    Image.new("RGB", (3000, 2), (9, 9, 9)).save(images / "wide.png")
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(images / "ünïcode 图片.png")
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    data = _png_bytes(noisy)
+    (images / "truncated.png").write_bytes(data[: len(data) // 2])
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(200))
+    (images / "empty.jpg").write_bytes(b"")
+    (images / "notimage.jpg").write_text("hello, I am text")
+    Image.new("1", (10_000, 9_000)).save(images / "bomb.png")
+    (root / "outside.png").write_bytes(_png_bytes(Image.new("RGB", (4, 4))))
+    rows = ["filename,caption,source"]
+    rows += [f'"{name}",a picture of {name.split(".")[0]},test' for name in GOOD]
+    rows += [
+        "good.png,a picture of good,test",             # duplicate row
+        "good.png,a second caption for the red image,",  # extra column left empty: fine
+        "good.png",                                     # short row
+        "gray.png,,test",                               # empty caption
+        'gray.png,"   ",test',                          # blank caption
+        "gray.png," + "x" * 20_000 + ",test",           # overlong caption
+        "corrupt.jpg,corrupt,test",
+        "empty.jpg,empty,test",
+        "notimage.jpg,text file,test",
+        "bomb.png,bomb,test",
+        "missing.jpg,missing,test",
+        "../outside.png,escape,test",
+        "/etc/passwd,absolute,test",
+        "sub/../../outside.png,escape again,test",
+    ]
+    # BOM and CRLF line endings, as Excel writes them.
+    (root / "captions.csv").write_bytes(("\ufeff" + "\r\n".join(rows) + "\r\n").encode("utf-8"))
+    return root
+
+
+def snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+@pytest.fixture()
+def bad_dataset(tmp_path):
+    return build_bad_dataset(tmp_path / "bad")
+
+
+def test_usable_images_are_kept_and_each_bad_row_is_skipped_with_a_reason(bad_dataset):
+    lines = []
+    table = read_caption_table(str(bad_dataset), report=lines.append)
+    assert [record.filename for record in table.images] == GOOD
+    assert table.images[0].captions == ["a picture of good", "a second caption for the red image"]
+    reasons = "\n".join(table.skipped)
+    for expected in ["duplicate of line 2", "short row", "empty caption", "longer than 10000",
+                     "'corrupt.jpg': cannot open", "'empty.jpg': empty file", "'notimage.jpg': not an image",
+                     "'bomb.png': image too large", "'missing.jpg': file not found", "escapes images/",
+                     "absolute file name"]:
+        assert expected in reasons, expected
+    assert len(table.skipped) == 13
+    assert lines[-1].endswith("skipped 13 rows (1 duplicate row, 1 short row, 2 empty caption, 1 overlong caption, "
+                              "5 bad image, 3 unsafe file name)")
+
+
+def test_strict_fails_listing_every_problem(bad_dataset):
+    with pytest.raises(UserError) as error:
+        read_caption_table(str(bad_dataset), strict=True, report=lambda line: None)
+    message = str(error.value)
+    assert "14 problem(s)" in message  # the 13 above plus the truncated PNG, which strict decodes fully
+    assert "truncated.png" in message and "missing.jpg" in message
+
+
+def test_usable_images_decode_to_rgb_with_exif_and_transparency_applied(bad_dataset):
+    images = bad_dataset / "images"
+    for name in GOOD[:-1]:
+        assert open_image_rgb(str(images / name)).mode == "RGB", name
+    assert open_image_rgb(str(images / "exif.jpg")).size == (20, 40)
+    assert open_image_rgb(str(images / "sixteen.png")).getpixel((0, 0)) == (255, 255, 255)
+    assert open_image_rgb(str(images / "alpha.png")).getpixel((0, 0)) == (255, 255, 255)
+    assert open_image_rgb(str(images / "palette.png")).getpixel((0, 0)) == (255, 255, 255)
+    assert open_image_rgb(str(images / "cmyk.jpg")).getpixel((5, 5))[0] > 200  # CMYK red stays red
+    wide = eval_transform(16)(open_image_rgb(str(images / "wide.png")))
+    assert wide.shape == (3, 16, 16)
+
+
+def test_one_bad_file_never_kills_an_epoch_and_nothing_is_written_into_the_dataset(bad_dataset, tiny_text_tower):
+    from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
+
+    before = snapshot(bad_dataset)
+    table = read_caption_table(str(bad_dataset), report=lambda line: None)
+    dataset = TrainImages(table, train_transform(16, 0.5, flip=True, colour=True), seed=0)
+    collate = PairCollate(CaptionTokenizer(load_hf_tokenizer(str(tiny_text_tower)), 16))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate, num_workers=1)
+    seen = sum(images.shape[0] for images, _ in (batch for batch in loader if batch is not None))
+    assert seen == len(GOOD) - 1  # the truncated PNG is dropped at decode time
+    assert snapshot(bad_dataset) == before
+
+
+def test_missing_folder_and_bad_header_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        read_caption_table(str(tmp_path / "nope"))
+    (tmp_path / "d" / "images").mkdir(parents=True)
+    (tmp_path / "d" / "captions.csv").write_text("name,text\na.png,b\n")
+    with pytest.raises(UserError, match="'filename' and 'caption'"):
+        read_caption_table(str(tmp_path / "d"))
+    (tmp_path / "d" / "captions.csv").write_bytes(b"filename,caption\n\xff\xfe,bad\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        read_caption_table(str(tmp_path / "d"))

@@ -1,0 +1,108 @@
+"""init -> train -> eval through the real scripts on a tiny generated dataset."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, run_script
+
+
+def train_args(checkpoint, dataset, out, *extra):
+    return ["train.py", "--config", "configs/demo/train.yaml", "--load-path", str(checkpoint),
+            "--train-data", str(dataset / "train"), "--valid-data", str(dataset / "valid"),
+            "--best-path", str(out / "best.pt"), "--last-path", str(out / "last.pt"),
+            "--log-dir", str(out / "logs"), "--batch-size", "16", "--num-workers", "0", "--warmup-steps", "2",
+            *extra]
+
+
+def snapshot(root):
+    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
+    before = snapshot(tiny_dataset)
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "2", "--num-workers", "1"))
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2/2" in result.stdout and "precision: float32" in result.stdout
+    for name in ("best.pt", "last.pt", "logs/metrics.jsonl", "logs/metrics.csv", "logs/curves.png"):
+        assert (tmp_path / name).is_file(), name
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "logs"))
+    history = [json.loads(line) for line in (tmp_path / "logs/metrics.jsonl").read_text().splitlines()]
+    assert [item["epoch"] for item in history] == [1, 2]
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["training"]["epoch"] == 2 and "optimizer" in last["training"]
+
+    output = tmp_path / "recall.json"
+    result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tmp_path / "best.pt"),
+                        "--valid-data", str(tiny_dataset / "valid"), "--output", str(output), "--num-workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert "| image → text |" in result.stdout and "R @ 10" in result.stdout
+    recalls = json.loads(output.read_text())
+    assert recalls["images"] == 16 and recalls["captions"] == 80
+    best_epoch = max(history, key=lambda item: item["mean_recall"])
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
+        assert recalls[key] == pytest.approx(best_epoch[key], abs=1e-9), key
+    assert snapshot(tiny_dataset) == before  # nothing written into the dataset folders
+
+
+def test_a_new_run_never_overwrites_an_earlier_one_by_accident(tiny_checkpoint, tiny_dataset, tmp_path):
+    (tmp_path / "best.pt").write_bytes(b"precious")
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1"))
+    assert result.returncode == 2 and "--resume" in result.stderr and "--overwrite true" in result.stderr
+    assert (tmp_path / "best.pt").read_bytes() == b"precious"
+
+
+def test_resume_after_sigkill_reaches_the_same_result(tiny_checkpoint, tiny_dataset, tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, straight, "--epochs", "4"))
+    assert result.returncode == 0, result.stderr
+
+    process = subprocess.Popen([sys.executable, *train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "4")],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not (killed / "last.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    epoch_at_kill = torch.load(killed / "last.pt", weights_only=True)["training"]["epoch"]
+    assert epoch_at_kill < 4
+
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "4",
+                                    "--resume", str(killed / "last.pt")))
+    assert result.returncode == 0, result.stderr
+    assert f"resumed {killed / 'last.pt'} at epoch {epoch_at_kill}" in result.stdout
+    a = torch.load(straight / "last.pt", weights_only=True)
+    b = torch.load(killed / "last.pt", weights_only=True)
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+    def without_timing(history):
+        return [{k: v for k, v in item.items() if k != "samples_per_s"} for item in history]
+
+    assert without_timing(a["training"]["history"]) == without_timing(b["training"]["history"])
+    assert a["training"]["best-metric"] == b["training"]["best-metric"]
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
+    from utils import training
+    from utils.config import load_config
+    from utils.config_schema import TRAIN
+
+    real_loss, calls = training.contrastive_loss, {"n": 0}
+
+    def loss_that_explodes_in_epoch_two(*args):
+        calls["n"] += 1
+        loss = real_loss(*args)
+        return loss * float("nan") if calls["n"] > 3 else loss  # 48 images / batch 16 = 3 steps per epoch
+
+    monkeypatch.setattr(training, "contrastive_loss", loss_that_explodes_in_epoch_two)
+    config = load_config(TRAIN, "configs/demo/train.yaml", train_args(tiny_checkpoint, tiny_dataset, tmp_path,
+                                                                      "--epochs", "3")[1:])
+    with pytest.raises(training.TrainingDiverged, match="loss became nan at epoch 2"):
+        training.train(config)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["training"]["epoch"] == 1

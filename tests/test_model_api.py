@@ -1,0 +1,55 @@
+"""The open_clip-style public API, driven the way CLIP tooling drives it."""
+import torch
+from PIL import Image
+
+from data.caption_table import read_caption_table
+from data.transforms import eval_transform
+from models import load_checkpoint
+from utils.device import resolve_device
+from utils.embedding import evaluate_table
+
+
+def test_load_checkpoint_gives_model_preprocess_and_tokenizer(tiny_checkpoint):
+    model, preprocess, tokenizer = load_checkpoint(str(tiny_checkpoint))
+    image = preprocess(Image.new("RGB", (50, 30), (255, 0, 0)))
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
+    ids = tokenizer(["a big red circle", "a small blue square left of a large green cross in the center"])
+    assert ids.dtype == torch.long and ids.shape[0] == 2 and ids.shape[1] <= 32
+    with torch.no_grad():
+        image_features = model.encode_image(image.unsqueeze(0))
+        text_features = model.encode_text(ids)
+        both = model(image.unsqueeze(0).repeat(2, 1, 1, 1), ids)
+    assert image_features.shape == (1, 32) and text_features.shape == (2, 32)
+    assert torch.allclose(text_features.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(both[1], text_features, atol=1e-6)
+    assert abs(both[2].item() - 1 / 0.07) < 1e-3
+
+
+def test_tokenizer_truncates_to_max_length(tiny_checkpoint):
+    _, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
+    assert tokenizer(["circle " * 200]).shape == (1, 32)
+
+
+def test_padding_does_not_change_a_caption_embedding(tiny_checkpoint):
+    model, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
+    alone = tokenizer(["a red circle"])
+    padded = tokenizer(["a red circle", "a small blue square left of a large green cross at the bottom"])
+    assert padded.shape[1] > alone.shape[1]
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(alone)[0], model.encode_text(padded)[0], atol=1e-5)
+
+
+def test_clip_benchmark_driving_our_model_gives_our_numbers(tiny_checkpoint, tiny_dataset):
+    from clip_benchmark.metrics.zeroshot_retrieval import evaluate
+
+    model, preprocess, tokenizer = load_checkpoint(str(tiny_checkpoint))
+    table = read_caption_table(str(tiny_dataset / "valid"), report=lambda line: None)
+    images = [preprocess(Image.open(record.path).convert("RGB")) for record in table.images]
+    batches = [(torch.stack(images[i:i + 5]), [record.captions for record in table.images[i:i + 5]])
+               for i in range(0, len(images), 5)]
+    theirs = evaluate(model, batches, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
+    ours = evaluate_table(model, tokenizer, table, eval_transform(32), 7, 0, resolve_device("cpu"), None)
+    for k in (1, 5, 10):
+        assert abs(ours[f"i2t_r{k}"] - theirs[f"text_retrieval_recall@{k}"]) < 1e-6
+        assert abs(ours[f"t2i_r{k}"] - theirs[f"image_retrieval_recall@{k}"]) < 1e-6
+    assert ours["images"] == 16 and ours["captions"] == 80

@@ -28,20 +28,31 @@ class TrainImages(Dataset):
         self.transform = transform
         self.seed = seed
         self.counts = torch.tensor([len(record.captions) for record in self.records])
+        # Shared memory: persistent DataLoader workers see each epoch's new draw without being restarted.
+        self.choice = torch.zeros(len(self.records), dtype=torch.long).share_memory_()
+        self.epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
-        """Draw this epoch's caption for every image, reproducibly from (seed, epoch)."""
+        """Draw this epoch's caption for every image, reproducibly from (seed, epoch).
+
+        Call before creating the epoch's DataLoader iterator (workers prefetch as soon as it exists).
+        """
+        self.epoch.fill_(epoch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        self.choice = (torch.rand(len(self.records), generator=generator) * self.counts).long().tolist()
+        self.choice.copy_((torch.rand(len(self.records), generator=generator) * self.counts).long())
 
     def __len__(self):
         return len(self.records)
 
     def __getitem__(self, index):
         record = self.records[index]
-        image = _load(record, self.transform)
-        return None if image is None else (image, record.captions[self.choice[index]])
+        # Augmentation randomness is a function of (seed, epoch, index): the same whatever the number of
+        # workers, their persistence, or a resume in between.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + int(self.epoch)) * 1_000_003 + index)
+            image = _load(record, self.transform)
+        return None if image is None else (image, record.captions[int(self.choice[index])])
 
 
 class EvalImages(Dataset):

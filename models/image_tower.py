@@ -75,3 +75,24 @@ def load_image_weights(backbone, state, source):
         raise UserError(f"image weights {source} do not match the model: missing {', '.join(missing[:5])}"
                         + (" …" if len(missing) > 5 else ""))
     backbone.load_state_dict(usable)
+
+
+def enable_checkpointing(backbone):
+    """Recompute each stage's activations during backward instead of storing them.
+
+    Patches the stages' forward in place (ResNet-style layer1..layer4, or the children of ``features``), so
+    state-dict keys stay unchanged. Active only in training mode with gradients enabled.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    stages = [getattr(backbone, f"layer{i}") for i in range(1, 5) if hasattr(backbone, f"layer{i}")]
+    if not stages and isinstance(getattr(backbone, "features", None), nn.Sequential):
+        stages = list(backbone.features)
+    if not stages:
+        raise UserError(f"grad-checkpointing: no stages found in {type(backbone).__name__}")
+    for stage in stages:
+        def forward(x, _original=stage.forward, _stage=stage):
+            if _stage.training and torch.is_grad_enabled():
+                return checkpoint(_original, x, use_reentrant=False)
+            return _original(x)
+        stage.forward = forward

@@ -50,5 +50,12 @@ class ContrastiveModel(nn.Module):
             self.logit_scale.fill_(math.log(1.0 / temperature))
         self.logit_scale.requires_grad_(learnable)
 
+    def enable_grad_checkpointing(self):
+        """Trade compute for memory in both towers (the HF encoder's own switch; checkpointed CNN stages)."""
+        from models.image_tower import enable_checkpointing
+
+        enable_checkpointing(self.image_backbone)
+        self.text_tower.encoder.activation_checkpointing_enable({"use_reentrant": False})
+
     def forward(self, images, input_ids):
         return self.encode_image(images), self.encode_text(input_ids), self.scale()

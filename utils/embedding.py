@@ -2,10 +2,13 @@
 import sys
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from data.caption_table import CaptionTable
 from data.datasets import EvalImages, collate_images
 from utils.device import autocast
+from utils.distributed import all_gather_objects
 from utils.errors import UserError
 from utils.metrics import retrieval_recall
 
@@ -40,11 +43,37 @@ def embed_captions(model, tokenizer, captions, batch_size, device, dtype):
     return torch.cat(features) if features else torch.empty(0, model.embed_dim)
 
 
+def _sharded_image_features(model, table, transform, batch_size, num_workers, device, dtype):
+    """Under torchrun each rank embeds a contiguous slice of the images; slices are gathered in order."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if world == 1:
+        return embed_images(model, table, transform, batch_size, num_workers, device, dtype)
+    positions = torch.arange(len(table.images)).tensor_split(world)[rank].tolist()
+    shard = CaptionTable(table.root, [table.images[i] for i in positions], table.skipped)
+    features, kept = embed_images(model, shard, transform, batch_size, num_workers, device, dtype)
+    parts = all_gather_objects((features, torch.tensor(positions, dtype=torch.long)[kept]))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _sharded_text_features(model, tokenizer, captions, batch_size, device, dtype):
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if world == 1:
+        return embed_captions(model, tokenizer, captions, batch_size, device, dtype)
+    bounds = torch.arange(len(captions)).tensor_split(world)[rank]
+    start, stop = (int(bounds[0]), int(bounds[-1]) + 1) if len(bounds) else (0, 0)
+    local = embed_captions(model, tokenizer, captions[start:stop], batch_size, device, dtype)
+    return torch.cat(all_gather_objects(local))
+
+
 def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, device, dtype):
-    """Embed every image and caption of ``table`` and return retrieval_recall's dict plus counts."""
+    """Embed every image and caption of ``table`` and return retrieval_recall's dict plus counts.
+
+    Under torchrun the work is sharded across ranks and every rank returns the same numbers.
+    """
     was_training = model.training
     model.eval()
-    image_features, kept = embed_images(model, table, transform, batch_size, num_workers, device, dtype)
+    image_features, kept = _sharded_image_features(model, table, transform, batch_size, num_workers, device,
+                                                   dtype)
     text_image_index = torch.tensor(table.caption_image_index, dtype=torch.long)
     captions = table.captions
     if len(kept) < len(table.images):
@@ -55,7 +84,7 @@ def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, 
         keep = position[text_image_index] >= 0
         captions = [c for c, k in zip(captions, keep.tolist()) if k]
         text_image_index = position[text_image_index][keep]
-    text_features = embed_captions(model, tokenizer, captions, batch_size, device, dtype)
+    text_features = _sharded_text_features(model, tokenizer, captions, batch_size, device, dtype)
     model.train(was_training)
     if len(kept) == 0:
         raise UserError(f"{table.root}: no image could be decoded")

@@ -1,0 +1,74 @@
+"""torchrun support: process-group set-up and the feature gather used by the global-batch loss."""
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the job. world_size == 1 means a plain single-process run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+
+def init_distributed(device):
+    """Join the torchrun job described by RANK/WORLD_SIZE/LOCAL_RANK (NCCL on CUDA, gloo on CPU).
+
+    Returns (Distributed, device): on CUDA each process takes the GPU of its LOCAL_RANK.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed(), device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(rank, world_size, local_rank), device
+
+
+def gather_features(image_features, text_features):
+    """All ranks' features, concatenated in rank order, keeping the gradient path to the local ones.
+
+    image_features [b, D], text_features [b, D] -> ([b * world, D], [b * world, D]).
+    Pitfall: this uses torch.distributed.nn.all_gather (differentiable); plain dist.all_gather returns
+    tensors without gradient, which would silently train on the local batch only.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return image_features, text_features
+    import torch.distributed.nn
+
+    return (torch.cat(torch.distributed.nn.all_gather(image_features)),
+            torch.cat(torch.distributed.nn.all_gather(text_features)))
+
+
+def all_gather_objects(value):
+    """list of ``value`` from every rank, in rank order (just [value] without torchrun)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def barrier():
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown():
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

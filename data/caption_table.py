@@ -54,12 +54,20 @@ def safe_image_name(name):
 
 
 def _read_rows(csv_path):
-    """Yield (line number, row) from captions.csv; BOM, CRLF and quoted newlines handled by csv."""
+    """Yield (first line number, lines spanned, row) from captions.csv, skipping blank lines.
+
+    BOM, CRLF and quoted fields are handled by csv; a row spanning several lines usually means an
+    unterminated quote, which the caller reports.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), 64 * 1024 * 1024))  # overlong captions are skipped, not fatal
     try:
         with open(csv_path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
+            previous = 0
             for row in reader:
-                yield reader.line_num, row
+                first, previous = previous + 1, reader.line_num
+                if any(cell.strip() for cell in row):
+                    yield first, reader.line_num - first + 1, row
     except UnicodeDecodeError as error:
         raise UserError(f"{csv_path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     except csv.Error as error:
@@ -90,9 +98,9 @@ def read_caption_table(root, strict=False, report=None):
     header_line = next(rows, None)
     if header_line is None:
         raise UserError(f"{csv_path}: empty file; the first line must be the header 'filename,caption'")
-    header = [name.strip().lower() for name in header_line[1]]
+    header = [name.strip().lower() for name in header_line[2]]
     if "filename" not in header or "caption" not in header:
-        raise UserError(f"{csv_path}: header must name the columns 'filename' and 'caption', got {header_line[1]}")
+        raise UserError(f"{csv_path}: header must name the columns 'filename' and 'caption', got {header_line[2]}")
     name_at, caption_at = header.index("filename"), header.index("caption")
     width = max(name_at, caption_at) + 1
 
@@ -102,13 +110,16 @@ def read_caption_table(root, strict=False, report=None):
         skipped.append(f"{csv_path}:{line}: skipped: {reason}")
         reasons[kind] += 1
 
-    for line, row in rows:
-        if not any(cell.strip() for cell in row):
-            continue  # blank line
+    for line, spanned, row in rows:
+        if spanned > 1 and any("\n" in cell for cell in row):
+            skip(line, f"row spans lines {line}-{line + spanned - 1} (unterminated quote?)", "multi-line row")
+            continue
         if len(row) < width:
             skip(line, f"short row ({len(row)} field{'s' if len(row) != 1 else ''}, need {width})", "short row")
             continue
         name, caption = row[name_at], " ".join(row[caption_at].split())
+        if name.strip() and not safe_image_name(name):
+            name = os.path.normpath(name)  # 'a.png', './a.png' and 'sub//a.png' name one file once
         if not name.strip():
             skip(line, "empty file name", "empty file name")
             continue

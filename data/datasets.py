@@ -77,8 +77,8 @@ class PairCollate:
 
     def __call__(self, items):
         items = [item for item in items if item is not None]
-        if not items:
-            return None
+        if len(items) < 2:
+            return None  # a contrastive batch needs a negative; BatchNorm needs two samples
         images, captions = zip(*items)
         return torch.stack(images), self.tokenizer(list(captions))
 

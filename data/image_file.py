@@ -40,7 +40,14 @@ def open_image_rgb(path):
                 image = ImageOps.exif_transpose(image)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
             raise ImageProblem(f"cannot decode ({_first_line(error)})") from None
-        return to_rgb(image)
+        return to_rgb(image)  # exif_transpose above already dropped the orientation tag
+
+
+def prepare_rgb(image):
+    """EXIF orientation applied, then ``to_rgb``; returns RGB images without orientation unchanged."""
+    if image.mode == "RGB" and not image.getexif().get(0x0112):
+        return image
+    return to_rgb(ImageOps.exif_transpose(image))
 
 
 def to_rgb(image):

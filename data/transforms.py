@@ -3,6 +3,8 @@ import re
 
 from torchvision import transforms as T
 
+from data.image_file import prepare_rgb
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -40,9 +42,17 @@ class LimitAspect:
         return image
 
 
+class ToRGB:
+    """Any PIL image -> RGB, EXIF orientation applied (a no-op for images from ``open_image_rgb``)."""
+
+    def __call__(self, image):
+        return prepare_rgb(image)
+
+
 def eval_transform(image_size):
-    """PIL RGB image -> FloatTensor[3, image_size, image_size], ImageNet-normalised."""
+    """PIL image (any mode) -> FloatTensor[3, image_size, image_size], ImageNet-normalised."""
     return T.Compose([
+        ToRGB(),
         LimitAspect(1.0),
         T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
         T.ToTensor(),
@@ -53,6 +63,7 @@ def eval_transform(image_size):
 def train_transform(image_size, crop_scale, flip, colour):
     """Random resized crop, plus horizontal flip and colour jitter when the captions allow them."""
     steps = [
+        ToRGB(),
         LimitAspect(2.0),
         T.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), interpolation=T.InterpolationMode.BICUBIC,
                             antialias=True),

@@ -74,13 +74,16 @@ def read_checkpoint(path):
 
 def model_from_checkpoint(payload):
     """(model, spec, tokenizer) from a read_checkpoint() dict; the model is on CPU in eval mode."""
-    spec = payload["spec"]
-    model = build_model(spec)
     try:
+        spec = payload["spec"]
+        model = build_model(spec)
         model.load_state_dict(payload["state_dict"])
-    except RuntimeError as error:
-        raise UserError(f"checkpoint weights do not match its spec: {str(error).splitlines()[0]}") from None
-    tokenizer = tokenizer_from_files(payload["tokenizer"], spec["max-length"])
+        tokenizer = tokenizer_from_files(payload["tokenizer"], spec["max-length"])
+    except UserError:
+        raise
+    except Exception as error:  # a damaged or hand-made file: missing keys, wrong types, shapes
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"checkpoint is damaged or incomplete ({type(error).__name__}: {first_line})") from None
     return model.eval(), spec, tokenizer
 
 

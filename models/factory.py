@@ -4,6 +4,7 @@ from models.image_tower import build_image_backbone, load_image_weights, read_im
 from models.model import ContrastiveModel
 from models.text_tower import TextTower, check_text_model_dir, load_text_encoder
 from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
+from utils.errors import UserError
 
 
 def model_from_towers(image_model, text_model, pretrained, image_weights=None, text_pooling="cls",
@@ -17,6 +18,14 @@ def model_from_towers(image_model, text_model, pretrained, image_weights=None, t
     check_text_model_dir(text_model, need_weights=pretrained)
     tokenizer = CaptionTokenizer(load_hf_tokenizer(text_model), max_length)
     encoder = load_text_encoder(text_model, pretrained)
+    positions = getattr(encoder.config, "max_position_embeddings", None)
+    if positions is not None:
+        # RoBERTa-style position ids start after the pad id, so pad_token_id + 1 positions are never used.
+        usable = positions - (encoder.config.pad_token_id + 1 if encoder.config.model_type in (
+            "roberta", "xlm-roberta", "camembert") else 0)
+        if max_length > usable:
+            raise UserError(f"max-length {max_length} exceeds what text-model '{text_model}' can encode "
+                            f"({usable} tokens); lower max-length")
     backbone, image_dim = build_image_backbone(image_model)
     if pretrained:
         load_image_weights(backbone, read_image_weights(image_model, image_weights),

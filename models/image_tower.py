@@ -33,7 +33,9 @@ def build_image_backbone(name):
     if name not in available:
         raise UserError(f"image-model '{name}' is not a torchvision classification model; "
                         f"choose one of: {', '.join(sorted(available))}")
-    backbone = torchvision.models.get_model(name, weights=None)
+    # Inception-style models return auxiliary logits in training unless told not to.
+    extra = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
+    backbone = torchvision.models.get_model(name, weights=None, **extra)
     return backbone, _strip_classifier(backbone)
 
 

@@ -42,8 +42,14 @@ class ContrastiveModel(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def scale(self):
-        """exp(logit_scale) clamped at CLIP's 100."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """exp(logit_scale): 1 / temperature. Training keeps it <= CLIP's 100 with ``clamp_logit_scale``."""
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale(self):
+        """Clamp the parameter itself after each optimizer step (as CLIP does): clamping exp() in forward
+        would zero its gradient at the cap and let AdamW momentum push it further out."""
+        self.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
 
     def set_temperature(self, temperature, learnable):
         with torch.no_grad():

@@ -20,7 +20,8 @@ def check_text_model_dir(path, need_weights):
         raise UserError(f"text-model '{path}' has no config.json: {_FETCH_HINT}")
     if need_weights:
         names = os.listdir(path)
-        if not any(n.endswith((".safetensors", ".bin")) for n in names):
+        if not any(n.endswith(".safetensors") or n == "pytorch_model.bin" or n.startswith("pytorch_model-")
+                   for n in names):
             raise UserError(f"text-model '{path}' has no weights (model.safetensors or pytorch_model.bin); "
                             f"{_FETCH_HINT}; or set pretrained: false for random weights")
 
@@ -62,8 +63,9 @@ def load_text_encoder(path, pretrained):
             kwargs = {"add_pooling_layer": False} if _has_pooler(config) else {}
             return AutoModel.from_pretrained(path, local_files_only=True, **kwargs)
         config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise UserError(f"text-model '{path}' could not be loaded: {error}") from None
+    except Exception as error:  # corrupt weight files raise many types (SafetensorError, UnpicklingError…)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"text-model '{path}' could not be loaded: {first_line}") from None
     torch_model = build_text_encoder(config.to_dict())
     return torch_model
 

@@ -19,6 +19,7 @@ class CaptionTokenizer:
         if hf_tokenizer.pad_token_id is None:
             raise UserError("the text tokenizer has no pad token; add one (e.g. '<pad>') to its files")
         self.hf_tokenizer = hf_tokenizer
+        self.hf_tokenizer.padding_side = "right"  # "cls" pooling reads position 0, which must be a real token
         self.max_length = max_length
         self.pad_token_id = hf_tokenizer.pad_token_id
 
@@ -54,7 +55,7 @@ def tokenizer_from_files(files, max_length):
     """Rebuild a CaptionTokenizer from ``to_files()`` output."""
     with tempfile.TemporaryDirectory() as directory:
         for name, data in files.items():
-            if os.path.basename(name) != name:
+            if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):
                 raise UserError(f"checkpoint tokenizer file name '{name}' is not a plain file name")
             with open(os.path.join(directory, name), "wb") as handle:
                 handle.write(data.numpy().tobytes())

@@ -142,3 +142,25 @@ def test_missing_folder_and_bad_header_are_clear_errors(tmp_path):
     (tmp_path / "d" / "captions.csv").write_bytes(b"filename,caption\n\xff\xfe,bad\n")
     with pytest.raises(UserError, match="not UTF-8"):
         read_caption_table(str(tmp_path / "d"))
+
+
+def test_unterminated_quote_and_aliases_of_one_file(tmp_path):
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (8, 8)).save(root / "images" / name)
+    (root / "captions.csv").write_text('\nfilename,caption\na.png,one\n./a.png,two\nb.png,"broken\nb.png,four\n'
+                                       'a.png,five\n')
+    lines = []
+    table = read_caption_table(str(root), report=lines.append)
+    assert [(r.filename, r.captions) for r in table.images] == [("a.png", ["one", "two"])]
+    assert any("unterminated quote" in line for line in lines)
+
+
+def test_a_batch_needs_two_usable_items(tiny_text_tower):
+    from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
+
+    collate = PairCollate(CaptionTokenizer(load_hf_tokenizer(str(tiny_text_tower)), 16))
+    assert collate([None, (torch.zeros(3, 8, 8), "a red circle")]) is None
+    images, ids = collate([(torch.zeros(3, 8, 8), "a red circle"), (torch.ones(3, 8, 8), "a blue square")])
+    assert images.shape == (2, 3, 8, 8) and ids.shape[0] == 2

@@ -49,6 +49,17 @@ def test_bad_overrides_name_the_key_and_the_choices(argv, words):
         assert word in str(error.value)
 
 
+def test_yaml_numbers_in_scientific_notation_are_numbers(tmp_path):
+    path = tmp_path / "sci.yaml"
+    path.write_text("learning-rate: 1e-5\nepochs: 3\n")
+    assert load_config(TRAIN, str(path), [])["learning-rate"] == 1e-5
+
+
+def test_seed_out_of_range_is_a_config_error():
+    with pytest.raises(ConfigError, match="at most 2147483647"):
+        load_config(TRAIN, "configs/train.yaml", ["--seed", "100000000000000"])
+
+
 def test_bad_file_names_the_file_and_the_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("epochs: 3\nlearning_rate: 0.1\n")

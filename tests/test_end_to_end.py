@@ -80,11 +80,24 @@ def test_resume_after_sigkill_reaches_the_same_result(tiny_checkpoint, tiny_data
     b = torch.load(killed / "last.pt", weights_only=True)
     for name, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][name]), name
+
     def without_timing(history):
         return [{k: v for k, v in item.items() if k != "samples_per_s"} for item in history]
 
     assert without_timing(a["training"]["history"]) == without_timing(b["training"]["history"])
     assert a["training"]["best-metric"] == b["training"]["best-metric"]
+
+    changed = run_script(*train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "6",
+                                     "--resume", str(killed / "last.pt")))
+    assert changed.returncode == 2 and "epochs: 4 -> 6" in changed.stderr and "--load-path" in changed.stderr
+
+
+def test_unwritable_output_fails_before_training(tiny_checkpoint, tiny_dataset, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1",
+                                    "--best-path", str(tmp_path / "a-file" / "best.pt")))
+    assert result.returncode == 2 and "cannot write" in result.stderr and "Traceback" not in result.stderr
+    assert "epoch 1/1" not in result.stdout
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):

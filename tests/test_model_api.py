@@ -53,3 +53,42 @@ def test_clip_benchmark_driving_our_model_gives_our_numbers(tiny_checkpoint, tin
         assert abs(ours[f"i2t_r{k}"] - theirs[f"text_retrieval_recall@{k}"]) < 1e-6
         assert abs(ours[f"t2i_r{k}"] - theirs[f"image_retrieval_recall@{k}"]) < 1e-6
     assert ours["images"] == 16 and ours["captions"] == 80
+
+
+def test_preprocess_accepts_any_pil_mode_and_applies_exif(tiny_checkpoint):
+    import numpy as np
+
+    _, preprocess, _ = load_checkpoint(str(tiny_checkpoint))
+    for image in (Image.new("L", (40, 30), 100), Image.new("RGBA", (40, 30), (0, 0, 0, 0)),
+                  Image.new("CMYK", (40, 30)), Image.new("P", (40, 30)),
+                  Image.fromarray(np.full((30, 40), 60000, dtype=np.uint16))):
+        assert preprocess(image).shape == (3, 32, 32), image.mode
+    left_red = Image.new("RGB", (64, 32), (0, 0, 255))
+    left_red.paste((255, 0, 0), (0, 0, 32, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: red ends up on top
+    import io
+    buffer = io.BytesIO()
+    left_red.save(buffer, format="JPEG", exif=exif)
+    rotated = preprocess(Image.open(io.BytesIO(buffer.getvalue())))
+    assert rotated[0, :8].mean() > rotated[0, -8:].mean() + 1.0
+
+
+def test_max_length_beyond_the_text_model_positions_is_refused(tiny_text_tower):
+    import pytest
+
+    from models.factory import model_from_towers
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match="max-length 40 exceeds"):
+        model_from_towers("resnet18", str(tiny_text_tower), pretrained=False, max_length=40)
+
+
+def test_logit_scale_is_clamped_at_100_as_a_parameter(tiny_checkpoint):
+    import math
+
+    model, _, _ = load_checkpoint(str(tiny_checkpoint))
+    with torch.no_grad():
+        model.logit_scale.fill_(9.0)
+    model.clamp_logit_scale()
+    assert abs(model.scale().item() - 100.0) < 1e-3

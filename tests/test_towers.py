@@ -26,7 +26,7 @@ def test_missing_torchvision_weights_say_which_file_to_fetch_and_where(tiny_text
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (text_with_weights / name).write_bytes((tiny_text_tower / name).read_bytes())
     with pytest.raises(UserError) as error:
-        model_from_towers("resnet50", str(text_with_weights), pretrained=True)
+        model_from_towers("resnet50", str(text_with_weights), pretrained=True, max_length=32)
     assert url in str(error.value) and path in str(error.value) and "pretrained: false" in str(error.value)
 
 
@@ -34,14 +34,14 @@ def test_local_image_weights_file_is_used(tiny_text_tower, tmp_path):
     reference, _ = build_image_backbone("resnet18")
     weights = tmp_path / "resnet18.pth"
     torch.save(reference.state_dict(), weights)
-    model, _, _ = model_from_towers("resnet18", str(tiny_text_tower), pretrained=False)
+    model, _, _ = model_from_towers("resnet18", str(tiny_text_tower), pretrained=False, max_length=32)
     load_image_weights(model.image_backbone, read_image_weights("resnet18", str(weights)), str(weights))
     assert torch.equal(model.image_backbone.conv1.weight, reference.conv1.weight)
 
 
 def test_unknown_image_model_lists_choices(tiny_text_tower):
     with pytest.raises(UserError, match="not a torchvision classification model.*resnet50"):
-        model_from_towers("resnet5000", str(tiny_text_tower), pretrained=False)
+        model_from_towers("resnet5000", str(tiny_text_tower), pretrained=False, max_length=32)
 
 
 def test_missing_text_model_directory_says_what_to_put_there():

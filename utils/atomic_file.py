@@ -6,29 +6,35 @@ import json
 import os
 import tempfile
 
+from utils.errors import UserError
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path, write, binary=True):
-    """Call ``write(stream)`` on a temporary file, then atomically move it to ``path``."""
+    """Call ``write(stream)`` on a temporary file, then atomically move it to ``path``.
+
+    An OSError (unwritable folder, full disk, path is a directory) becomes a UserError naming ``path``.
+    """
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    temporary = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
         with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as stream:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
+    except BaseException as error:
+        if temporary and os.path.exists(temporary):
             os.remove(temporary)
+        if isinstance(error, OSError):
+            raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
         raise
-
-
-def _umask():
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def atomic_write_json(data, path):

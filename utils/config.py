@@ -28,6 +28,7 @@ class Key:
     choices: tuple = ()
     nullable: bool = False
     minimum: float = None
+    maximum: float = None
 
 
 def _describe(key):
@@ -85,6 +86,8 @@ def _coerce(key, value, from_text):
         raise ValueError
     if key.minimum is not None and value < key.minimum:
         raise ValueError
+    if key.maximum is not None and value > key.maximum:
+        raise ValueError
     return value
 
 
@@ -92,7 +95,9 @@ def _check(key, value, where, from_text=False):
     try:
         return _coerce(key, value, from_text)
     except (ValueError, TypeError):
-        bound = f" (at least {key.minimum})" if key.minimum is not None else ""
+        bounds = [f"at least {key.minimum}"] if key.minimum is not None else []
+        bounds += [f"at most {key.maximum}"] if key.maximum is not None else []
+        bound = f" ({', '.join(bounds)})" if bounds else ""
         raise ConfigError(f"{where}: key '{key.name}' must be {_describe(key)}{bound}, got {value!r}") from None
 
 
@@ -159,7 +164,9 @@ def load_config(schema, default_path, argv):
     for name, value in data.items():
         if name not in keys:
             raise _unknown(name, keys, path)
-        config[name] = _check(keys[name], value, path)
+        # PyYAML reads 1e-5 (no dot) as a string: numbers written that way are parsed like the command line's.
+        numeric_text = keys[name].kind in ("int", "float") and isinstance(value, str)
+        config[name] = _check(keys[name], value, path, from_text=numeric_text)
     for name, text in overrides.items():
         if name not in keys:
             raise _unknown(name, keys, "command line")

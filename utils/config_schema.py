@@ -2,7 +2,7 @@
 from utils.config import Key
 
 _DEVICE = Key("device", "device", "auto", "auto picks cuda when available, else cpu")
-_SEED = Key("seed", "int", 42, "random seed for weights, sampling and augmentation")
+_SEED = Key("seed", "int", 42, "random seed for weights, sampling and augmentation", minimum=0, maximum=2**31 - 1)
 _STRICT = Key("strict", "bool", False, "fail on the first bad dataset row, listing every problem")
 
 INIT = [
@@ -13,8 +13,8 @@ INIT = [
     Key("text-model", "str", "pretrains/roberta", "Hugging Face model directory (config.json, tokenizer)"),
     Key("text-pooling", "str", "cls", "text feature: first token (cls) or masked mean", choices=("cls", "mean")),
     Key("embed-dim", "int", None, "project both towers to this size (default: the text size)", nullable=True, minimum=1),
-    Key("image-size", "int", 224, "square input side in pixels", minimum=16),
-    Key("max-length", "int", 77, "tokens per caption after truncation", minimum=2),
+    Key("image-size", "int", 224, "square input side in pixels", minimum=16, maximum=4096),
+    Key("max-length", "int", 77, "tokens per caption after truncation", minimum=2, maximum=8192),
     Key("overwrite", "bool", False, "replace an existing save-path"),
     _SEED,
 ]
@@ -22,15 +22,16 @@ INIT = [
 TRAIN = [
     Key("epochs", "int", 200, "training epochs", minimum=1),
     Key("learning-rate", "float", 0.000005, "peak AdamW learning rate", minimum=0),
-    Key("batch-size", "int", 192, "images per step", minimum=2),
-    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0),
+    Key("batch-size", "int", 192, "images per step (global: split over torchrun processes)", minimum=2, maximum=2**20),
+    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0, maximum=256),
     Key("use-amp", "bool", True, "automatic mixed precision on CUDA (bf16 where supported, else fp16)"),
     Key("use-augment", "bool", True, "random crops and the augmentations allowed below"),
     Key("augment-flip", "str", "auto", "horizontal flip; auto = only if no caption says left/right",
         choices=("auto", "on", "off")),
     Key("augment-color", "str", "auto", "colour jitter; auto = only if no caption names a colour",
         choices=("auto", "on", "off")),
-    Key("augment-crop-scale", "float", 0.5, "smallest crop area (fraction) for random resized crops", minimum=0.05),
+    Key("augment-crop-scale", "float", 0.5, "smallest crop area (fraction) for random resized crops", minimum=0.05,
+        maximum=1.0),
     Key("temperature", "float", 0.07, "softmax temperature of the loss (logit scale = 1/temperature)", minimum=0.01),
     Key("learn-temperature", "bool", False, "learn the temperature (CLIP's logit scale, clamped at 100)"),
     Key("weight-decay", "float", 0.1, "AdamW weight decay (not applied to biases, norms, logit scale)", minimum=0),
@@ -54,8 +55,8 @@ TRAIN = [
 ]
 
 EVAL = [
-    Key("batch-size", "int", 256, "images or captions per encoding batch", minimum=1),
-    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0),
+    Key("batch-size", "int", 256, "images or captions per encoding batch", minimum=1, maximum=2**20),
+    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0, maximum=256),
     Key("use-amp", "bool", True, "automatic mixed precision on CUDA"),
     Key("model-path", "str", "checkpoints/best.pt", "checkpoint to evaluate"),
     Key("valid-data", "str", "datasets/valid", "dataset folder (images/ + captions.csv)"),

@@ -12,6 +12,8 @@ def resolve_device(name):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{name}' requested but CUDA is not available here; use --device cpu or auto")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise UserError(f"device '{name}' requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("device 'mps' requested but MPS is not available here; use --device cpu or auto")
     return torch.device(name)

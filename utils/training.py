@@ -2,6 +2,7 @@
 import os
 import random
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -61,6 +62,34 @@ def parameter_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# Keys whose change would make a resumed run differ from the run it continues.
+RUN_DEFINING_KEYS = ("epochs", "learning-rate", "batch-size", "weight-decay", "warmup-steps", "learn-temperature",
+                     "train-data", "seed", "use-augment", "augment-flip", "augment-color", "augment-crop-scale",
+                     "grad-cache-chunk")
+
+
+def check_resume_config(saved, config):
+    """Refuse a resume whose run-defining settings differ from those the checkpoint was trained with."""
+    changed = [f"{k}: {saved[k]!r} -> {config[k]!r}" for k in RUN_DEFINING_KEYS if k in saved and saved[k] != config[k]]
+    if changed:
+        raise UserError(f"--resume {config['resume']} was trained with other settings ({'; '.join(changed)}). "
+                        f"Resume with the same settings, or start a new run from its weights with "
+                        f"--load-path {config['resume']} --overwrite true")
+
+
+def check_writable(path):
+    """Fail before training, not after the first epoch, when an output cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-")
+        probe.close()
+    except OSError as error:
+        raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
+    if os.path.isdir(path):
+        raise UserError(f"cannot write '{path}': it is a directory")
+
+
 def starting_checkpoint(config):
     """Read the checkpoint to start from: ``resume`` (a training checkpoint) or ``load-path``."""
     if config["resume"]:
@@ -68,6 +97,7 @@ def starting_checkpoint(config):
         if "training" not in payload or "optimizer" not in payload["training"]:
             raise UserError(f"{config['resume']} holds no training state; resume from last-path "
                             f"({config['last-path']}), or start from it with --load-path")
+        check_resume_config(payload["training"].get("config", {}), config)
         return payload
     existing = [config[k] for k in ("best-path", "last-path") if os.path.exists(config[k])]
     if existing and not config["overwrite"]:
@@ -106,6 +136,8 @@ def _train(config, job, device):
     quiet = None if job.is_main else (lambda line: None)
     dtype = amp_dtype(device, config["use-amp"])
     seed_everything(config["seed"] + job.rank)
+    for path in (config["best-path"], config["last-path"], os.path.join(config["log-dir"], "metrics.jsonl")):
+        check_writable(path)
     payload = starting_checkpoint(config)
     model, spec, tokenizer = model_from_checkpoint(payload)
     tokenizer_files = payload["tokenizer"]
@@ -120,6 +152,9 @@ def _train(config, job, device):
         transform = train_transform(image_size, config["augment-crop-scale"], flip, colour)
     else:
         transform, notice = eval_transform(image_size), "augmentation: off"
+    if len(train_table.images) < 2:
+        raise UserError(f"{config['train-data']}: {len(train_table.images)} usable image(s); contrastive "
+                        f"training needs at least 2")
     dataset = TrainImages(train_table, transform, config["seed"])
     batch_size = min(config["batch-size"], len(dataset))
     if batch_size < config["batch-size"]:
@@ -148,7 +183,8 @@ def _train(config, job, device):
     if resumed is not None:
         optimizer.load_state_dict(resumed["optimizer"])
         scheduler.load_state_dict(resumed["scheduler"])
-        scaler.load_state_dict(resumed["scaler"])
+        if resumed["scaler"] and scaler.is_enabled():
+            scaler.load_state_dict(resumed["scaler"])
         start_epoch, step, best, history = (resumed["epoch"], resumed["step"], resumed["best-metric"],
                                             resumed["history"])
         states = resumed["rng"]
@@ -210,11 +246,15 @@ def _train(config, job, device):
                 raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "
                                        f"stopped. {config['best-path']} is unchanged; try a lower "
                                        f"learning-rate or use-amp false")
-            if config["grad-clip"] > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(trained.parameters(), config["grad-clip"])
+            scaler.unscale_(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(trained.parameters(), config["grad-clip"] or float("inf"))
+            if not scaler.is_enabled() and not torch.isfinite(norm):
+                # fp16's scaler skips such steps by design; otherwise they would write NaN into the weights.
+                raise TrainingDiverged(f"gradient norm became {norm.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                       f"stopped before updating the weights. {config['best-path']} is unchanged")
             scaler.step(optimizer)
             scaler.update()
+            trained.clamp_logit_scale()
             scheduler.step()
             step += 1
             loss_sum, batches = loss_sum + loss_value, batches + 1

@@ -7,10 +7,10 @@ from torch.utils.data import Dataset
 from data.image_file import ImageProblem, open_image_rgb
 
 
-def _load(record, transform):
+def _load(record, transform, draft_size=None):
     """Transformed image tensor, or None (with a one-line report) if the file cannot be decoded."""
     try:
-        return transform(open_image_rgb(record.path))
+        return transform(open_image_rgb(record.path, draft_size))
     except ImageProblem as problem:
         print(f"skipped image '{record.filename}': {problem}", file=sys.stderr)
         return None
@@ -23,10 +23,11 @@ class TrainImages(Dataset):
     similarity matrix is the only positive. Item: (image [3,S,S], caption str) or None.
     """
 
-    def __init__(self, table, transform, seed):
+    def __init__(self, table, transform, seed, draft_size=None):
         self.records = table.images
         self.transform = transform
         self.seed = seed
+        self.draft_size = draft_size
         self.counts = torch.tensor([len(record.captions) for record in self.records])
         # Shared memory: persistent DataLoader workers see each epoch's new draw without being restarted.
         self.choice = torch.zeros(len(self.records), dtype=torch.long).share_memory_()
@@ -51,7 +52,7 @@ class TrainImages(Dataset):
         # workers, their persistence, or a resume in between.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + int(self.epoch)) * 1_000_003 + index)
-            image = _load(record, self.transform)
+            image = _load(record, self.transform, self.draft_size)
         return None if image is None else (image, record.captions[int(self.choice[index])])
 
 

@@ -26,3 +26,27 @@ def test_train_transform_output_shape_and_normalisation():
     tensor = train_transform(24, 0.5, flip=True, colour=True)(image)
     assert tensor.shape == (3, 24, 24)
     assert tensor.max() > 1.5  # white after ImageNet normalisation is about 2.2-2.6
+
+
+def test_fast_jpeg_path_matches_the_plain_path(tmp_path):
+    """Reduced-size JPEG decoding + tensor resize: same shape, dtype and range, pixels close to the plain
+    full-size decode + PIL bicubic resize."""
+    import numpy as np
+
+    from data.image_file import open_image_rgb
+    from data.transforms import eval_transform
+
+    rng = np.random.default_rng(0)
+    # A smooth photo-like 640x640 image: random low-frequency colour field.
+    small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((640, 640), Image.BICUBIC).save(tmp_path / "photo.jpg", quality=90)
+    full = open_image_rgb(str(tmp_path / "photo.jpg"))
+    drafted = open_image_rgb(str(tmp_path / "photo.jpg"), draft_size=96)
+    assert full.size == (640, 640) and 96 <= drafted.size[0] < 640  # decoded at a reduced scale
+
+    plain = eval_transform(96)(full)
+    torch.manual_seed(0)
+    fast = train_transform(96, 1.0, flip=False, colour=False)(drafted)  # scale 1: the whole image
+    assert fast.shape == plain.shape and fast.dtype == plain.dtype == torch.float32
+    assert abs(fast.min() - plain.min()) < 0.3 and abs(fast.max() - plain.max()) < 0.3
+    assert (fast - plain).abs().mean() < 0.05

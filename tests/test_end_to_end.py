@@ -29,6 +29,7 @@ def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "2", "--num-workers", "1"))
     assert result.returncode == 0, result.stderr
     assert "epoch 2/2" in result.stdout and "precision: float32" in result.stdout
+    assert "speed: channels_last on, fused AdamW off, pinned memory off, persistent workers on" in result.stdout
     for name in ("best.pt", "last.pt", "logs/metrics.jsonl", "logs/metrics.csv", "logs/curves.png"):
         assert (tmp_path / name).is_file(), name
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "logs"))

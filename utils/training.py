@@ -155,7 +155,7 @@ def _train(config, job, device):
     if len(train_table.images) < 2:
         raise UserError(f"{config['train-data']}: {len(train_table.images)} usable image(s); contrastive "
                         f"training needs at least 2")
-    dataset = TrainImages(train_table, transform, config["seed"])
+    dataset = TrainImages(train_table, transform, config["seed"], draft_size=image_size)
     batch_size = min(config["batch-size"], len(dataset))
     if batch_size < config["batch-size"]:
         say(f"batch-size {config['batch-size']} > {len(dataset)} training images; using {batch_size}")

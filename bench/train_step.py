@@ -1,0 +1,83 @@
+"""Training samples/s: our model vs an open_clip CustomTextCLIP built from the same towers.
+
+Both: ResNet18 image tower (torchvision for us, timm for open_clip), the same 2-layer RoBERTa config (HF,
+random init), embedding 128, mean pooling, batch 128 at 64 px, fp32 on CPU, AdamW, identical input tensors.
+Steps alternate between the two models so machine noise hits both alike.
+
+    python bench/train_step.py [--batch 128] [--image-size 64] [--steps 6]
+"""
+import argparse
+
+import torch
+
+from _common import demo_captions, demo_text_tower, result
+from models.factory import model_from_towers
+from models.loss import contrastive_loss
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=6)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    text_dir = demo_text_tower()
+
+    ours, _, tokenizer = model_from_towers("resnet18", text_dir, pretrained=False, text_pooling="mean",
+                                           embed_dim=128, image_size=args.image_size, max_length=32)
+    ours.image_backbone.to(memory_format=torch.channels_last)  # our training default (channels-last: true)
+    from open_clip.loss import ClipLoss
+    from open_clip.model import CustomTextCLIP
+
+    theirs = CustomTextCLIP(
+        embed_dim=128,
+        vision_cfg={"timm_model_name": "resnet18", "timm_model_pretrained": False, "timm_pool": "avg",
+                    "timm_proj": "linear", "image_size": args.image_size},
+        text_cfg={"hf_model_name": text_dir, "hf_tokenizer_name": text_dir, "hf_proj_type": "linear",
+                  "hf_pooler_type": "mean_pooler", "hf_model_pretrained": False})
+    images = torch.randn(args.batch, 3, args.image_size, args.image_size)
+    input_ids = tokenizer(demo_captions(args.batch, seed=1))
+    clip_loss = ClipLoss()
+
+    def our_step(optimizer):
+        image_features, text_features, scale = ours(images.contiguous(memory_format=torch.channels_last), input_ids)
+        loss = contrastive_loss(image_features, text_features, scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def their_step(optimizer):
+        image_features, text_features, scale = theirs(images, input_ids)
+        loss = clip_loss(image_features, text_features, scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    import time
+
+    runs = {"ours": (our_step, torch.optim.AdamW(ours.parameters(), 1e-4), []),
+            "open_clip": (their_step, torch.optim.AdamW(theirs.parameters(), 1e-4), [])}
+    for name, (step, optimizer, _) in runs.items():
+        ours.train(), theirs.train()
+        step(optimizer)  # warm-up
+    for _ in range(args.steps):
+        for name, (step, optimizer, times) in runs.items():
+            started = time.perf_counter()
+            step(optimizer)
+            times.append(time.perf_counter() - started)
+    print(f"batch {args.batch}, {args.image_size} px, fp32, {torch.get_num_threads()} threads, "
+          f"{args.steps} timed steps each (median)")
+    print(f"{'model':<12} {'params':>9} {'s/step':>8} {'samples/s':>10}")
+    rates = {}
+    for name, (_, _, times) in runs.items():
+        model = ours if name == "ours" else theirs
+        median = sorted(times)[len(times) // 2]
+        rates[name] = args.batch / median
+        print(f"{name:<12} {sum(p.numel() for p in model.parameters()) / 1e6:>8.2f}M {median:>8.3f} "
+              f"{rates[name]:>10.1f}")
+    result("train_step", rates["ours"], rates["open_clip"], "higher", "samples/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -57,6 +57,11 @@ def test_torchrun_two_processes_train_and_evaluate(tiny_checkpoint, tiny_dataset
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["training"]["epoch"] == 2 and len(last["training"]["rng"]) == 2
     assert last["training"]["metrics"]["images"] == 16 and last["training"]["metrics"]["captions"] == 80
+    resumed = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+                         *train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "2", "--grad-cache-chunk",
+                                     "4", "--resume", str(tmp_path / "last.pt")))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("at epoch 2, step 6") == 1  # rank 0 reports; every rank restored its RNG
     result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tmp_path / "best.pt"),
                         "--valid-data", str(tiny_dataset / "valid"), "--output", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr

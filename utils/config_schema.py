@@ -64,3 +64,72 @@ EVAL = [
     _STRICT,
     _DEVICE,
 ]
+
+_SEARCH_KIND = Key("search", "str", "exact", "exact, or a FAISS index for large galleries",
+                   choices=("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"))
+_FAISS = [
+    _SEARCH_KIND,
+    Key("hnsw-m", "int", 32, "FAISS HNSW graph degree", minimum=4, maximum=256),
+    Key("hnsw-ef-search", "int", 128, "FAISS HNSW search breadth", minimum=1, maximum=4096),
+    Key("ivf-nlist", "int", 1024, "FAISS IVF lists", minimum=1, maximum=1_000_000),
+    Key("ivf-nprobe", "int", 32, "FAISS IVF lists probed per query", minimum=1, maximum=1_000_000),
+]
+_ONNX = Key("onnx-dir", "str", None, "run the encoders from export.py's ONNX files (ONNX Runtime, CPU)",
+            nullable=True)
+
+INDEX = [
+    Key("model-path", "str", "checkpoints/best.pt", "checkpoint whose encoders embed the gallery"),
+    Key("data", "str", "datasets/valid", "dataset folder (images/ + captions.csv) or a folder of images"),
+    Key("out", "str", "checkpoints/index", "index folder; an existing index of the same model is extended"),
+    Key("batch-size", "int", 64, "images per encoding batch", minimum=1, maximum=65536),
+    *_FAISS,
+    _ONNX,
+    _DEVICE,
+]
+
+SEARCH = [
+    Key("index", "str", "checkpoints/index", "index folder written by index.py"),
+    Key("model-path", "str", None, "checkpoint (default: the one the index was built with)", nullable=True),
+    Key("text", "str", None, "query text", nullable=True),
+    Key("image", "str", None, "query image file", nullable=True),
+    Key("k", "int", 10, "results to return", minimum=1, maximum=1000),
+    Key("json", "bool", False, "print results as JSON"),
+    *_FAISS,
+    _ONNX,
+    _DEVICE,
+]
+
+CLASSIFY = [
+    Key("model-path", "str", "checkpoints/best.pt", "checkpoint"),
+    Key("image", "str", None, "one image to classify", nullable=True),
+    Key("data", "str", None, "ImageFolder-layout directory (one sub-folder per class) to score", nullable=True),
+    Key("labels", "str", None, "comma-separated class names (default with --data: its sub-folders)",
+        nullable=True),
+    Key("templates", "str", None, "file with one prompt template per line, '{}' marks the class name",
+        nullable=True),
+    Key("batch-size", "int", 64, "images per encoding batch", minimum=1, maximum=65536),
+    Key("output", "str", None, "folder for report.json and confusion.png (with --data)", nullable=True),
+    Key("json", "bool", False, "print results as JSON"),
+    _ONNX,
+    _DEVICE,
+]
+
+SERVE = [
+    Key("model-path", "str", "checkpoints/best.pt", "checkpoint"),
+    Key("index", "str", "checkpoints/index", "index folder written by index.py"),
+    Key("host", "str", "127.0.0.1", "address to bind (loopback unless you mean otherwise)"),
+    Key("port", "int", 8000, "port", minimum=0, maximum=65535),
+    Key("max-upload-mb", "float", 10.0, "largest accepted upload, MiB", minimum=0.01, maximum=1024),
+    Key("max-k", "int", 100, "largest k a request may ask for", minimum=1, maximum=10000),
+    Key("thumbnail-size", "int", 256, "thumbnail side in pixels", minimum=16, maximum=2048),
+    *_FAISS,
+    _ONNX,
+    _DEVICE,
+]
+
+EXPORT = [
+    Key("model-path", "str", "checkpoints/best.pt", "checkpoint to export"),
+    Key("out", "str", "checkpoints/onnx", "folder for image_encoder.onnx, text_encoder.onnx, export.json"),
+    Key("opset", "int", 17, "ONNX opset", minimum=11, maximum=23),
+    Key("overwrite", "bool", False, "replace existing files in out"),
+]

@@ -1,0 +1,90 @@
+"""Encoders behind index, search, classify and serve: one interface, PyTorch or ONNX Runtime."""
+import hashlib
+import json
+import os
+import threading
+
+import numpy as np
+import torch
+
+from data.transforms import eval_transform
+from models.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.errors import UserError
+
+
+def model_fingerprint(payload):
+    """sha256 over the model spec and every weight: indexes refuse to mix embeddings of different models."""
+    digest = hashlib.sha256(json.dumps(payload["spec"], sort_keys=True).encode())
+    for name in sorted(payload["state_dict"]):
+        digest.update(name.encode())
+        digest.update(payload["state_dict"][name].numpy().tobytes())
+    return digest.hexdigest()
+
+
+class TorchEncoder:
+    """encode_images(list of PIL) -> float32 [B, D]; encode_texts(list of str) -> float32 [B, D].
+
+    Both L2-normalised. Thread-safe: one lock serialises the model (CPU inference uses every core anyway).
+    """
+
+    kind = "torch"
+
+    def __init__(self, model_path, device="cpu"):
+        payload = read_checkpoint(model_path)
+        self.fingerprint = model_fingerprint(payload)
+        self.model, self.spec, self.tokenizer = model_from_checkpoint(payload)
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.preprocess = eval_transform(self.spec["image-size"])
+        self.embed_dim = self.model.embed_dim
+        self.logit_scale = float(self.model.scale())
+        self.model_path = model_path
+        self._lock = threading.Lock()
+
+    @torch.no_grad()
+    def encode_images(self, images):
+        batch = torch.stack([self.preprocess(image) for image in images]).to(self.device)
+        with self._lock:
+            return self.model.encode_image(batch).float().cpu().numpy()
+
+    @torch.no_grad()
+    def encode_texts(self, texts):
+        input_ids = self.tokenizer(list(texts)).to(self.device)
+        with self._lock:
+            return self.model.encode_text(input_ids).float().cpu().numpy()
+
+
+class OnnxEncoder(TorchEncoder):
+    """Same interface, with the towers exported by export.py running in ONNX Runtime (CPU)."""
+
+    kind = "onnx"
+
+    def __init__(self, model_path, onnx_dir):
+        import onnxruntime
+
+        super().__init__(model_path, "cpu")
+        meta_path = os.path.join(onnx_dir, "export.json")
+        if not os.path.isfile(meta_path):
+            raise UserError(f"'{onnx_dir}' holds no export.json: run export.py --model-path {model_path} --out {onnx_dir}")
+        with open(meta_path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+        if meta.get("fingerprint") != self.fingerprint:
+            raise UserError(f"the ONNX files in '{onnx_dir}' were exported from another model than {model_path}")
+        options = onnxruntime.SessionOptions()
+        providers = ["CPUExecutionProvider"]
+        self.image_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "image_encoder.onnx"), options,
+                                                          providers=providers)
+        self.text_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "text_encoder.onnx"), options,
+                                                         providers=providers)
+
+    def encode_images(self, images):
+        batch = torch.stack([self.preprocess(image) for image in images]).numpy()
+        return self.image_session.run(None, {"images": batch})[0].astype(np.float32)
+
+    def encode_texts(self, texts):
+        input_ids = self.tokenizer(list(texts)).numpy()
+        return self.text_session.run(None, {"input_ids": input_ids})[0].astype(np.float32)
+
+
+def load_encoder(model_path, onnx_dir=None, device="cpu"):
+    return OnnxEncoder(model_path, onnx_dir) if onnx_dir else TorchEncoder(model_path, device)

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test serve chromium clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,19 @@ demo: $(STAMP) pretrains/demo-roberta/config.json
 	$(PY) train.py --config configs/demo/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo/eval.yaml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
+
+# The browser test drives Debian's chromium (never a downloaded browser); installing it needs root.
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The demo model behind the web service, on an index of the demo valid split (run `make demo` first).
+serve: $(STAMP)
+	@test -f checkpoints/demo/best.pt || (echo "no checkpoints/demo/best.pt: run 'make demo' first" && exit 2)
+	test -f checkpoints/demo/index/meta.json || $(PY) index.py --model-path checkpoints/demo/best.pt \
+		--data $(DEMO)/valid --out checkpoints/demo/index
+	$(PY) serve.py --model-path checkpoints/demo/best.pt --index checkpoints/demo/index
 
 clean-demo:
 	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo

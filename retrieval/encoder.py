@@ -37,7 +37,7 @@ class TorchEncoder:
         self.model.to(self.device)
         self.preprocess = eval_transform(self.spec["image-size"])
         self.embed_dim = self.model.embed_dim
-        self.logit_scale = float(self.model.scale())
+        self.logit_scale = self.model.scale().detach().item()
         self.model_path = model_path
         self._lock = threading.Lock()
 

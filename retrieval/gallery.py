@@ -66,10 +66,13 @@ class Gallery:
 
 
 def find_sources(data_dir, report):
-    """[(path, captions)] from a dataset folder (images/ + captions.csv) or a plain folder of images."""
+    """[(path, name, captions)] from a dataset folder (images/ + captions.csv) or a plain folder of images.
+
+    name: the file's name relative to the folder, the only form shown to web clients.
+    """
     if os.path.isfile(os.path.join(data_dir, "captions.csv")):
         table = read_caption_table(data_dir, report=report)
-        return [(os.path.abspath(record.path), record.captions) for record in table.images]
+        return [(os.path.abspath(record.path), record.filename, record.captions) for record in table.images]
     if not os.path.isdir(data_dir):
         raise UserError(f"data folder '{data_dir}' not found")
     sources = []
@@ -81,7 +84,7 @@ def find_sources(data_dir, report):
                 continue
             try:
                 check_image_header(path)
-                sources.append((os.path.abspath(path), []))
+                sources.append((os.path.abspath(path), os.path.relpath(path, data_dir), []))
             except ImageProblem as problem:
                 report(f"skipped {path}: {problem}")
     if not sources:
@@ -92,24 +95,24 @@ def find_sources(data_dir, report):
 def add_to_gallery(gallery, encoder, sources, batch_size, report):
     """Embed the sources not yet in ``gallery`` (by absolute path); returns how many were added."""
     known = {item["file"] for item in gallery.items}
-    pending = [(path, captions) for path, captions in sources if path not in known]
+    pending = [source for source in sources if source[0] not in known]
     new_items, image_parts, text_parts, text_item = [], [], [], []
     for start in tqdm(range(0, len(pending), batch_size), desc="embedding", disable=None, file=sys.stdout):
         images, kept = [], []
-        for path, captions in pending[start:start + batch_size]:
+        for path, name, captions in pending[start:start + batch_size]:
             try:
                 images.append(open_image_rgb(path))
-                kept.append((path, captions))
+                kept.append((path, name, captions))
             except ImageProblem as problem:
                 report(f"skipped {path}: {problem}")
         if not images:
             continue
         image_parts.append(encoder.encode_images(images))
-        for path, captions in kept:
+        for path, name, captions in kept:
             item_id = len(gallery.items) + len(new_items)
-            new_items.append({"id": item_id, "file": path, "captions": captions})
+            new_items.append({"id": item_id, "file": path, "name": name, "captions": captions})
             text_item += [item_id] * len(captions)
-        captions = [caption for _, captions in kept for caption in captions]
+        captions = [caption for _, _, captions in kept for caption in captions]
         for caption_start in range(0, len(captions), batch_size):
             text_parts.append(encoder.encode_texts(captions[caption_start:caption_start + batch_size]))
     if new_items:

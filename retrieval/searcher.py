@@ -16,7 +16,8 @@ def search_settings(config):
 class Searcher:
     """Holds an encoder, a gallery and its vector index.
 
-    search_text(str, k) / search_image(PIL image, k) -> [{"id", "score", "file", "captions"}], best first.
+    search_text(str, k) / search_image(PIL image, k) -> [{"id", "score", "file", "name", "captions"}], best
+    first ("file": absolute path on this machine; "name": relative to the indexed folder).
     """
 
     def __init__(self, index_dir, model_path=None, onnx_dir=None, device="cpu", **search_kwargs):
@@ -30,8 +31,8 @@ class Searcher:
     def _results(self, query, k):
         scores, rows = self.vectors.search(query[None, :], k)
         items = self.gallery.items
-        return [{"id": int(row), "score": float(score), "file": items[row]["file"], "captions": items[row]["captions"]}
-                for score, row in zip(scores[0], rows[0]) if row >= 0]
+        return [{"id": int(row), "score": float(score), "file": items[row]["file"], "name": items[row]["name"],
+                 "captions": items[row]["captions"]} for score, row in zip(scores[0], rows[0]) if row >= 0]
 
     def search_text(self, text, k):
         if not text or not text.strip():

@@ -46,3 +46,17 @@ def tiny_checkpoint(tiny_text_tower, tmp_path_factory):
                         "--save-path", str(path), "--image-size", "32", "--max-length", "32", "--embed-dim", "32")
     assert result.returncode == 0, result.stderr
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tiny_checkpoint, tiny_dataset, tmp_path_factory):
+    """An index of the tiny valid split (16 images, 80 captions), built with the library calls index.py makes."""
+    from retrieval.encoder import TorchEncoder
+    from retrieval.gallery import add_to_gallery, find_sources, open_or_create
+
+    out = tmp_path_factory.mktemp("index") / "idx"
+    encoder = TorchEncoder(str(tiny_checkpoint))
+    gallery = open_or_create(str(out), encoder)
+    add_to_gallery(gallery, encoder, find_sources(str(tiny_dataset / "valid"), print), 8, print)
+    gallery.save(str(out))
+    return out

@@ -1,0 +1,74 @@
+"""ONNX export of the two encoders, checked against PyTorch with ONNX Runtime."""
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.checkpoint import model_from_checkpoint, read_checkpoint
+from utils.atomic_file import atomic_write, atomic_write_json
+
+
+class _ImageEncoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model.encode_image(images)
+
+
+class _TextEncoder(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model.encode_text(input_ids)
+
+
+def _export(module, example, name, axes, path, opset):
+    """torch.onnx.export (TorchScript-based exporter) to bytes, written atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (example,), buffer, input_names=[name], output_names=["features"],
+                      dynamic_axes={name: axes, "features": {0: "batch"}}, opset_version=opset, dynamo=False)
+    atomic_write(path, lambda stream: stream.write(buffer.getvalue()))
+
+
+def export_encoders(model_path, out_dir, opset=17):
+    """Write image_encoder.onnx ([B,3,S,S] -> [B,D]), text_encoder.onnx ([B,L] int64 -> [B,D]) and
+    export.json (model fingerprint, parity); returns the parity report."""
+    import onnxruntime
+
+    from retrieval.encoder import model_fingerprint
+
+    payload = read_checkpoint(model_path)
+    model, spec, tokenizer = model_from_checkpoint(payload)
+    # Eager attention exports to plain ONNX ops; the fused SDPA kernel has no portable equivalent.
+    model.text_tower.encoder.config._attn_implementation = "eager"
+    os.makedirs(out_dir, exist_ok=True)
+    size = spec["image-size"]
+    images = torch.randn(2, 3, size, size)
+    input_ids = tokenizer(["a short caption", "a somewhat longer caption with more words in it"])
+    image_path, text_path = (os.path.join(out_dir, name) for name in ("image_encoder.onnx", "text_encoder.onnx"))
+    with torch.no_grad():
+        # Wrappers in eval mode: the exporter restores the wrapper's mode afterwards, recursively, which
+        # for a wrapper left in the default training mode would switch the whole model to training.
+        _export(_ImageEncoder(model).eval(), images, "images", {0: "batch"}, image_path, opset)
+        _export(_TextEncoder(model).eval(), input_ids, "input_ids", {0: "batch", 1: "sequence"}, text_path, opset)
+        # Parity on inputs of other shapes than the export examples: dynamic axes must really be dynamic.
+        check_images = torch.randn(3, 3, size, size)
+        check_ids = tokenizer(["one", "two words", "and a third caption that is the longest of all"])
+        expected_image = model.encode_image(check_images).numpy()
+        expected_text = model.encode_text(check_ids).numpy()
+    image_session = onnxruntime.InferenceSession(image_path, providers=["CPUExecutionProvider"])
+    text_session = onnxruntime.InferenceSession(text_path, providers=["CPUExecutionProvider"])
+    got_image = image_session.run(None, {"images": check_images.numpy()})[0]
+    got_text = text_session.run(None, {"input_ids": check_ids.numpy()})[0]
+    report = {"fingerprint": model_fingerprint(payload), "model-path": model_path, "opset": opset,
+              "image-max-abs-diff": float(np.abs(got_image - expected_image).max()),
+              "text-max-abs-diff": float(np.abs(got_text - expected_text).max())}
+    atomic_write_json(report, os.path.join(out_dir, "export.json"))
+    return report

@@ -1,0 +1,1 @@
+"""The retrieval + zero-shot web service (FastAPI) behind serve.py."""

@@ -1,0 +1,108 @@
+"""FastAPI app: text/image search over an index, zero-shot classification, thumbnails and the front end.
+
+Every client mistake is a 4xx with a message; files are only ever read by indexed item id.
+"""
+import io
+import os
+from functools import lru_cache
+
+from fastapi import FastAPI, File, Form, HTTPException, Path, Query, UploadFile
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from data.image_file import ImageProblem, open_image_rgb
+from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, class_probabilities, parse_labels, parse_templates
+from service.body_limit import BodySizeLimit
+from utils.errors import UserError
+
+WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
+MAX_QUERY_CHARS = 1000
+MAX_LABELS = 100
+
+
+def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_size=256):
+    app = FastAPI(title="Contrastive", description="Image-text retrieval and zero-shot classification",
+                  version="1.0")
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + 64 * 1024)  # + multipart framing
+    items = searcher.gallery.items
+
+    def public(results):
+        return {"results": [{"id": r["id"], "score": r["score"], "file": r["name"], "captions": r["captions"],
+                             "thumbnail": f"/api/items/{r['id']}/thumbnail"} for r in results]}
+
+    def read_upload(upload):
+        if upload.size is not None and upload.size > max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        data = upload.file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(400, "empty upload")
+        try:
+            return open_image_rgb(io.BytesIO(data))
+        except ImageProblem as problem:
+            raise HTTPException(400, f"not a usable image: {problem}") from None
+
+    @lru_cache(maxsize=64)
+    def classes_for(labels, templates):
+        return class_embeddings(searcher.encoder, list(labels), list(templates))
+
+    @lru_cache(maxsize=2048)
+    def thumbnail(item_id):
+        image = open_image_rgb(items[item_id]["file"])
+        image.thumbnail((thumbnail_size, thumbnail_size))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+        return buffer.getvalue()
+
+    @app.get("/api/health")
+    def health():
+        return {"status": "ok", "items": len(items), "captions": int(len(searcher.gallery.text_item)),
+                "encoder": searcher.encoder.kind, "model": searcher.encoder.fingerprint[:12],
+                "search": searcher.vectors.kind}
+
+    @app.get("/api/search/text")
+    def search_text(q: str = Query(..., max_length=MAX_QUERY_CHARS, description="query text"),
+                    k: int = Query(10, ge=1, le=max_k)):
+        if not q.strip():
+            raise HTTPException(400, "empty query")
+        return public(searcher.search_text(q, k))
+
+    @app.post("/api/search/image")
+    def search_image(image: UploadFile = File(...), k: int = Form(10, ge=1, le=max_k)):
+        return public(searcher.search_image(read_upload(image), k))
+
+    @app.post("/api/classify")
+    def classify(image: UploadFile = File(...), labels: str = Form(..., max_length=10_000),
+                 templates: str = Form(None, max_length=10_000)):
+        try:
+            names = parse_labels(labels)
+            prompts = parse_templates(templates.splitlines()) if templates else list(DEFAULT_TEMPLATES)
+        except UserError as error:
+            raise HTTPException(400, str(error)) from None
+        if len(names) > MAX_LABELS:
+            raise HTTPException(400, f"at most {MAX_LABELS} labels")
+        picture = read_upload(image)
+        classes = classes_for(tuple(names), tuple(prompts))
+        probabilities = class_probabilities(searcher.encoder.encode_images([picture]), classes,
+                                            searcher.encoder.logit_scale)[0]
+        ranked = sorted(zip(names, probabilities.tolist()), key=lambda pair: -pair[1])
+        return {"labels": [{"label": name, "probability": p} for name, p in ranked]}
+
+    @app.get("/api/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
+    def item_thumbnail(item_id: int = Path(..., ge=0)):
+        if item_id >= len(items):
+            raise HTTPException(404, f"no item {item_id}")
+        try:
+            return Response(thumbnail(item_id), media_type="image/jpeg",
+                            headers={"Cache-Control": "max-age=3600"})
+        except ImageProblem as problem:
+            raise HTTPException(404, f"item {item_id}: image unavailable ({problem})") from None
+
+    @app.get("/", include_in_schema=False)
+    def front_end():
+        return FileResponse(os.path.join(WEB_DIR, "index.html"))
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app

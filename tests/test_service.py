@@ -1,0 +1,122 @@
+"""The web API on a tiny model and index: results, hostile input, concurrency."""
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from retrieval.searcher import Searcher
+from service.app import create_app
+
+MAX_UPLOAD = 200_000
+
+
+@pytest.fixture(scope="module")
+def client(tiny_index):
+    app = create_app(Searcher(str(tiny_index)), max_upload_bytes=MAX_UPLOAD, max_k=20, thumbnail_size=48)
+    return TestClient(app)
+
+
+def png_bytes(image):
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_health_and_text_search(client):
+    health = client.get("/api/health").json()
+    assert health["status"] == "ok" and health["items"] == 16 and health["captions"] == 80
+    body = client.get("/api/search/text", params={"q": "a big red circle", "k": 5}).json()
+    results = body["results"]
+    assert len(results) == 5
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    assert set(results[0]) == {"id", "score", "file", "captions", "thumbnail"}
+    assert not os.path.isabs(results[0]["file"])  # no server paths leak
+    thumbnail = client.get(results[0]["thumbnail"])
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumbnail.content)).size) <= 48
+
+
+def test_image_search_finds_the_same_image_first(client, tiny_dataset):
+    data = (tiny_dataset / "valid" / "images" / "000003.png").read_bytes()
+    results = client.post("/api/search/image", files={"image": ("q.png", data, "image/png")},
+                          data={"k": "3"}).json()["results"]
+    assert results[0]["file"] == "000003.png" and results[0]["score"] > 0.999
+
+
+def test_classify_returns_sorted_probabilities(client, tiny_dataset):
+    data = (tiny_dataset / "valid" / "images" / "000001.png").read_bytes()
+    response = client.post("/api/classify", files={"image": ("q.png", data, "image/png")},
+                           data={"labels": "red, blue ,green", "templates": "a picture of a {}.\n{} shapes"})
+    labels = response.json()["labels"]
+    assert {l["label"] for l in labels} == {"red", "blue", "green"}
+    assert abs(sum(l["probability"] for l in labels) - 1) < 1e-5
+    assert labels[0]["probability"] >= labels[-1]["probability"]
+
+
+def _truncated_png():
+    data = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("method, url, kwargs, status, words", [
+    ("post", "/api/search/image", {"files": {"image": ("x.txt", b"hello", "text/plain")}}, 400, "not a usable image"),
+    ("post", "/api/search/image", {"files": {"image": ("t.png", _truncated_png(), "image/png")}}, 400, "cannot decode"),
+    ("post", "/api/search/image", {"files": {"image": ("b.png", png_bytes(Image.new("1", (10_000, 9_000))),
+                                                        "image/png")}}, 400, "too large"),
+    ("post", "/api/search/image", {"files": {"image": ("e.png", b"", "image/png")}}, 400, "empty upload"),
+    ("post", "/api/search/image", {"files": {"image": ("big.bin", b"\0" * (MAX_UPLOAD + 100_000), "image/png")}},
+     413, "larger than"),
+    ("post", "/api/search/image", {}, 422, "image"),
+    ("post", "/api/classify", {"files": {"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")}},
+     422, "labels"),
+    ("post", "/api/classify", {"files": {"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")},
+                               "data": {"labels": "cat"}}, 400, "at least two"),
+    ("post", "/api/classify", {"files": {"image": ("x.png", png_bytes(Image.new("RGB", (8, 8))), "image/png")},
+                               "data": {"labels": "cat,dog", "templates": "no placeholder"}}, 400, "{}"),
+    ("get", "/api/search/text?q=red&k=0", {}, 422, "greater than or equal"),
+    ("get", "/api/search/text?q=red&k=21", {}, 422, "less than or equal"),
+    ("get", "/api/search/text?q=red&k=abc", {}, 422, "integer"),
+    ("get", "/api/search/text?q=%20%20", {}, 400, "empty query"),
+    ("get", "/api/search/text", {}, 422, "q"),
+    ("get", "/api/items/16/thumbnail", {}, 404, "no item 16"),
+    ("get", "/api/items/-1/thumbnail", {}, 422, "greater than or equal"),
+    ("get", "/api/items/..%2F..%2Fetc%2Fpasswd/thumbnail", {}, 404, "Not Found"),
+    ("get", "/api/items/%2Fetc%2Fpasswd/thumbnail", {}, 404, "Not Found"),
+])
+def test_hostile_input_gets_a_4xx_with_a_message(client, method, url, kwargs, status, words):
+    response = getattr(client, method)(url, **kwargs)
+    assert response.status_code == status, response.text
+    assert words in response.text
+
+
+def test_upload_over_the_limit_is_refused_from_content_length_alone(tiny_index):
+    app = create_app(Searcher(str(tiny_index)), max_upload_bytes=1000)
+    client = TestClient(app)
+    response = client.post("/api/search/image", content=b"x" * 10, headers={"content-length": "99999999",
+                                                                          "content-type": "multipart/form-data; boundary=z"})
+    assert response.status_code == 413
+
+
+def test_concurrent_requests_all_succeed(client, tiny_dataset):
+    data = (tiny_dataset / "valid" / "images" / "000002.png").read_bytes()
+
+    def request(i):
+        if i % 2:
+            return client.get("/api/search/text", params={"q": f"a small blue square {i}", "k": 3}).status_code
+        return client.post("/api/search/image", files={"image": ("q.png", data, "image/png")}).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(request, range(64)))
+    assert codes == [200] * 64
+
+
+def test_openapi_docs_and_front_end_are_served(client):
+    assert client.get("/docs").status_code == 200
+    assert "/api/search/text" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="query"' in page.text
+    assert client.get("/static/app.js").status_code == 200

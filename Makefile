@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install demo test serve chromium clean-demo
+.PHONY: install demo demo-zh test serve chromium clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,19 @@ demo: $(STAMP) pretrains/demo-roberta/config.json
 	$(PY) train.py --config configs/demo/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo/eval.yaml
 
+datasets/demo-zh/valid/captions.csv: scripts/make_demo_dataset.py | $(STAMP)
+	$(PY) scripts/make_demo_dataset.py --lang zh --out datasets/demo-zh --overwrite
+
+pretrains/demo-zh-bert/config.json: datasets/demo-zh/valid/captions.csv scripts/make_demo_text_tower.py
+	$(PY) scripts/make_demo_text_tower.py --lang zh --captions datasets/demo-zh/train/captions.csv \
+		--out pretrains/demo-zh-bert
+
+# The Chinese demo: same recipe, Chinese captions, a character-level BERT text tower.
+demo-zh: $(STAMP) pretrains/demo-zh-bert/config.json
+	$(PY) init.py --config configs/demo-zh/init.yaml --overwrite true
+	$(PY) train.py --config configs/demo-zh/train.yaml --overwrite true
+	$(PY) eval.py --config configs/demo-zh/eval.yaml
+
 test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
@@ -40,4 +53,4 @@ serve: $(STAMP)
 	$(PY) serve.py --model-path checkpoints/demo/best.pt --index checkpoints/demo/index
 
 clean-demo:
-	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo
+	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh

@@ -112,14 +112,61 @@ def english_captions(scene, rng, count):
     return captions
 
 
-def write_split(directory, scenes, image_size, captions_per_image, rng):
+ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
+              "black": "黑色", "cyan": "青色"}
+ZH_SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字"}
+ZH_SIZES = {"small": ("小的", "小"), "large": ("大的", "大")}
+ZH_PLACES = {(0, 0): "左上角", (0, 1): "上方", (0, 2): "右上角", (1, 0): "左边", (1, 1): "中间", (1, 2): "右边",
+             (2, 0): "左下角", (2, 1): "下方", (2, 2): "右下角"}
+ZH_RELATIONS = {"left of": "左边", "right of": "右边", "above": "上方", "below": "下方"}
+
+
+def chinese_captions(scene, rng, count):
+    """``count`` distinct natural Chinese paraphrases (same information as the English ones)."""
+    objects = list(scene)
+    rng.shuffle(objects)
+
+    def name(obj, with_size=True):
+        size = rng.choice(ZH_SIZES[obj[0]]) if with_size else ""
+        return f"{size}{ZH_COLOURS[obj[1]]}{ZH_SHAPES[obj[2]]}"
+
+    def place(obj):
+        return ZH_PLACES[obj[3], obj[4]]
+
+    def listing(parts, last="和"):
+        return parts[0] if len(parts) == 1 else "、".join(parts[:-1]) + last + parts[-1]
+
+    first, second, rest = objects[0], objects[1], objects[2:]
+    extra = "".join(f"，{place(o)}还有一个{name(o)}" for o in rest)
+    frames = [
+        lambda: "，".join(f"{place(o)}有一个{name(o)}" for o in objects),
+        lambda: f"一个{name(first)}在一个{name(second)}的{ZH_RELATIONS[_relation(first, second)]}{extra}",
+        lambda: f"一个{name(second)}在一个{name(first)}的{ZH_RELATIONS[_relation(second, first)]}{extra}",
+        lambda: "图中，" + "，".join(f"{name(o)}位于{place(o)}" for o in reversed(objects)),
+        lambda: f"一张包含{listing([name(o) for o in objects])}的图片",
+        lambda: "，".join(f"{name(o, with_size=False)}在{place(o)}" for o in objects),
+        lambda: f"{len(objects)}个图形：" + listing([name(o) for o in objects]),
+    ]
+    captions, attempts = [], 0
+    while len(captions) < count and attempts < 100:
+        caption = frames[len(captions) % len(frames) if attempts < len(frames) else rng.randrange(len(frames))]()
+        attempts += 1
+        if caption not in captions:
+            captions.append(caption)
+    return captions
+
+
+CAPTIONERS = {"en": english_captions, "zh": chinese_captions}
+
+
+def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en"):
     images_dir = os.path.join(directory, "images")
     os.makedirs(images_dir, exist_ok=True)
     rows = []
     for index, scene in enumerate(scenes):
         filename = f"{index:06d}.png"
         draw_scene(scene, image_size, rng).save(os.path.join(images_dir, filename))
-        rows += [(filename, caption) for caption in english_captions(scene, rng, captions_per_image)]
+        rows += [(filename, caption) for caption in CAPTIONERS[lang](scene, rng, captions_per_image)]
     with open(os.path.join(directory, "captions.csv"), "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["filename", "caption"])
@@ -147,6 +194,7 @@ def main(argv=None):
     parser.add_argument("--captions", type=int, default=5, help="captions per image")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lang", choices=sorted(CAPTIONERS), default="en", help="caption language")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's splits")
     args = parser.parse_args(argv)
     for split in ("train", "valid"):
@@ -165,9 +213,9 @@ def main(argv=None):
             seen.add(scene)
             scenes.append(scene)
     train_rows = write_split(os.path.join(args.out, "train"), scenes[:args.train], args.image_size,
-                             args.captions, rng)
+                             args.captions, rng, args.lang)
     valid_rows = write_split(os.path.join(args.out, "valid"), scenes[args.train:], args.image_size,
-                             args.captions, rng)
+                             args.captions, rng, args.lang)
     print(f"wrote {args.out}: train {args.train} images / {len(train_rows)} captions, valid {args.valid} "
           f"images / {len(valid_rows)} captions; {unique_caption_sets(valid_rows):.1%} of valid images have a "
           f"caption set no other valid image shares")

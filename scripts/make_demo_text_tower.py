@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 from tokenizers import ByteLevelBPETokenizer
-from transformers import RobertaConfig, RobertaTokenizerFast
+from transformers import BertConfig, BertTokenizerFast, RobertaConfig, RobertaTokenizerFast
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
@@ -33,6 +33,27 @@ def build_tokenizer(captions, vocab_size):
         with open(merges_path, encoding="utf-8") as handle:
             merges = [tuple(line.split()) for line in handle if line.strip() and not line.startswith("#version")]
     return RobertaTokenizerFast(vocab=vocab, merges=merges)
+
+
+def build_chinese_tokenizer(captions):
+    """A character vocabulary as a BertTokenizerFast: the layout of Chinese encoders such as
+    chinese-roberta-wwm-ext (BERT tokenizer and model, though named RoBERTa)."""
+    characters = sorted({ch for caption in captions for ch in caption if not ch.isspace()})
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + characters
+    return BertTokenizerFast(vocab={token: index for index, token in enumerate(tokens)},
+                             tokenize_chinese_chars=True, do_lower_case=True)
+
+
+def write_chinese_text_tower(captions, out, hidden_size=128, layers=2, heads=4, max_length=64):
+    """Write a character-level BERT tokenizer and a BertConfig (no weights) to ``out``; return the tokenizer."""
+    tokenizer = build_chinese_tokenizer(captions)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=4 * hidden_size,
+                        max_position_embeddings=max_length, pad_token_id=tokenizer.pad_token_id)
+    os.makedirs(out, exist_ok=True)
+    tokenizer.save_pretrained(out)
+    config.save_pretrained(out)
+    return tokenizer
 
 
 def write_text_tower(captions, out, vocab_size=1000, hidden_size=128, layers=2, heads=4, max_length=64):
@@ -58,13 +79,21 @@ def main(argv=None):
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--lang", choices=("en", "zh"), default="en",
+                        help="en: byte-level BPE + RoBERTa; zh: character vocabulary + BERT (as Chinese RoBERTa-wwm)")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.captions):
         print(f"error: {args.captions} not found; generate the demo dataset first", file=sys.stderr)
         return 2
-    tokenizer = write_text_tower(read_captions(args.captions), args.out, args.vocab_size, args.hidden_size,
-                                 args.layers, args.heads, args.max_length)
-    print(f"wrote {args.out}: vocabulary {len(tokenizer)}, RoBERTa {args.layers} layers x {args.hidden_size}")
+    captions = read_captions(args.captions)
+    if args.lang == "zh":
+        tokenizer = write_chinese_text_tower(captions, args.out, args.hidden_size, args.layers, args.heads,
+                                             args.max_length)
+    else:
+        tokenizer = write_text_tower(captions, args.out, args.vocab_size, args.hidden_size, args.layers, args.heads,
+                                     args.max_length)
+    print(f"wrote {args.out}: vocabulary {len(tokenizer)}, {'BERT' if args.lang == 'zh' else 'RoBERTa'} "
+          f"{args.layers} layers x {args.hidden_size}")
     return 0
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from tests.conftest import run_script
 from utils.config import load_config
-from utils.config_schema import EVAL, INIT, TRAIN
+from utils.config_schema import CLASSIFY, EVAL, EXPORT, INDEX, INIT, SEARCH, SERVE, TRAIN
 from utils.errors import ConfigError
 
 
@@ -23,7 +23,11 @@ def test_seed_configs_keep_the_seeds_keys_and_defaults():
 def test_every_config_file_is_valid():
     for schema, path in [(INIT, "configs/init.yaml"), (TRAIN, "configs/train.yaml"), (EVAL, "configs/eval.yaml"),
                          (INIT, "configs/demo/init.yaml"), (TRAIN, "configs/demo/train.yaml"),
-                         (EVAL, "configs/demo/eval.yaml")]:
+                         (EVAL, "configs/demo/eval.yaml"), (INIT, "configs/demo-zh/init.yaml"),
+                         (TRAIN, "configs/demo-zh/train.yaml"), (EVAL, "configs/demo-zh/eval.yaml"),
+                         (INDEX, "configs/index.yaml"), (SEARCH, "configs/search.yaml"),
+                         (CLASSIFY, "configs/classify.yaml"), (SERVE, "configs/serve.yaml"),
+                         (EXPORT, "configs/export.yaml")]:
         config = load_config(schema, path, [])
         assert set(config) == {key.name for key in schema} | {"config-path"}
 

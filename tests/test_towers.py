@@ -54,15 +54,32 @@ def test_bert_style_text_tower_and_mean_pooling(tmp_path):
     from transformers import BertConfig, BertTokenizerFast
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "cat", "dog"]
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab=str(tmp_path / "vocab.txt")).save_pretrained(str(tmp_path))
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}).save_pretrained(str(tmp_path))
     BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                intermediate_size=32).save_pretrained(str(tmp_path))
     model, spec, tokenizer = model_from_towers("resnet18", str(tmp_path), pretrained=False, text_pooling="mean",
                                                embed_dim=8)
     assert json.loads(spec["text-config"])["model_type"] == "bert"
     ids = tokenizer(["a red cat", "a dog"])
-    assert ids[1, -1].item() == tokenizer.pad_token_id == 0
+    assert ids[0].tolist() == [2, 5, 6, 7, 3] and ids[1].tolist() == [2, 5, 8, 3, 0]  # real words, right padding
     with torch.no_grad():
         features = model.eval().encode_text(ids)
     assert features.shape == (2, 8)
+
+
+def test_chinese_bert_tower_with_a_character_vocabulary(tmp_path):
+    """The layout of chinese-roberta-wwm-ext (BertTokenizer + BertModel), built from Chinese captions."""
+    from scripts.make_demo_text_tower import write_chinese_text_tower
+
+    captions = ["一个大的红色圆形在左上角", "图中，小的青色十字位于左边", "一张包含蓝色正方形的图片"]
+    write_chinese_text_tower(captions, str(tmp_path), hidden_size=16, layers=1, heads=2, max_length=32)
+    model, spec, tokenizer = model_from_towers("resnet18", str(tmp_path), pretrained=False, max_length=32,
+                                               embed_dim=8)
+    assert json.loads(spec["text-config"])["model_type"] == "bert"
+    ids = tokenizer(["红色圆形在左上角", "青色十字"])
+    tokens = tokenizer.hf_tokenizer.convert_ids_to_tokens(ids[0])
+    assert tokens == ["[CLS]", "红", "色", "圆", "形", "在", "左", "上", "角", "[SEP]"]
+    assert tokenizer.hf_tokenizer.unk_token_id not in ids.tolist()[1]
+    with torch.no_grad():
+        features = model.eval().encode_text(ids)
+    assert features.shape == (2, 8) and not torch.allclose(features[0], features[1])

@@ -26,8 +26,14 @@ def image_folder(root):
     classes = sorted(name for name in os.listdir(root) if os.path.isdir(os.path.join(root, name)))
     if len(classes) < 2:
         raise UserError(f"--data '{root}' needs at least two class sub-folders")
-    samples = [(os.path.join(root, name, file), index) for index, name in enumerate(classes)
-               for file in sorted(os.listdir(os.path.join(root, name))) if file.lower().endswith(IMAGE_EXTENSIONS)]
+    samples = []
+    for index, name in enumerate(classes):
+        for folder, directories, files in os.walk(os.path.join(root, name)):  # nested folders too, as ImageFolder
+            directories.sort()
+            samples += [(os.path.join(folder, file), index) for file in sorted(files)
+                        if file.lower().endswith(IMAGE_EXTENSIONS)]
+    if not samples:
+        raise UserError(f"--data '{root}' holds no images in its class folders")
     return classes, samples
 
 
@@ -48,6 +54,8 @@ def score_folder(encoder, classes, labels, templates, samples, batch_size):
             probabilities.append(class_probabilities(encoder.encode_images(images), class_features,
                                                      encoder.logit_scale))
             targets += batch_targets
+    if not probabilities:
+        raise UserError("no image could be decoded")
     return np.asarray(targets), np.concatenate(probabilities), skipped
 
 
@@ -60,10 +68,14 @@ def write_report(classes, targets, predictions, directory):
 
     report = classification_report(targets, predictions, labels=list(range(len(classes))), target_names=classes,
                                    output_dict=True, zero_division=0)
-    atomic_write_json(report, os.path.join(directory, "report.json"))
-    figure, axis = plt.subplots(figsize=(max(4, len(classes) * 0.6 + 2),) * 2)
+    atomic_write_json({"per-class": {name: report[name] for name in classes},
+                       "overall": {k: v for k, v in report.items() if k not in classes}},
+                      os.path.join(directory, "report.json"))
+    many = len(classes) > 30  # beyond this, per-cell numbers and tick labels are unreadable and slow to draw
+    figure, axis = plt.subplots(figsize=(min(24, max(4, len(classes) * 0.6 + 2)),) * 2)
     ConfusionMatrixDisplay.from_predictions(targets, predictions, labels=list(range(len(classes))),
-                                            display_labels=classes, ax=axis, colorbar=False, xticks_rotation=45)
+                                            display_labels=None if many else classes, ax=axis, colorbar=many,
+                                            include_values=not many, xticks_rotation=45)
     figure.tight_layout()
     figure.savefig(os.path.join(directory, "confusion.png"), dpi=100)
     plt.close(figure)
@@ -95,6 +107,8 @@ def main(argv):
     if len(labels) != len(classes):
         raise UserError(f"--labels names {len(labels)} classes but '{config['data']}' has {len(classes)}: "
                         f"{', '.join(classes)}")
+    if labels != classes:  # labels pair with the sorted folder names: show the pairing, never guess it
+        print("labels: " + ", ".join(f"{folder}/ -> {label!r}" for folder, label in zip(classes, labels)))
     targets, probabilities, skipped = score_folder(encoder, classes, labels, templates, samples,
                                                    config["batch-size"])
     predictions = probabilities.argmax(axis=1)

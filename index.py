@@ -11,7 +11,7 @@ from retrieval.vector_search import VectorSearch
 from utils.config import load_config
 from utils.config_schema import INDEX
 from utils.device import resolve_device
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 
 
 def main(argv):
@@ -21,6 +21,8 @@ def main(argv):
     sources = find_sources(config["data"], report=lambda line: print(line, file=sys.stderr))
     added = add_to_gallery(gallery, encoder, sources, config["batch-size"],
                            report=lambda line: print(line, file=sys.stderr))
+    if not gallery.items:
+        raise UserError(f"no image in '{config['data']}' could be decoded; nothing indexed")
     gallery.save(config["out"])
     print(f"{config['out']}: added {added} image(s); {len(gallery.items)} images and {len(gallery.text_item)} "
           f"captions indexed ({len(sources) - added} already present or skipped)")

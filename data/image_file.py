@@ -28,15 +28,21 @@ def check_image_header(path):
         _check_size(image)
 
 
-def open_image_rgb(path, draft_size=None):
-    """Decode ``path`` to an RGB image: EXIF orientation applied, alpha composited on white,
-    grayscale/palette/CMYK/16-bit converted. Raises ImageProblem for anything unusable.
+# Formats accepted from untrusted uploads (the web service): no EPS/PDF, which can reach external programs.
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def open_image_rgb(path, draft_size=None, max_pixels=MAX_PIXELS, formats=None):
+    """Decode ``path`` (a file name or a binary file object) to an RGB image: EXIF orientation applied,
+    alpha composited on white, grayscale/palette/CMYK/16-bit converted. Raises ImageProblem for anything
+    unusable.
 
     draft_size: for JPEGs, let the decoder scale down by 1/2, 1/4 or 1/8 while both sides stay
     >= draft_size (PIL's ``draft``): much less work when the model's input is far smaller than the photo.
+    max_pixels / formats: tighter limits for untrusted input.
     """
-    with _opened(path) as image:
-        _check_size(image)
+    with _opened(path, formats) as image:
+        _check_size(image, max_pixels)
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
         try:
@@ -44,9 +50,11 @@ def open_image_rgb(path, draft_size=None):
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image.load()
                 image = ImageOps.exif_transpose(image)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            return to_rgb(image)  # exif_transpose above already dropped the orientation tag
+        except MemoryError:
+            raise
+        except Exception as error:  # Pillow raises many types for malformed data (struct.error, EXIF bugs…)
             raise ImageProblem(f"cannot decode ({_first_line(error)})") from None
-        return to_rgb(image)  # exif_transpose above already dropped the orientation tag
 
 
 def prepare_rgb(image):
@@ -76,15 +84,16 @@ def to_rgb(image):
 class _opened:
     """Context manager around Image.open turning every failure into ImageProblem."""
 
-    def __init__(self, path):
+    def __init__(self, path, formats=None):
         self.path = path
+        self.formats = formats
         self.image = None
 
     def __enter__(self):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                self.image = Image.open(self.path)
+                self.image = Image.open(self.path, formats=self.formats)
         except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageProblem(_reason(error)) from None
         except (OSError, ValueError, SyntaxError) as error:
@@ -96,12 +105,12 @@ class _opened:
         return False
 
 
-def _check_size(image):
+def _check_size(image, max_pixels=MAX_PIXELS):
     width, height = image.size
     if width < 1 or height < 1:
         raise ImageProblem(f"image has no pixels ({width}x{height})")
-    if width * height > MAX_PIXELS:
-        raise ImageProblem(f"image too large ({width}x{height} pixels; limit {MAX_PIXELS}, decompression bomb?)")
+    if width * height > max_pixels:
+        raise ImageProblem(f"image too large ({width}x{height} pixels; limit {max_pixels}, decompression bomb?)")
 
 
 def _reason(error):

@@ -7,6 +7,9 @@ from torch import nn
 
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from utils.atomic_file import atomic_write, atomic_write_json
+from utils.errors import UserError
+
+PARITY_TOLERANCE = 1e-3
 
 
 class _ImageEncoder(nn.Module):
@@ -48,7 +51,13 @@ def export_encoders(model_path, out_dir, opset=17):
     model, spec, tokenizer = model_from_checkpoint(payload)
     # Eager attention exports to plain ONNX ops; the fused SDPA kernel has no portable equivalent.
     model.text_tower.encoder.config._attn_implementation = "eager"
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        meta_path = os.path.join(out_dir, "export.json")
+        if os.path.exists(meta_path):
+            os.remove(meta_path)  # until the new export passes its check, no fingerprint vouches for the files
+    except OSError as error:
+        raise UserError(f"cannot write to --out '{out_dir}': {error.strerror}") from None
     size = spec["image-size"]
     images = torch.randn(2, 3, size, size)
     input_ids = tokenizer(["a short caption", "a somewhat longer caption with more words in it"])
@@ -59,16 +68,21 @@ def export_encoders(model_path, out_dir, opset=17):
         _export(_ImageEncoder(model).eval(), images, "images", {0: "batch"}, image_path, opset)
         _export(_TextEncoder(model).eval(), input_ids, "input_ids", {0: "batch", 1: "sequence"}, text_path, opset)
         # Parity on inputs of other shapes than the export examples: dynamic axes must really be dynamic.
-        check_images = torch.randn(3, 3, size, size)
-        check_ids = tokenizer(["one", "two words", "and a third caption that is the longest of all"])
-        expected_image = model.encode_image(check_images).numpy()
-        expected_text = model.encode_text(check_ids).numpy()
+        image_checks = [torch.randn(3, 3, size, size), torch.randn(1, 3, size, size)]  # the service sends 1
+        text_checks = [tokenizer(["one", "two words", "and a third caption that is the longest of all"]),
+                       tokenizer(["a single query"])]
+        expected_images = [model.encode_image(x).numpy() for x in image_checks]
+        expected_texts = [model.encode_text(x).numpy() for x in text_checks]
     image_session = onnxruntime.InferenceSession(image_path, providers=["CPUExecutionProvider"])
     text_session = onnxruntime.InferenceSession(text_path, providers=["CPUExecutionProvider"])
-    got_image = image_session.run(None, {"images": check_images.numpy()})[0]
-    got_text = text_session.run(None, {"input_ids": check_ids.numpy()})[0]
+    image_diff = max(float(np.abs(image_session.run(None, {"images": x.numpy()})[0] - e).max())
+                     for x, e in zip(image_checks, expected_images))
+    text_diff = max(float(np.abs(text_session.run(None, {"input_ids": x.numpy()})[0] - e).max())
+                    for x, e in zip(text_checks, expected_texts))
+    if max(image_diff, text_diff) > PARITY_TOLERANCE:
+        raise UserError(f"ONNX export differs from PyTorch (image {image_diff:.2e}, text {text_diff:.2e} > "
+                        f"{PARITY_TOLERANCE}); not marking {out_dir} as usable")
     report = {"fingerprint": model_fingerprint(payload), "model-path": model_path, "opset": opset,
-              "image-max-abs-diff": float(np.abs(got_image - expected_image).max()),
-              "text-max-abs-diff": float(np.abs(got_text - expected_text).max())}
-    atomic_write_json(report, os.path.join(out_dir, "export.json"))
+              "image-max-abs-diff": image_diff, "text-max-abs-diff": text_diff}
+    atomic_write_json(report, meta_path)
     return report

@@ -49,8 +49,8 @@ class TorchEncoder:
 
     @torch.no_grad()
     def encode_texts(self, texts):
-        input_ids = self.tokenizer(list(texts)).to(self.device)
-        with self._lock:
+        with self._lock:  # the fast tokenizer is not safe to call from several threads at once
+            input_ids = self.tokenizer(list(texts)).to(self.device)
             return self.model.encode_text(input_ids).float().cpu().numpy()
 
 
@@ -70,19 +70,21 @@ class OnnxEncoder(TorchEncoder):
             meta = json.load(handle)
         if meta.get("fingerprint") != self.fingerprint:
             raise UserError(f"the ONNX files in '{onnx_dir}' were exported from another model than {model_path}")
-        options = onnxruntime.SessionOptions()
-        providers = ["CPUExecutionProvider"]
-        self.image_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "image_encoder.onnx"), options,
-                                                          providers=providers)
-        self.text_session = onnxruntime.InferenceSession(os.path.join(onnx_dir, "text_encoder.onnx"), options,
-                                                         providers=providers)
+        try:
+            self.image_session, self.text_session = (
+                onnxruntime.InferenceSession(os.path.join(onnx_dir, name), providers=["CPUExecutionProvider"])
+                for name in ("image_encoder.onnx", "text_encoder.onnx"))
+        except Exception as error:  # missing or corrupt files: onnxruntime raises its own exception types
+            raise UserError(f"ONNX files in '{onnx_dir}' cannot be loaded ({str(error).splitlines()[0]}); "
+                            f"re-run export.py") from None
 
     def encode_images(self, images):
         batch = torch.stack([self.preprocess(image) for image in images]).numpy()
         return self.image_session.run(None, {"images": batch})[0].astype(np.float32)
 
     def encode_texts(self, texts):
-        input_ids = self.tokenizer(list(texts)).numpy()
+        with self._lock:
+            input_ids = self.tokenizer(list(texts)).numpy()
         return self.text_session.run(None, {"input_ids": input_ids})[0].astype(np.float32)
 
 

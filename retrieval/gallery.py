@@ -47,9 +47,26 @@ class Gallery:
             with open(paths[1], encoding="utf-8") as handle:
                 items = json.load(handle)
             arrays = load_file(paths[2])
-        except (OSError, ValueError) as error:
-            raise UserError(f"index '{directory}' is damaged: {error}") from None
-        return cls(items, arrays["image_features"], arrays["text_features"], arrays["text_item"], meta)
+            gallery = cls(items, arrays["image_features"], arrays["text_features"], arrays["text_item"], meta)
+            gallery.check()
+        except UserError:
+            raise
+        except Exception as error:  # json, safetensors and key errors: a damaged or half-written index
+            raise UserError(f"index '{directory}' is damaged ({type(error).__name__}: {error}); rebuild it "
+                            f"with index.py into a new folder") from None
+        return gallery
+
+    def check(self):
+        """The three files agree (a crash between their writes would leave them disagreeing)."""
+        images, captions = len(self.items), len(self.text_item)
+        consistent = (self.image_features.shape[0] == images == self.meta.get("images", images)
+                      and self.text_features.shape[0] == captions == self.meta.get("captions", captions)
+                      and [item["id"] for item in self.items] == list(range(images))
+                      and (captions == 0 or 0 <= int(self.text_item.min()) <= int(self.text_item.max()) < images))
+        if not consistent:
+            raise UserError(f"index files disagree ({images} items, {self.image_features.shape[0]} image "
+                            f"embeddings, {captions} caption links, {self.text_features.shape[0]} caption "
+                            f"embeddings)")
 
     def save(self, directory):
         os.makedirs(directory, exist_ok=True)
@@ -133,6 +150,12 @@ def open_or_create(directory, encoder):
                             f"({gallery.meta.get('model-path')}); refusing to mix embeddings. "
                             f"Use a new --out folder")
         return gallery
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UserError(f"--out '{directory}' is a file; choose a folder")
     if os.path.isdir(directory) and os.listdir(directory):
         raise UserError(f"'{directory}' exists and is not an index; choose an empty or new --out folder")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create --out '{directory}': {error.strerror}") from None
     return Gallery.empty(encoder.fingerprint, encoder.model_path, encoder.embed_dim)

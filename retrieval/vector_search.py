@@ -57,7 +57,7 @@ class VectorSearch:
             scores, rows = top.values, top.indices + start
             if best_scores is not None:
                 scores, rows = torch.cat([best_scores, scores], 1), torch.cat([best_rows, rows], 1)
-                keep = scores.topk(k, dim=1)
+                keep = scores.topk(min(k, scores.shape[1]), dim=1)
                 scores, rows = keep.values, rows.gather(1, keep.indices)
             best_scores, best_rows = scores, rows
         return best_scores.numpy(), best_rows.numpy()

@@ -46,13 +46,16 @@ def read_templates(path):
             return parse_templates(handle.read().splitlines())
     except OSError as error:
         raise UserError(f"templates file '{path}': {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"templates file '{path}' is not UTF-8 text") from None
 
 
 def class_embeddings(encoder, labels, templates):
     """[C, D]: for each label, the normalised mean of its normalised template embeddings."""
     rows = []
     for label in labels:
-        features = encoder.encode_texts([template.format(label) for template in templates])
+        # replace, not str.format: other braces in a template stay literal text instead of raising
+        features = encoder.encode_texts([template.replace("{}", label) for template in templates])
         mean = features.mean(axis=0)
         rows.append(mean / np.linalg.norm(mean))
     return np.stack(rows).astype(np.float32)

@@ -4,6 +4,7 @@ Every client mistake is a 4xx with a message; files are only ever read by indexe
 """
 import io
 import os
+import threading
 from functools import lru_cache
 
 from fastapi import FastAPI, File, Form, HTTPException, Path, Query, UploadFile
@@ -11,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from data.image_file import ImageProblem, open_image_rgb
+from data.image_file import UPLOAD_FORMATS, ImageProblem, open_image_rgb
 from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, class_probabilities, parse_labels, parse_templates
 from service.body_limit import BodySizeLimit
 from utils.errors import UserError
@@ -19,6 +20,10 @@ from utils.errors import UserError
 WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
 MAX_QUERY_CHARS = 1000
 MAX_LABELS = 100
+MAX_TEMPLATES = 32
+MAX_PROMPTS = 2000           # labels x templates encoded for one request
+MAX_UPLOAD_PIXELS = 4096 * 4096
+DECODE_SLOTS = 4             # uploads decoded at once: bounds memory under concurrent load
 
 
 def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_size=256):
@@ -26,6 +31,7 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
                   version="1.0")
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + 64 * 1024)  # + multipart framing
     items = searcher.gallery.items
+    decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
     def public(results):
         return {"results": [{"id": r["id"], "score": r["score"], "file": r["name"], "captions": r["captions"],
@@ -40,7 +46,9 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
         if not data:
             raise HTTPException(400, "empty upload")
         try:
-            return open_image_rgb(io.BytesIO(data))
+            with decode_slots:
+                return open_image_rgb(io.BytesIO(data), draft_size=2 * searcher.encoder.spec["image-size"],
+                                      max_pixels=MAX_UPLOAD_PIXELS, formats=UPLOAD_FORMATS)
         except ImageProblem as problem:
             raise HTTPException(400, f"not a usable image: {problem}") from None
 
@@ -50,7 +58,7 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
 
     @lru_cache(maxsize=2048)
     def thumbnail(item_id):
-        image = open_image_rgb(items[item_id]["file"])
+        image = open_image_rgb(items[item_id]["file"], draft_size=thumbnail_size)
         image.thumbnail((thumbnail_size, thumbnail_size))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)
@@ -81,8 +89,9 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
             prompts = parse_templates(templates.splitlines()) if templates else list(DEFAULT_TEMPLATES)
         except UserError as error:
             raise HTTPException(400, str(error)) from None
-        if len(names) > MAX_LABELS:
-            raise HTTPException(400, f"at most {MAX_LABELS} labels")
+        if len(names) > MAX_LABELS or len(prompts) > MAX_TEMPLATES or len(names) * len(prompts) > MAX_PROMPTS:
+            raise HTTPException(400, f"at most {MAX_LABELS} labels, {MAX_TEMPLATES} templates and "
+                                     f"{MAX_PROMPTS} label-template prompts per request")
         picture = read_upload(image)
         classes = classes_for(tuple(names), tuple(prompts))
         probabilities = class_probabilities(searcher.encoder.encode_images([picture]), classes,
@@ -97,8 +106,8 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
         try:
             return Response(thumbnail(item_id), media_type="image/jpeg",
                             headers={"Cache-Control": "max-age=3600"})
-        except ImageProblem as problem:
-            raise HTTPException(404, f"item {item_id}: image unavailable ({problem})") from None
+        except ImageProblem:
+            raise HTTPException(404, f"item {item_id}: image file no longer available") from None
 
     @app.get("/", include_in_schema=False)
     def front_end():

@@ -120,3 +120,58 @@ def test_openapi_docs_and_front_end_are_served(client):
     page = client.get("/")
     assert page.status_code == 200 and 'id="query"' in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_chunked_upload_over_the_limit_is_a_413(client):
+    def body():
+        for _ in range(40):
+            yield b"x" * 10_000
+
+    response = client.post("/api/search/image", content=body(),
+                           headers={"content-type": "multipart/form-data; boundary=zzz"})
+    assert response.status_code == 413 and "larger than" in response.text
+
+
+def test_templates_with_stray_braces_and_huge_uploads_are_handled(client, tiny_dataset):
+    data = (tiny_dataset / "valid" / "images" / "000001.png").read_bytes()
+    response = client.post("/api/classify", files={"image": ("q.png", data, "image/png")},
+                           data={"labels": "red,blue", "templates": "a {} {x}\n{}}"})
+    assert response.status_code == 200
+    many = client.post("/api/classify", files={"image": ("q.png", data, "image/png")},
+                       data={"labels": ",".join(f"l{i}" for i in range(100)), "templates": "{}\n" * 30})
+    assert many.status_code == 400 and "prompts per request" in many.text
+    wide = png_bytes(Image.new("1", (5000, 5000)))  # 25M pixels: fine for a dataset, too big for an upload
+    response = client.post("/api/search/image", files={"image": ("w.png", wide, "image/png")})
+    assert response.status_code == 400 and "too large" in response.text
+
+
+def test_thumbnail_of_a_deleted_file_is_a_404_without_server_paths(tiny_index, tmp_path):
+    import shutil
+
+    from retrieval.gallery import Gallery
+
+    copy = tmp_path / "idx"
+    shutil.copytree(tiny_index, copy)
+    gallery = Gallery.load(str(copy))
+    gallery.items[0]["file"] = str(tmp_path / "gone.png")
+    gallery.save(str(copy))
+    response = TestClient(create_app(Searcher(str(copy)))).get("/api/items/0/thumbnail")
+    assert response.status_code == 404 and "gone.png" not in response.text and str(tmp_path) not in response.text
+
+
+def test_a_half_written_index_is_refused(tiny_index, tmp_path):
+    import json
+    import shutil
+
+    from retrieval.gallery import Gallery
+    from utils.errors import UserError
+
+    copy = tmp_path / "idx"
+    shutil.copytree(tiny_index, copy)
+    items = json.loads((copy / "items.json").read_text())
+    (copy / "items.json").write_text(json.dumps(items[:-1]))  # as if killed between two file writes
+    with pytest.raises(UserError, match="disagree"):
+        Gallery.load(str(copy))
+    (copy / "embeddings.safetensors").write_bytes(b"truncated")
+    with pytest.raises(UserError, match="damaged"):
+        Gallery.load(str(copy))

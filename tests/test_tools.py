@@ -122,3 +122,17 @@ def test_onnx_export_matches_pytorch(tiny_checkpoint, tmp_path):
     assert np.abs(torch_encoder.encode_images(images) - onnx_encoder.encode_images(images)).max() <= 1e-4
     again = run_script("export.py", "--model-path", str(tiny_checkpoint), "--out", str(out))
     assert again.returncode == 2 and "--overwrite true" in again.stderr
+
+
+def test_classify_with_empty_class_folders_is_a_clear_error(tiny_checkpoint, tmp_path):
+    (tmp_path / "d" / "cat").mkdir(parents=True)
+    (tmp_path / "d" / "dog").mkdir()
+    result = run_script("classify.py", "--model-path", str(tiny_checkpoint), "--data", str(tmp_path / "d"))
+    assert result.returncode == 2 and "holds no images" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_index_out_that_is_a_file_fails_before_embedding(tiny_checkpoint, tiny_dataset, tmp_path):
+    (tmp_path / "out").write_text("x")
+    result = run_script("index.py", "--model-path", str(tiny_checkpoint), "--data", str(tiny_dataset / "valid"),
+                        "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "is a file" in result.stderr and "Traceback" not in result.stderr

@@ -130,6 +130,6 @@ SERVE = [
 EXPORT = [
     Key("model-path", "str", "checkpoints/best.pt", "checkpoint to export"),
     Key("out", "str", "checkpoints/onnx", "folder for image_encoder.onnx, text_encoder.onnx, export.json"),
-    Key("opset", "int", 17, "ONNX opset", minimum=11, maximum=23),
+    Key("opset", "int", 17, "ONNX opset", minimum=11, maximum=20),
     Key("overwrite", "bool", False, "replace existing files in out"),
 ]

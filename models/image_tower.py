@@ -27,8 +27,22 @@ def _strip_classifier(backbone):
     raise UserError(f"image-model '{type(backbone).__name__}': cannot find a Linear classifier to remove")
 
 
+TIMM_PREFIX = "timm:"
+
+
 def build_image_backbone(name):
-    """Return (backbone, feature_dim) with random weights. backbone: [B,3,H,W] -> [B,feature_dim]."""
+    """Return (backbone, feature_dim) with random weights. backbone: [B,3,H,W] -> [B,feature_dim].
+
+    name: a torchvision classification model ("resnet50"), or "timm:<name>" for a timm model.
+    """
+    if name.startswith(TIMM_PREFIX):
+        import timm
+
+        timm_name = name[len(TIMM_PREFIX):]
+        if timm_name not in timm.list_models():
+            raise UserError(f"image-model '{name}': timm has no model '{timm_name}' (see timm.list_models())")
+        backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)  # num_classes=0: pooled features
+        return backbone, backbone.num_features
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise UserError(f"image-model '{name}' is not a torchvision classification model; "
@@ -51,6 +65,9 @@ def read_image_weights(name, weights_path=None):
 
     Never downloads: a missing file is a UserError that says which file to fetch and where to put it.
     """
+    if weights_path is None and name.startswith(TIMM_PREFIX):
+        raise UserError(f"pretrained image-model '{name}' needs image-weights: a local weights file "
+                        f"(timm's hub downloads are not used)")
     if weights_path is None:
         url, weights_path = torchvision_weights_file(name)
         hint = (f"download {url}\n  and save it as {weights_path}\n"
@@ -69,9 +86,20 @@ def read_image_weights(name, weights_path=None):
 
 
 def load_image_weights(backbone, state, source):
-    """Copy a classification state dict into a stripped backbone, ignoring the removed classifier."""
+    """Copy a classification state dict into a stripped backbone, ignoring the removed classifier.
+
+    Files from other implementations of the same network (e.g. EfficientNet-Lite0 weights named
+    ``_conv_stem.weight`` for timm's ``conv_stem.weight``) are matched by position when the names differ
+    but every tensor's shape agrees in order.
+    """
     own = backbone.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < len(own) and len(state) >= len(own):
+        pairs = list(zip(own.items(), state.values()))
+        if all(mine.shape == theirs.shape for (_, mine), theirs in pairs):
+            print(f"image weights {source}: names differ from the model's; matched {len(own)} tensors by "
+                  f"position (all shapes agree)")
+            usable = {name: theirs for (name, _), theirs in pairs}
     missing = sorted(set(own) - set(usable))
     if missing:
         raise UserError(f"image weights {source} do not match the model: missing {', '.join(missing[:5])}"
@@ -88,8 +116,9 @@ def enable_checkpointing(backbone):
     from torch.utils.checkpoint import checkpoint
 
     stages = [getattr(backbone, f"layer{i}") for i in range(1, 5) if hasattr(backbone, f"layer{i}")]
-    if not stages and isinstance(getattr(backbone, "features", None), nn.Sequential):
-        stages = list(backbone.features)
+    for attribute in ("features", "blocks", "stages"):  # torchvision's features; timm's blocks / stages
+        if not stages and isinstance(getattr(backbone, attribute, None), nn.Sequential):
+            stages = list(getattr(backbone, attribute))
     if not stages:
         raise UserError(f"grad-checkpointing: no stages found in {type(backbone).__name__}")
     for stage in stages:

@@ -56,6 +56,33 @@ class ContrastiveModel(nn.Module):
             self.logit_scale.fill_(math.log(1.0 / temperature))
         self.logit_scale.requires_grad_(learnable)
 
+    def lock(self, image=False, image_unlocked=0, text=False, text_unlocked=0):
+        """LiT-style locking: freeze a tower except its last ``*_unlocked`` layers.
+
+        Frozen layers get no gradient and stay in eval mode whatever ``train()`` says, so their BatchNorm
+        statistics and dropout are frozen too. Projections and the logit scale always train.
+        Returns a one-line summary.
+        """
+        self._locked = []
+        notes = []
+        for enabled, groups, unlocked, label in ((image, _image_layers(self.image_backbone), image_unlocked, "image"),
+                                                 (text, _text_layers(self.text_tower.encoder), text_unlocked, "text")):
+            if not enabled:
+                continue
+            frozen = groups[:max(0, len(groups) - unlocked)]
+            for module in frozen:
+                module.requires_grad_(False)
+            self._locked += frozen
+            notes.append(f"{label} tower locked except its last {min(unlocked, len(groups))} of {len(groups)} layers")
+        self.train(self.training)
+        return "; ".join(notes) if notes else "no tower locked"
+
+    def train(self, mode=True):
+        super().train(mode)
+        for module in getattr(self, "_locked", []):
+            module.eval()
+        return self
+
     def enable_grad_checkpointing(self):
         """Trade compute for memory in both towers (the HF encoder's own switch; checkpointed CNN stages)."""
         from models.image_tower import enable_checkpointing
@@ -65,3 +92,25 @@ class ContrastiveModel(nn.Module):
 
     def forward(self, images, input_ids):
         return self.encode_image(images), self.encode_text(input_ids), self.scale()
+
+
+def _image_layers(backbone):
+    """The image tower's layers in order: its top-level children, with stage containers opened into their
+    blocks (ResNet's layer1..4, timm's blocks, torchvision's features)."""
+    layers = []
+    for child in backbone.children():
+        if not any(True for _ in child.parameters()):
+            continue
+        if isinstance(child, nn.Sequential):
+            layers += [block for block in child.children() if any(True for _ in block.parameters())]
+        else:
+            layers.append(child)
+    return layers
+
+
+def _text_layers(encoder):
+    """The text tower's layers in order: embeddings, then each transformer layer (the first ModuleList)."""
+    embeddings = getattr(encoder, "embeddings", None)
+    blocks = next((m for m in encoder.modules() if isinstance(m, nn.ModuleList)), None)
+    layers = ([embeddings] if embeddings is not None else []) + (list(blocks) if blocks is not None else [])
+    return layers or [encoder]

@@ -27,7 +27,9 @@ def test_every_config_file_is_valid():
                          (TRAIN, "configs/demo-zh/train.yaml"), (EVAL, "configs/demo-zh/eval.yaml"),
                          (INDEX, "configs/index.yaml"), (SEARCH, "configs/search.yaml"),
                          (CLASSIFY, "configs/classify.yaml"), (SERVE, "configs/serve.yaml"),
-                         (EXPORT, "configs/export.yaml")]:
+                         (EXPORT, "configs/export.yaml"), (INIT, "configs/demo-pretrained/init.yaml"),
+                         (TRAIN, "configs/demo-pretrained/train.yaml"), (EVAL, "configs/demo-pretrained/eval.yaml"),
+                         (TRAIN, "configs/coco/seed-train.yaml"), (TRAIN, "configs/coco/improved-train.yaml")]:
         config = load_config(schema, path, [])
         assert set(config) == {key.name for key in schema} | {"config-path"}
 

@@ -63,9 +63,9 @@ def parameter_groups(model, weight_decay):
 
 
 # Keys whose change would make a resumed run differ from the run it continues.
-RUN_DEFINING_KEYS = ("epochs", "learning-rate", "batch-size", "weight-decay", "warmup-steps", "learn-temperature",
+RUN_DEFINING_KEYS = ("epochs", "learning-rate", "lr-schedule", "batch-size", "weight-decay", "warmup-steps", "learn-temperature",
                      "train-data", "seed", "use-augment", "augment-flip", "augment-color", "augment-crop-scale",
-                     "grad-cache-chunk")
+                     "grad-cache-chunk", "lock-image", "lock-image-unlocked", "lock-text", "lock-text-unlocked")
 
 
 def check_resume_config(saved, config):
@@ -170,6 +170,8 @@ def _train(config, job, device):
         model.set_temperature(config["temperature"], config["learn-temperature"])
     else:
         model.logit_scale.requires_grad_(config["learn-temperature"])
+    lock_notice = model.lock(config["lock-image"], config["lock-image-unlocked"], config["lock-text"],
+                             config["lock-text-unlocked"])
     if config["grad-checkpointing"]:
         model.enable_grad_checkpointing()
     model.to(device)
@@ -177,7 +179,7 @@ def _train(config, job, device):
         model.image_backbone.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(parameter_groups(model, config["weight-decay"]), lr=config["learning-rate"],
                                   fused=device.type == "cuda")
-    scheduler = warmup_cosine(optimizer, config["warmup-steps"], total_steps)
+    scheduler = warmup_cosine(optimizer, config["warmup-steps"], total_steps, config["lr-schedule"] == "cosine")
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, step, best, history = 0, 0, float("-inf"), []
     if resumed is not None:
@@ -214,6 +216,7 @@ def _train(config, job, device):
     say(precision_notice(device, config["use-amp"], dtype))
     say(speed_notice(config, device, dtype, pin_memory, persistent))
     say(notice)
+    say(f"towers: {lock_notice}")
     say(f"training: {len(dataset)} images, {len(train_table.captions)} captions, global batch {batch_size}"
         f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps_per_epoch} "
         f"steps/epoch, epochs {start_epoch + 1}..{config['epochs']}")

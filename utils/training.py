@@ -274,7 +274,7 @@ def _train(config, job, device):
         score = mean_recall(metrics)
         record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(batches, 1),
                   "lr": scheduler.get_last_lr()[0], "temperature": 1.0 / trained.scale().item(),
-                  "samples_per_s": samples / seconds, **metrics, "mean_recall": score}
+                  "samples_per_s": samples / seconds, "train_seconds": seconds, **metrics, "mean_recall": score}
         improved = score > best
         best = max(best, score)
         say(f"epoch {epoch + 1}/{config['epochs']}  loss {record['train_loss']:.4f}  "

@@ -175,3 +175,11 @@ def test_a_half_written_index_is_refused(tiny_index, tmp_path):
     (copy / "embeddings.safetensors").write_bytes(b"truncated")
     with pytest.raises(UserError, match="damaged"):
         Gallery.load(str(copy))
+
+
+def test_chinese_queries_and_labels_work(client, tiny_dataset):
+    assert client.get("/api/search/text", params={"q": "一个大的红色圆形", "k": 3}).status_code == 200
+    data = (tiny_dataset / "valid" / "images" / "000001.png").read_bytes()
+    labels = client.post("/api/classify", files={"image": ("q.png", data, "image/png")},
+                         data={"labels": "红色,蓝色", "templates": "一张{}的图片"}).json()["labels"]
+    assert {l["label"] for l in labels} == {"红色", "蓝色"}

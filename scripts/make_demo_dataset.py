@@ -77,6 +77,18 @@ def _relation(a, b):
     return "above" if a[3] < b[3] else "below"
 
 
+def distinct_captions(frames, rng, count):
+    """Up to ``count`` distinct captions: each frame once in order, then random frames (whose random word
+    choices may still give new paraphrases), for at most 100 tries."""
+    captions, attempts = [], 0
+    while len(captions) < count and attempts < 100:
+        caption = frames[len(captions) % len(frames) if attempts < len(frames) else rng.randrange(len(frames))]()
+        attempts += 1
+        if caption not in captions:
+            captions.append(caption)
+    return captions
+
+
 def english_captions(scene, rng, count):
     """``count`` distinct paraphrases; the first few name every object's size, colour, shape and place."""
     objects = list(scene)
@@ -103,13 +115,7 @@ def english_captions(scene, rng, count):
         lambda: listing([name(o, with_size=False) + " " + _place(o[3], o[4]).split(" ", 2)[-1] for o in objects]),
         lambda: f"{len(objects)} shapes: " + listing([name(o) for o in objects]),
     ]
-    captions, attempts = [], 0
-    while len(captions) < count and attempts < 100:
-        caption = frames[len(captions) % len(frames) if attempts < len(frames) else rng.randrange(len(frames))]()
-        attempts += 1
-        if caption not in captions:
-            captions.append(caption)
-    return captions
+    return distinct_captions(frames, rng, count)
 
 
 ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
@@ -147,13 +153,7 @@ def chinese_captions(scene, rng, count):
         lambda: "，".join(f"{name(o, with_size=False)}在{place(o)}" for o in objects),
         lambda: f"{len(objects)}个图形：" + listing([name(o) for o in objects]),
     ]
-    captions, attempts = [], 0
-    while len(captions) < count and attempts < 100:
-        caption = frames[len(captions) % len(frames) if attempts < len(frames) else rng.randrange(len(frames))]()
-        attempts += 1
-        if caption not in captions:
-            captions.append(caption)
-    return captions
+    return distinct_captions(frames, rng, count)
 
 
 CAPTIONERS = {"en": english_captions, "zh": chinese_captions}

@@ -1,7 +1,6 @@
 """Text tower: any Hugging Face encoder directory, pooled to one vector per caption."""
 import os
 
-import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
@@ -66,8 +65,7 @@ def load_text_encoder(path, pretrained):
     except Exception as error:  # corrupt weight files raise many types (SafetensorError, UnpicklingError…)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"text-model '{path}' could not be loaded: {first_line}") from None
-    torch_model = build_text_encoder(config.to_dict())
-    return torch_model
+    return build_text_encoder(config.to_dict())
 
 
 def _has_pooler(config):

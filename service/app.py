@@ -10,7 +10,6 @@ from functools import lru_cache
 from fastapi import FastAPI, File, Form, HTTPException, Path, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image
 
 from data.image_file import UPLOAD_FORMATS, ImageProblem, open_image_rgb
 from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, class_probabilities, parse_labels, parse_templates

@@ -85,7 +85,6 @@ def test_max_length_beyond_the_text_model_positions_is_refused(tiny_text_tower):
 
 
 def test_logit_scale_is_clamped_at_100_as_a_parameter(tiny_checkpoint):
-    import math
 
     model, _, _ = load_checkpoint(str(tiny_checkpoint))
     with torch.no_grad():

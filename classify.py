@@ -68,9 +68,9 @@ def write_report(classes, targets, predictions, directory):
 
     report = classification_report(targets, predictions, labels=list(range(len(classes))), target_names=classes,
                                    output_dict=True, zero_division=0)
-    atomic_write_json({"per-class": {name: report[name] for name in classes},
-                       "overall": {k: v for k, v in report.items() if k not in classes}},
-                      os.path.join(directory, "report.json"))
+    atomic_write_json(os.path.join(directory, "report.json"),
+                      {"per-class": {name: report[name] for name in classes},
+                       "overall": {k: v for k, v in report.items() if k not in classes}})
     many = len(classes) > 30  # beyond this, per-cell numbers and tick labels are unreadable and slow to draw
     figure, axis = plt.subplots(figsize=(min(24, max(4, len(classes) * 0.6 + 2)),) * 2)
     ConfusionMatrixDisplay.from_predictions(targets, predictions, labels=list(range(len(classes))),

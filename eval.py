@@ -24,8 +24,8 @@ def main(argv):
           f"{metrics['captions']} captions")
     print(format_recall_table(metrics))
     if config["output"]:
-        atomic_write_json({**metrics, "model-path": config["model-path"], "valid-data": config["valid-data"]},
-                   config["output"])
+        atomic_write_json(config["output"],
+                          {**metrics, "model-path": config["model-path"], "valid-data": config["valid-data"]})
         print(f"wrote {config['output']}")
 
 

@@ -84,5 +84,5 @@ def export_encoders(model_path, out_dir, opset=17):
                         f"{PARITY_TOLERANCE}); not marking {out_dir} as usable")
     report = {"fingerprint": model_fingerprint(payload), "model-path": model_path, "opset": opset,
               "image-max-abs-diff": image_diff, "text-max-abs-diff": text_diff}
-    atomic_write_json(report, meta_path)
+    atomic_write_json(meta_path, report)
     return report

@@ -77,9 +77,9 @@ class Gallery:
         # are replaced atomically.
 
         atomic_write(os.path.join(directory, "embeddings.safetensors"), lambda s: s.write(save(arrays)))
-        atomic_write_json(self.items, os.path.join(directory, "items.json"))
+        atomic_write_json(os.path.join(directory, "items.json"), self.items)
         self.meta.update(images=len(self.items), captions=int(len(self.text_item)))
-        atomic_write_json(self.meta, os.path.join(directory, "meta.json"))
+        atomic_write_json(os.path.join(directory, "meta.json"), self.meta)
 
 
 def find_sources(data_dir, report):

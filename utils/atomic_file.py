@@ -37,5 +37,6 @@ def atomic_write(path, write, binary=True):
         raise
 
 
-def atomic_write_json(data, path):
+def atomic_write_json(path, data):
+    """Write ``data`` as indented JSON to ``path``, atomically."""
     atomic_write(path, lambda stream: json.dump(data, stream, indent=2), binary=False)

@@ -1,32 +1,36 @@
 """Evaluate R@1/5/10 image->text and text->image on a dataset (configs/eval.yaml)."""
+import logging
+
 from data.caption_table import read_caption_table
 from data.transforms import eval_transform
 from models.checkpoint import model_from_checkpoint, read_checkpoint
+from training.evaluate import evaluate_table
+from training.recall import format_recall_table
 from utils.atomic_file import atomic_write_json
 from utils.config import load_config
 from utils.config_schema import EVAL
 from utils.device import amp_dtype, precision_notice, resolve_device
-from utils.embedding import evaluate_table
 from utils.errors import run_cli
-from utils.metrics import format_recall_table
+
+logger = logging.getLogger(__name__)
 
 
 def main(argv):
-    config = load_config(EVAL, "configs/eval.yaml", argv)
+    config = load_config(EVAL, EVAL.defaults_path, argv)
     device = resolve_device(config["device"])
     dtype = amp_dtype(device, config["use-amp"])
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(config["model-path"]))
     table = read_caption_table(config["valid-data"], strict=config["strict"])
-    print(precision_notice(device, config["use-amp"], dtype))
+    logger.info(precision_notice(device, config["use-amp"], dtype))
     metrics = evaluate_table(model.to(device), tokenizer, table, eval_transform(spec["image-size"]),
                              config["batch-size"], config["num-workers"], device, dtype)
-    print(f"{config['model-path']} on {config['valid-data']}: {metrics['images']} images, "
-          f"{metrics['captions']} captions")
+    logger.info(f"{config['model-path']} on {config['valid-data']}: {metrics['images']} images, "
+                f"{metrics['captions']} captions")
     print(format_recall_table(metrics))
     if config["output"]:
         atomic_write_json(config["output"],
                           {**metrics, "model-path": config["model-path"], "valid-data": config["valid-data"]})
-        print(f"wrote {config['output']}")
+        logger.info(f"wrote {config['output']}")
 
 
 if __name__ == "__main__":

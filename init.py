@@ -1,4 +1,5 @@
 """Build the joint model from the pretrained towers and save it (configs/init.yaml)."""
+import logging
 import os
 
 import torch
@@ -9,9 +10,11 @@ from utils.config import load_config
 from utils.config_schema import INIT
 from utils.errors import UserError, run_cli
 
+logger = logging.getLogger(__name__)
+
 
 def main(argv):
-    config = load_config(INIT, "configs/init.yaml", argv)
+    config = load_config(INIT, INIT.defaults_path, argv)
     path = config["save-path"]
     if os.path.exists(path) and not config["overwrite"]:
         raise UserError(f"{path} already exists; pass --overwrite true to replace it")
@@ -21,9 +24,9 @@ def main(argv):
         config["text-pooling"], config["embed-dim"], config["image-size"], config["max-length"])
     save_checkpoint(path, model, spec, tokenizer.to_files())
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"saved {path}: {config['image-model']} + {config['text-model']} "
-          f"({'pretrained' if config['pretrained'] else 'random init'}), {parameters / 1e6:.1f}M parameters, "
-          f"embedding size {model.embed_dim}")
+    logger.info(f"saved {path}: {config['image-model']} + {config['text-model']} "
+                f"({'pretrained' if config['pretrained'] else 'random init'}), {parameters / 1e6:.1f}M parameters, "
+                f"embedding size {model.embed_dim}")
 
 
 if __name__ == "__main__":

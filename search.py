@@ -4,8 +4,9 @@ python search.py --index checkpoints/index --text "a red circle left of a blue s
 """
 import json
 
-from data.image_file import ImageProblem, open_image_rgb
-from retrieval.searcher import Searcher, format_results, search_settings
+from retrieval.image_files import open_image_argument
+from retrieval.searcher import Searcher, format_results
+from retrieval.vector_search import vector_index_settings
 from utils.config import load_config
 from utils.config_schema import SEARCH
 from utils.device import resolve_device
@@ -13,19 +14,15 @@ from utils.errors import UserError, run_cli
 
 
 def main(argv):
-    config = load_config(SEARCH, "configs/search.yaml", argv)
+    config = load_config(SEARCH, SEARCH.defaults_path, argv)
     if (config["text"] is None) == (config["image"] is None):
         raise UserError("give exactly one of --text \"...\" or --image FILE")
     searcher = Searcher(config["index"], config["model-path"], config["onnx-dir"],
-                        resolve_device(config["device"]), **search_settings(config))
+                        resolve_device(config["device"]), **vector_index_settings(config))
     if config["text"] is not None:
         results = searcher.search_text(config["text"], config["k"])
     else:
-        try:
-            image = open_image_rgb(config["image"])
-        except ImageProblem as problem:
-            raise UserError(f"--image {config['image']}: {problem}") from None
-        results = searcher.search_image(image, config["k"])
+        results = searcher.search_image(open_image_argument(config["image"]), config["k"])
     print(json.dumps({"results": results}, ensure_ascii=False, indent=2) if config["json"]
           else format_results(results))
 

@@ -1,6 +1,6 @@
-"""GPU training throughput of the seed's model: ResNet50 + RoBERTa-base (random init), bf16 autocast.
+"""GPU training throughput of the original project's model: ResNet50 + RoBERTa-base (random init), bf16 autocast.
 
-Reports samples/s and peak memory at the seed's batch 192, an MFU estimate, and the largest batch that fits
+Reports samples/s and peak memory at the original project's batch 192, an MFU estimate, and the largest batch that fits
 with and without the gradient cache. Run through bench/gpu.sh on one GPU; `--device cpu --quick` checks the
 code path anywhere.
 """
@@ -14,7 +14,7 @@ from _common import result
 from models.image_tower import build_image_backbone
 from models.model import ContrastiveModel
 from models.text_tower import TextTower
-from utils.train_step import grad_cache_step, plain_step
+from training.step import grad_cache_step, plain_step
 
 # Forward GFLOPs per sample: ResNet50 at 224 px (4.1 GMACs = 8.2 GFLOPs) and RoBERTa-base over L tokens
 # (2 FLOPs per non-embedding parameter per token, ~85M parameters, plus attention); backward = 2x forward.

@@ -19,7 +19,7 @@ def one_step(mode, batch, chunk, image_size, text_dir):
     import torch
 
     from models.factory import model_from_towers
-    from utils.train_step import grad_cache_step, plain_step
+    from training.step import grad_cache_step, plain_step
 
     torch.manual_seed(0)
     model, _, tokenizer = model_from_towers("resnet18", text_dir, pretrained=False, text_pooling="mean",

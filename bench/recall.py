@@ -32,7 +32,7 @@ def embeddings(images, texts, dim=512, seed=0):
 def measure(method, images, texts):
     import torch
 
-    from utils.metrics import CHUNK_ELEMENTS, retrieval_recall
+    from training.recall import CHUNK_ELEMENTS, retrieval_recall
 
     image_features, text_features, owner = embeddings(images, texts)
     before = rss_mb("VmRSS")

@@ -18,7 +18,7 @@ from models.checkpoint import save_checkpoint
 from models.factory import model_from_towers
 from models.onnx_export import export_encoders
 from retrieval.encoder import OnnxEncoder, TorchEncoder
-from retrieval.vector_search import VectorSearch, recall_against_exact
+from retrieval.vector_search import VectorIndex, recall_against_exact
 
 
 def percentiles(function, inputs):
@@ -68,10 +68,10 @@ def main():
     search = {}
     for kind in ("exact", "faiss-ivf"):
         started = time.perf_counter()
-        vectors = VectorSearch(gallery, kind, ivf_nlist=1024, ivf_nprobe=16)
+        vector_index = VectorIndex(gallery, kind, ivf_nlist=1024, ivf_nprobe=16)
         build = time.perf_counter() - started
-        p50, p99 = percentiles(lambda q: vectors.search(q[None, :], 10), queries)
-        recall = recall_against_exact(vectors, queries[:20])
+        p50, p99 = percentiles(lambda q: vector_index.search(q[None, :], 10), queries)
+        recall = recall_against_exact(vector_index, queries[:20])
         search[kind] = (p50, p99)
         print(f"{kind:<12} {build:>8.1f} {p50:>8.2f} {p99:>8.2f} {recall:>10.3f}")
     best = min(encode.values(), key=lambda pair: pair[1])

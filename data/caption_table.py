@@ -1,12 +1,14 @@
 """Read a dataset folder (images/ + captions.csv) into images with their captions, skipping bad rows."""
 import csv
+import logging
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
 from data.image_file import ImageProblem, check_image_header, open_image_rgb
 from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 MAX_CAPTION_CHARS = 10_000
 
@@ -74,17 +76,15 @@ def _read_rows(csv_path):
         raise UserError(f"{csv_path}: unreadable CSV ({error})") from None
 
 
-def read_caption_table(root, strict=False, report=None):
+def read_caption_table(root, strict=False):
     """Read ``root``/captions.csv and check the images it names.
 
     Args:
         root: dataset folder with images/ and captions.csv.
         strict: raise UserError listing every problem instead of skipping rows.
-        report: callable taking one line of text (default: print to stderr).
     Returns:
         CaptionTable. Nothing is ever written into ``root``.
     """
-    report = report or (lambda line: print(line, file=sys.stderr))
     csv_path = os.path.join(root, "captions.csv")
     images_dir = os.path.join(root, "images")
     if not os.path.isdir(root):
@@ -152,13 +152,13 @@ def read_caption_table(root, strict=False, report=None):
     if strict and skipped:
         raise UserError(f"{csv_path}: {len(skipped)} problem(s) (strict: true):\n" + "\n".join(skipped))
     for message in skipped:
-        report(message)
+        logger.warning(message)
     images = list(records.values())
     pairs = sum(len(record.captions) for record in images)
     summary = f"{csv_path}: {pairs} pairs over {len(images)} images"
     if skipped:
         summary += f"; skipped {len(skipped)} rows (" + ", ".join(f"{n} {k}" for k, n in reasons.items()) + ")"
-    report(summary)
+    logger.info(summary)
     if not images:
         raise UserError(f"{csv_path}: no usable rows")
     return CaptionTable(root, images, skipped)

@@ -1,10 +1,12 @@
 """PyTorch datasets over a CaptionTable and the collate function that tokenizes captions."""
-import sys
+import logging
 
 import torch
 from torch.utils.data import Dataset
 
 from data.image_file import ImageProblem, open_image_rgb
+
+logger = logging.getLogger(__name__)
 
 
 def _load(record, transform, draft_size=None):
@@ -12,7 +14,7 @@ def _load(record, transform, draft_size=None):
     try:
         return transform(open_image_rgb(record.path, draft_size))
     except ImageProblem as problem:
-        print(f"skipped image '{record.filename}': {problem}", file=sys.stderr)
+        logger.warning(f"skipped image '{record.filename}': {problem}")
         return None
 
 

@@ -5,6 +5,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from utils.errors import first_line
+
 # PIL's own default; above it an image is treated as a decompression bomb and skipped.
 MAX_PIXELS = 89_478_485
 
@@ -54,7 +56,7 @@ def open_image_rgb(path, draft_size=None, max_pixels=MAX_PIXELS, formats=None):
         except MemoryError:
             raise
         except Exception as error:  # Pillow raises many types for malformed data (struct.error, EXIF bugs…)
-            raise ImageProblem(f"cannot decode ({_first_line(error)})") from None
+            raise ImageProblem(f"cannot decode ({first_line(error)})") from None
 
 
 def prepare_rgb(image):
@@ -97,7 +99,7 @@ class _opened:
         except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             raise ImageProblem(_reason(error)) from None
         except (OSError, ValueError, SyntaxError) as error:
-            raise ImageProblem(f"cannot open ({_first_line(error)})") from None
+            raise ImageProblem(f"cannot open ({first_line(error)})") from None
         return self.image
 
     def __exit__(self, *exc):
@@ -116,9 +118,5 @@ def _check_size(image, max_pixels=MAX_PIXELS):
 def _reason(error):
     if isinstance(error, UnidentifiedImageError):
         return "not an image file PIL can read"
-    return f"image too large ({_first_line(error)})"
+    return f"image too large ({first_line(error)})"
 
-
-def _first_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

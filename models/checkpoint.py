@@ -6,6 +6,7 @@ training checkpoints, the optimizer/scheduler/scaler/RNG state. Everything loads
 """
 import json
 import os
+from contextlib import contextmanager
 
 import torch
 
@@ -14,7 +15,7 @@ from models.model import ContrastiveModel
 from models.text_tower import TextTower, build_text_encoder
 from models.tokenizer import tokenizer_from_files
 from utils.atomic_file import atomic_write
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 FORMAT = "contrastive-checkpoint/1"
 
@@ -63,27 +64,35 @@ def read_checkpoint(path):
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # UnpicklingError, RuntimeError, EOFError… all mean "not loadable safely"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"refusing to load '{path}': not a plain-data checkpoint loadable with "
-                        f"torch.load(weights_only=True) ({first_line})") from None
+                        f"torch.load(weights_only=True) ({first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"'{path}' is not a Contrastive checkpoint (expected format {FORMAT}); "
                         f"create one with init.py")
     return payload
 
 
+@contextmanager
+def checkpoint_contents():
+    """Turn any error while taking a read_checkpoint() dict apart into one UserError.
+
+    A damaged or hand-made file fails in many ways: missing keys, wrong types, wrong shapes.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"checkpoint is damaged or incomplete ({type(error).__name__}: {first_line(error)})") from None
+
+
 def model_from_checkpoint(payload):
     """(model, spec, tokenizer) from a read_checkpoint() dict; the model is on CPU in eval mode."""
-    try:
+    with checkpoint_contents():
         spec = payload["spec"]
         model = build_model(spec)
         model.load_state_dict(payload["state_dict"])
         tokenizer = tokenizer_from_files(payload["tokenizer"], spec["max-length"])
-    except UserError:
-        raise
-    except Exception as error:  # a damaged or hand-made file: missing keys, wrong types, shapes
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"checkpoint is damaged or incomplete ({type(error).__name__}: {first_line})") from None
     return model.eval(), spec, tokenizer
 
 

@@ -1,4 +1,5 @@
 """Image tower: a torchvision classification backbone with its classifier removed."""
+import logging
 import os
 
 import torch
@@ -6,6 +7,8 @@ import torchvision
 from torch import nn
 
 from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 
 def _strip_classifier(backbone):
@@ -97,8 +100,8 @@ def load_image_weights(backbone, state, source):
     if len(usable) < len(own) and len(state) >= len(own):
         pairs = list(zip(own.items(), state.values()))
         if all(mine.shape == theirs.shape for (_, mine), theirs in pairs):
-            print(f"image weights {source}: names differ from the model's; matched {len(own)} tensors by "
-                  f"position (all shapes agree)")
+            logger.info(f"image weights {source}: names differ from the model's; matched {len(own)} tensors by "
+                        f"position (all shapes agree)")
             usable = {name: theirs for (name, _), theirs in pairs}
     missing = sorted(set(own) - set(usable))
     if missing:

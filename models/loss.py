@@ -1,4 +1,4 @@
-"""The seed's training objective."""
+"""The original project's training objective."""
 import torch
 import torch.nn.functional as F
 
@@ -11,7 +11,7 @@ def contrastive_loss(image_features, text_features, logit_scale):
         text_features: [B, D], L2-normalised.
         logit_scale: scalar tensor, 1 / temperature (already exponentiated, as open_clip's).
     Returns:
-        scalar: CE(logits, arange) + CE(logits.T, arange) -- the seed's sum, i.e. twice open_clip's mean.
+        scalar: CE(logits, arange) + CE(logits.T, arange) -- the original project's sum, i.e. twice open_clip's mean.
     """
     logits = logit_scale * image_features @ text_features.t()
     labels = torch.arange(logits.shape[0], device=logits.device)

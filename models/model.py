@@ -11,7 +11,7 @@ MAX_LOGIT_SCALE = 100.0
 class ContrastiveModel(nn.Module):
     """Image tower + text tower + projections into one L2-normalised space.
 
-    As the seed: a Linear maps the image feature to the text feature size; with ``embed_dim`` both towers
+    As the original project: a Linear maps the image feature to the text feature size; with ``embed_dim`` both towers
     are projected to ``embed_dim`` instead.
 
     encode_image(images [B,3,H,W]) -> [B,D]; encode_text(input_ids [B,L]) -> [B,D];

@@ -4,7 +4,7 @@ import os
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from utils.errors import UserError
+from utils.errors import UserError, first_line
 
 _FETCH_HINT = ("put a Hugging Face model directory there (config.json, tokenizer files and, for "
                "pretrained: true, model.safetensors or pytorch_model.bin), e.g. the files of "
@@ -29,7 +29,7 @@ class TextTower(nn.Module):
     """Wraps a Hugging Face encoder.
 
     forward(input_ids [B,L], attention_mask [B,L]) -> features [B, hidden_size], pooled as
-    ``pooling``: "cls" takes the first token's last hidden state (the seed's choice),
+    ``pooling``: "cls" takes the first token's last hidden state (the original project's choice),
     "mean" averages the hidden states of the unmasked tokens.
     """
 
@@ -63,8 +63,7 @@ def load_text_encoder(path, pretrained):
             return AutoModel.from_pretrained(path, local_files_only=True, **kwargs)
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as error:  # corrupt weight files raise many types (SafetensorError, UnpicklingError…)
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"text-model '{path}' could not be loaded: {first_line}") from None
+        raise UserError(f"text-model '{path}' could not be loaded: {first_line(error)}") from None
     return build_text_encoder(config.to_dict())
 
 

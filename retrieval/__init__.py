@@ -1,1 +1,2 @@
-"""Using a trained model: gallery indexes, search, zero-shot classification, encoders (PyTorch or ONNX)."""
+"""Using a trained model: index folders (galleries), vector search, zero-shot classification, encoders
+(PyTorch or ONNX)."""

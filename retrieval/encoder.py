@@ -8,12 +8,13 @@ import numpy as np
 import torch
 
 from data.transforms import eval_transform
-from models.checkpoint import model_from_checkpoint, read_checkpoint
-from utils.errors import UserError
+from models.checkpoint import checkpoint_contents, model_from_checkpoint, read_checkpoint
+from models.tokenizer import tokenizer_from_files
+from utils.errors import UserError, first_line
 
 
 def model_fingerprint(payload):
-    """sha256 over the model spec and every weight: indexes refuse to mix embeddings of different models."""
+    """sha256 over the model spec and every weight: index folders refuse to mix embeddings of different models."""
     digest = hashlib.sha256(json.dumps(payload["spec"], sort_keys=True).encode())
     for name in sorted(payload["state_dict"]):
         digest.update(name.encode())
@@ -21,16 +22,29 @@ def model_fingerprint(payload):
     return digest.hexdigest()
 
 
+def _checkpoint_parts(payload):
+    """(spec, tokenizer, embed_dim, logit_scale) from a read_checkpoint() dict, without building the model:
+    what the ONNX encoder needs besides its sessions (model_from_checkpoint builds the same spec and tokenizer)."""
+    with checkpoint_contents():
+        spec = payload["spec"]
+        tokenizer = tokenizer_from_files(payload["tokenizer"], spec["max-length"])
+        embed_dim = int(payload["state_dict"]["image_projection.weight"].shape[0])
+        logit_scale = payload["state_dict"]["logit_scale"].exp().item()
+    return spec, tokenizer, embed_dim, logit_scale
+
+
 class TorchEncoder:
     """encode_images(list of PIL) -> float32 [B, D]; encode_texts(list of str) -> float32 [B, D].
 
     Both L2-normalised. Thread-safe: one lock serialises the model (CPU inference uses every core anyway).
+    Also exposes model_path, fingerprint, spec, embed_dim and logit_scale, as OnnxEncoder does.
     """
 
     kind = "torch"
 
     def __init__(self, model_path, device="cpu"):
         payload = read_checkpoint(model_path)
+        self.model_path = model_path
         self.fingerprint = model_fingerprint(payload)
         self.model, self.spec, self.tokenizer = model_from_checkpoint(payload)
         self.device = torch.device(device)
@@ -38,7 +52,6 @@ class TorchEncoder:
         self.preprocess = eval_transform(self.spec["image-size"])
         self.embed_dim = self.model.embed_dim
         self.logit_scale = self.model.scale().detach().item()
-        self.model_path = model_path
         self._lock = threading.Lock()
 
     @torch.no_grad()
@@ -54,15 +67,23 @@ class TorchEncoder:
             return self.model.encode_text(input_ids).float().cpu().numpy()
 
 
-class OnnxEncoder(TorchEncoder):
-    """Same interface, with the towers exported by export.py running in ONNX Runtime (CPU)."""
+class OnnxEncoder:
+    """TorchEncoder's interface, with the towers exported by export.py running in ONNX Runtime (CPU).
+
+    Reads the checkpoint for its fingerprint, spec, tokenizer and logit scale; never builds the PyTorch model.
+    """
 
     kind = "onnx"
 
     def __init__(self, model_path, onnx_dir):
         import onnxruntime
 
-        super().__init__(model_path, "cpu")
+        payload = read_checkpoint(model_path)
+        self.model_path = model_path
+        self.fingerprint = model_fingerprint(payload)
+        self.spec, self.tokenizer, self.embed_dim, self.logit_scale = _checkpoint_parts(payload)
+        self.preprocess = eval_transform(self.spec["image-size"])
+        self._lock = threading.Lock()  # for the tokenizer; ONNX Runtime sessions are thread-safe
         meta_path = os.path.join(onnx_dir, "export.json")
         if not os.path.isfile(meta_path):
             raise UserError(f"'{onnx_dir}' holds no export.json: run export.py --model-path {model_path} --out {onnx_dir}")
@@ -75,7 +96,7 @@ class OnnxEncoder(TorchEncoder):
                 onnxruntime.InferenceSession(os.path.join(onnx_dir, name), providers=["CPUExecutionProvider"])
                 for name in ("image_encoder.onnx", "text_encoder.onnx"))
         except Exception as error:  # missing or corrupt files: onnxruntime raises its own exception types
-            raise UserError(f"ONNX files in '{onnx_dir}' cannot be loaded ({str(error).splitlines()[0]}); "
+            raise UserError(f"ONNX files in '{onnx_dir}' cannot be loaded ({first_line(error)}); "
                             f"re-run export.py") from None
 
     def encode_images(self, images):

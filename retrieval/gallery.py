@@ -1,23 +1,24 @@
-"""A gallery index on disk: image (and caption) embeddings, item metadata and the model's fingerprint.
+"""A gallery on disk (the index folder: index.py writes it, search.py and serve.py read it): image (and caption)
+embeddings, item metadata and the model's fingerprint.
 
 INDEX_DIR/embeddings.safetensors  image_features [N, D], text_features [M, D], text_item [M]
 INDEX_DIR/items.json              [{"id", "file", "captions"}], id = row in image_features
 INDEX_DIR/meta.json               fingerprint, model path, embedding size, counts
 """
 import json
+import logging
 import os
-import sys
 
 import numpy as np
 from safetensors.numpy import load_file, save
-from tqdm import tqdm
 
 from data.caption_table import read_caption_table
-from data.image_file import ImageProblem, check_image_header, open_image_rgb
+from data.image_file import ImageProblem, check_image_header
+from retrieval.image_files import IMAGE_EXTENSIONS, decoded_batches, image_files
 from utils.atomic_file import atomic_write, atomic_write_json
 from utils.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+logger = logging.getLogger(__name__)
 
 
 class Gallery:
@@ -75,55 +76,44 @@ class Gallery:
                   "text_item": np.ascontiguousarray(self.text_item, np.int64)}
         # Embeddings first, then items, then meta: meta.json is the last file to change, and all three
         # are replaced atomically.
-
         atomic_write(os.path.join(directory, "embeddings.safetensors"), lambda s: s.write(save(arrays)))
         atomic_write_json(os.path.join(directory, "items.json"), self.items)
         self.meta.update(images=len(self.items), captions=int(len(self.text_item)))
         atomic_write_json(os.path.join(directory, "meta.json"), self.meta)
 
 
-def find_sources(data_dir, report):
+def find_sources(data_dir):
     """[(path, name, captions)] from a dataset folder (images/ + captions.csv) or a plain folder of images.
 
-    name: the file's name relative to the folder, the only form shown to web clients.
+    name: the file's name relative to the folder, the only form shown to web clients. Unusable images are
+    logged and left out.
     """
     if os.path.isfile(os.path.join(data_dir, "captions.csv")):
-        table = read_caption_table(data_dir, report=report)
+        table = read_caption_table(data_dir)
         return [(os.path.abspath(record.path), record.filename, record.captions) for record in table.images]
     if not os.path.isdir(data_dir):
         raise UserError(f"data folder '{data_dir}' not found")
     sources = []
-    for folder, directories, files in os.walk(data_dir):
-        directories.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            if not name.lower().endswith(IMAGE_EXTENSIONS):
-                continue
-            try:
-                check_image_header(path)
-                sources.append((os.path.abspath(path), os.path.relpath(path, data_dir), []))
-            except ImageProblem as problem:
-                report(f"skipped {path}: {problem}")
+    for path in image_files(data_dir):
+        try:
+            check_image_header(path)
+            sources.append((os.path.abspath(path), os.path.relpath(path, data_dir), []))
+        except ImageProblem as problem:
+            logger.warning(f"skipped {path}: {problem}")
     if not sources:
         raise UserError(f"no images found in '{data_dir}' (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return sources
 
 
-def add_to_gallery(gallery, encoder, sources, batch_size, report):
-    """Embed the sources not yet in ``gallery`` (by absolute path); returns how many were added."""
+def add_to_gallery(gallery, encoder, sources, batch_size):
+    """Embed the sources not yet in ``gallery`` (by absolute path); returns how many were added.
+
+    Images that cannot be decoded are logged and left out.
+    """
     known = {item["file"] for item in gallery.items}
     pending = [source for source in sources if source[0] not in known]
     new_items, image_parts, text_parts, text_item = [], [], [], []
-    for start in tqdm(range(0, len(pending), batch_size), desc="embedding", disable=None, file=sys.stdout):
-        images, kept = [], []
-        for path, name, captions in pending[start:start + batch_size]:
-            try:
-                images.append(open_image_rgb(path))
-                kept.append((path, name, captions))
-            except ImageProblem as problem:
-                report(f"skipped {path}: {problem}")
-        if not images:
-            continue
+    for images, kept in decoded_batches(pending, batch_size, progress="embedding"):
         image_parts.append(encoder.encode_images(images))
         for path, name, captions in kept:
             item_id = len(gallery.items) + len(new_items)

@@ -1,8 +1,14 @@
 """Zero-shot classification: class names + prompt templates -> one text embedding per class (CLIP's
-prompt ensembling), then a softmax over image-class similarities."""
+prompt ensembling), then a softmax over image-class similarities. The one scoring path behind classify.py
+and the service's /api/classify."""
+import logging
+
 import numpy as np
 
+from retrieval.image_files import decoded_batches
 from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TEMPLATES = (
     "a photo of a {}.",
@@ -61,9 +67,45 @@ def class_embeddings(encoder, labels, templates):
     return np.stack(rows).astype(np.float32)
 
 
-def class_probabilities(image_features, classes, logit_scale):
-    """image_features [N, D], classes [C, D] -> probabilities [N, C] (softmax of scaled cosine)."""
-    logits = logit_scale * image_features @ classes.T
+def image_probabilities(encoder, images, classes):
+    """PIL images [N], classes [C, D] from class_embeddings -> probabilities [N, C] (softmax of scaled cosine)."""
+    logits = encoder.logit_scale * encoder.encode_images(images) @ classes.T
     logits -= logits.max(axis=1, keepdims=True)
     weights = np.exp(logits)
     return weights / weights.sum(axis=1, keepdims=True)
+
+
+def rank_labels(encoder, image, labels, classes):
+    """[{"label", "probability"}] for one PIL image, most probable first.
+
+    classes: class_embeddings(encoder, labels, templates), which a caller may keep for later requests.
+    """
+    probabilities = image_probabilities(encoder, [image], classes)[0]
+    ranked = sorted(zip(labels, probabilities.tolist()), key=lambda pair: -pair[1])
+    return [{"label": label, "probability": probability} for label, probability in ranked]
+
+
+def folder_labels(text, classes, root):
+    """The labels for an image folder's classes: ``text`` (comma-separated, paired in order with the sorted
+    folder names ``classes``) or, when it is empty, the folder names themselves."""
+    labels = parse_labels(text) if text else classes
+    if len(labels) != len(classes):
+        raise UserError(f"--labels names {len(labels)} classes but '{root}' has {len(classes)}: {', '.join(classes)}")
+    if labels != classes:  # labels pair with the sorted folder names: show the pairing, never guess it
+        logger.info("labels: " + ", ".join(f"{folder}/ -> {label!r}" for folder, label in zip(classes, labels)))
+    return labels
+
+
+def score_folder(encoder, labels, templates, samples, batch_size):
+    """Predictions for every decodable sample: (targets [N], probabilities [N, C], skipped count).
+
+    samples: [(image path, class index)] as image_files.image_folder lists them.
+    """
+    classes = class_embeddings(encoder, labels, templates)
+    targets, probabilities = [], []
+    for images, kept in decoded_batches(samples, batch_size):
+        probabilities.append(image_probabilities(encoder, images, classes))
+        targets += [target for _, target in kept]
+    if not probabilities:
+        raise UserError("no image could be decoded")
+    return np.asarray(targets), np.concatenate(probabilities), len(samples) - len(targets)

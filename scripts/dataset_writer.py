@@ -1,12 +1,31 @@
 """Write a dataset folder in the project's format (images/ + captions.csv) from (source image, name, captions).
 
 Images are linked rather than copied where the filesystem allows (symlink, else hard link, else copy).
-Used by the COCO / Flickr30k preparation scripts and the merge step.
+Used by the COCO / Flickr30k preparation scripts and the merge step, which also log through this module's
+setup_script_logging.
 """
 import csv
+import logging
 import os
 import shutil
-import sys
+
+from utils.logs import setup_logging
+
+logger = logging.getLogger(__name__)
+# One warning per image or row left out; --quiet silences this logger alone, never the summary.
+item_logger = logging.getLogger(f"{__name__}.items")
+
+
+def setup_script_logging(quiet=False):
+    """Information on stdout, warnings and errors on stderr (utils.logs); ``quiet`` drops item_logger's lines."""
+    setup_logging("normal")
+    item_logger.setLevel(logging.ERROR if quiet else logging.NOTSET)
+
+
+def fail(message):
+    """Log ``error: message`` and exit with status 2."""
+    logger.error(f"error: {message}")
+    raise SystemExit(2)
 
 
 def place_image(source, target, mode):
@@ -35,8 +54,7 @@ def write_dataset(out_dir, entries, mode="link", overwrite=False):
     """
     csv_path = os.path.join(out_dir, "captions.csv")
     if os.path.exists(csv_path) and not overwrite:
-        print(f"error: {out_dir} already holds a dataset; pass --overwrite to replace it", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{out_dir} already holds a dataset; pass --overwrite to replace it")
     images = os.path.join(out_dir, "images")
     os.makedirs(images, exist_ok=True)
     rows = []
@@ -50,6 +68,17 @@ def write_dataset(out_dir, entries, mode="link", overwrite=False):
         writer.writerows(rows)
     os.replace(temporary, csv_path)
     return len(entries), len(rows)
+
+
+def write_prepared(out_dir, entries, copy, overwrite, skipped):
+    """The last step of prepare_coco.py and prepare_flickr30k.py: write ``entries`` (images copied with
+    ``copy``, else linked) and log the summary, ``skipped`` saying what was left out. Returns the exit code."""
+    if not entries:
+        logger.error("error: no usable images")
+        return 2
+    images, captions = write_dataset(out_dir, entries, "copy" if copy else "link", overwrite)
+    logger.info(f"wrote {out_dir}: {images} images, {captions} captions; skipped {skipped}")
+    return 0
 
 
 def clean_caption(text):

@@ -1,4 +1,4 @@
-"""Merge dataset folders into one (the seed's training set: COCO 2017 train + all of Flickr30k).
+"""Merge dataset folders into one (the original project's training set: COCO 2017 train + all of Flickr30k).
 
     python scripts/merge_datasets.py --inputs datasets/coco-train datasets/flickr30k --out datasets/train
 
@@ -7,17 +7,22 @@ Images are linked, not copied. Warns when an input shares images with --check-ag
 """
 import argparse
 import csv
+import logging
 import os
 import sys
 
-from dataset_writer import write_dataset
+if __name__ == "__main__":  # run as `python scripts/...`: make the repository root (utils/, scripts/) importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.dataset_writer import fail, item_logger, setup_script_logging, write_dataset
+
+logger = logging.getLogger(__name__)
 
 
 def read_rows(folder):
     path = os.path.join(folder, "captions.csv")
     if not os.path.isfile(path):
-        print(f"error: {path} not found", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{path} not found")
     grouped = {}
     with open(path, encoding="utf-8-sig", newline="") as handle:
         for row in csv.DictReader(handle):
@@ -38,23 +43,24 @@ def main(argv=None):
     parser.add_argument("--check-against", nargs="*", default=[], help="held-out splits that must not overlap")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
+    setup_script_logging()
     entries, seen = [], {}
     for folder in args.inputs:
         prefix = os.path.basename(os.path.normpath(folder))
         for name, captions in read_rows(folder).items():
             source = os.path.join(folder, "images", name)
             if not os.path.isfile(source):
-                print(f"skipped {source}: file not found", file=sys.stderr)
+                item_logger.warning(f"skipped {source}: file not found")
                 continue
             entries.append((source, f"{prefix}/{name}", captions))
             seen[real_name(folder, name)] = f"{prefix}/{name}"
     for held_out in args.check_against:
         overlap = [name for name in read_rows(held_out) if real_name(held_out, name) in seen]
         if overlap:
-            print(f"warning: {len(overlap)} images of {held_out} are also in the merged training set "
-                  f"(e.g. {overlap[0]}): evaluating on {held_out} would leak", file=sys.stderr)
+            logger.warning(f"warning: {len(overlap)} images of {held_out} are also in the merged training set "
+                           f"(e.g. {overlap[0]}): evaluating on {held_out} would leak")
     images, captions = write_dataset(args.out, entries, "link", args.overwrite)
-    print(f"wrote {args.out}: {images} images, {captions} captions from {len(args.inputs)} datasets")
+    logger.info(f"wrote {args.out}: {images} images, {captions} captions from {len(args.inputs)} datasets")
     return 0
 
 

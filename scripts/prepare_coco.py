@@ -1,6 +1,6 @@
 """COCO captions -> the datasets format (images/ + captions.csv).
 
-    # every caption of COCO 2017 train / the seed's validation protocol (5,000 images, 1 caption each)
+    # every caption of COCO 2017 train / the original project's validation protocol (5,000 images, 1 caption each)
     python scripts/prepare_coco.py --captions annotations/captions_train2017.json --images train2017 --out datasets/coco-train
     python scripts/prepare_coco.py --captions annotations/captions_val2017.json --images val2017 --out datasets/valid --one-caption
     # the Karpathy split used by published CLIP numbers (5k test images, ~25k captions)
@@ -11,10 +11,16 @@ COCO_val2014_000000391895.jpg is also looked up as 000000391895.jpg.
 """
 import argparse
 import json
+import logging
 import os
 import sys
 
-from dataset_writer import clean_caption, write_dataset
+if __name__ == "__main__":  # run as `python scripts/...`: make the repository root (utils/, scripts/) importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.dataset_writer import clean_caption, fail, item_logger, setup_script_logging, write_prepared
+
+logger = logging.getLogger(__name__)
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
@@ -24,11 +30,10 @@ def load_json(path):
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except (OSError, json.JSONDecodeError) as error:
-        print(f"error: cannot read {path}: {error}", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"cannot read {path}: {error}")
 
 
-def from_coco_json(data, images_dir, report):
+def from_coco_json(data, images_dir):
     """[(path, file name, captions)] from a COCO captions_*.json; images without a file or captions skipped."""
     captions = {}
     for annotation in data.get("annotations", []):
@@ -40,16 +45,16 @@ def from_coco_json(data, images_dir, report):
         path = os.path.join(images_dir, image["file_name"])
         if image["id"] not in captions:
             uncaptioned += 1
-            report(f"skipped {image['file_name']}: no captions")
+            item_logger.warning(f"skipped {image['file_name']}: no captions")
         elif not os.path.isfile(path):
             missing += 1
-            report(f"skipped {image['file_name']}: file not found in {images_dir}")
+            item_logger.warning(f"skipped {image['file_name']}: file not found in {images_dir}")
         else:
             entries.append((path, image["file_name"], captions[image["id"]]))
     return entries, missing, uncaptioned
 
 
-def karpathy_entries(data, split, images_dir, report):
+def karpathy_entries(data, split, images_dir):
     """[(path, file name, captions)] for one Karpathy split ("train" also admits nothing else)."""
     entries, missing = [], 0
     for image in data.get("images", []):
@@ -64,9 +69,9 @@ def karpathy_entries(data, split, images_dir, report):
         texts = [t for t in texts if t]
         if path is None:
             missing += 1
-            report(f"skipped {name}: file not found in {images_dir}")
+            item_logger.warning(f"skipped {name}: file not found in {images_dir}")
         elif not texts:
-            report(f"skipped {name}: no captions")
+            item_logger.warning(f"skipped {name}: no captions")
         else:
             entries.append((path, os.path.basename(path), texts))
     return entries, missing
@@ -91,7 +96,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true", help="only the summary, not one line per skipped image")
     args = parser.parse_args(argv)
-    report = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    setup_script_logging(args.quiet)
     if bool(args.captions) == bool(args.karpathy):
         parser.error("give exactly one of --captions or --karpathy")
     if args.karpathy and not args.split:
@@ -99,28 +104,23 @@ def main(argv=None):
     if not os.path.isdir(args.images):
         parser.error(f"--images {args.images} is not a folder")
     if args.captions:
-        entries, missing, uncaptioned = from_coco_json(load_json(args.captions), args.images, report)
+        entries, missing, uncaptioned = from_coco_json(load_json(args.captions), args.images)
         if args.exclude_karpathy:
             held_out = karpathy_held_out_ids(args.exclude_karpathy)
             before = len(entries)
             entries = [e for e in entries if int(os.path.splitext(e[1])[0].split("_")[-1]) not in held_out]
-            print(f"excluded {before - len(entries)} Karpathy val/test images")
+            logger.info(f"excluded {before - len(entries)} Karpathy val/test images")
         elif "train2017" in os.path.basename(args.captions):
-            print("warning: COCO 2017 train contains the Karpathy val/test images; a model trained on it and "
-                  "evaluated on the Karpathy test split has seen its test images. Pass --exclude-karpathy "
-                  "dataset_coco.json to drop them.", file=sys.stderr)
+            logger.warning("warning: COCO 2017 train contains the Karpathy val/test images; a model trained on it "
+                           "and evaluated on the Karpathy test split has seen its test images. Pass "
+                           "--exclude-karpathy dataset_coco.json to drop them.")
     else:
-        entries, missing = karpathy_entries(load_json(args.karpathy), args.split, args.images, report)
+        entries, missing = karpathy_entries(load_json(args.karpathy), args.split, args.images)
         uncaptioned = 0
     if args.one_caption:
         entries = [(path, name, captions[:1]) for path, name, captions in entries]
-    if not entries:
-        print("error: no usable images", file=sys.stderr)
-        return 2
-    images, captions = write_dataset(args.out, entries, "copy" if args.copy else "link", args.overwrite)
-    print(f"wrote {args.out}: {images} images, {captions} captions; skipped {missing} without a file, "
-          f"{uncaptioned} without captions")
-    return 0
+    return write_prepared(args.out, entries, args.copy, args.overwrite,
+                          f"{missing} without a file, {uncaptioned} without captions")
 
 
 if __name__ == "__main__":

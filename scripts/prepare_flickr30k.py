@@ -13,21 +13,23 @@ import os
 import re
 import sys
 
-from dataset_writer import clean_caption, write_dataset
-from prepare_coco import karpathy_entries, load_json
+if __name__ == "__main__":  # run as `python scripts/...`: make the repository root (utils/, scripts/) importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.dataset_writer import clean_caption, fail, item_logger, setup_script_logging, write_prepared
+from scripts.prepare_coco import karpathy_entries, load_json
 
 _MISSING_PIPE = re.compile(r"^\s*(\d+)\s+(.+)$")
 
 
-def parse_results(path, report):
+def parse_results(path):
     """{file name: [captions]} from the Kaggle results.csv, in file order."""
     captions, bad = {}, 0
     try:
         with open(path, encoding="utf-8-sig") as handle:
             lines = handle.read().splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        print(f"error: cannot read {path}: {error}", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"cannot read {path}: {error}")
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -37,12 +39,12 @@ def parse_results(path, report):
             parts = [parts[0], match.group(1), match.group(2)] if match else parts
         if len(parts) < 3:
             bad += 1
-            report(f"{path}:{number}: skipped: cannot split into image_name| comment_number| comment")
+            item_logger.warning(f"{path}:{number}: skipped: cannot split into image_name| comment_number| comment")
             continue
         name, caption = parts[0].strip(), clean_caption("|".join(parts[2:]))
         if not name or not caption:
             bad += 1
-            report(f"{path}:{number}: skipped: empty image name or caption")
+            item_logger.warning(f"{path}:{number}: skipped: empty image name or caption")
             continue
         captions.setdefault(name, []).append(caption)
     return captions, bad
@@ -59,7 +61,7 @@ def main(argv=None):
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
-    report = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    setup_script_logging(args.quiet)
     if bool(args.results) == bool(args.karpathy):
         parser.error("give exactly one of --results or --karpathy")
     if args.karpathy and not args.split:
@@ -67,7 +69,7 @@ def main(argv=None):
     if not os.path.isdir(args.images):
         parser.error(f"--images {args.images} is not a folder")
     if args.results:
-        captions, bad = parse_results(args.results, report)
+        captions, bad = parse_results(args.results)
         entries, missing = [], 0
         for name, texts in captions.items():
             path = os.path.join(args.images, name)
@@ -75,17 +77,12 @@ def main(argv=None):
                 entries.append((path, name, texts))
             else:
                 missing += 1
-                report(f"skipped {name}: file not found in {args.images}")
+                item_logger.warning(f"skipped {name}: file not found in {args.images}")
     else:
-        entries, missing = karpathy_entries(load_json(args.karpathy), args.split, args.images, report)
+        entries, missing = karpathy_entries(load_json(args.karpathy), args.split, args.images)
         bad = 0
-    if not entries:
-        print("error: no usable images", file=sys.stderr)
-        return 2
-    images, count = write_dataset(args.out, entries, "copy" if args.copy else "link", args.overwrite)
-    print(f"wrote {args.out}: {images} images, {count} captions; skipped {missing} without a file, "
-          f"{bad} unparseable rows")
-    return 0
+    return write_prepared(args.out, entries, args.copy, args.overwrite,
+                          f"{missing} without a file, {bad} unparseable rows")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""FastAPI app: text/image search over an index, zero-shot classification, thumbnails and the front end.
+"""FastAPI app: text/image search over an index folder, zero-shot classification, thumbnails and the front end.
 
 Every client mistake is a 4xx with a message; files are only ever read by indexed item id.
 """
@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from data.image_file import UPLOAD_FORMATS, ImageProblem, open_image_rgb
-from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, class_probabilities, parse_labels, parse_templates
+from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, parse_labels, parse_templates, rank_labels
 from service.body_limit import BodySizeLimit
 from utils.errors import UserError
 
@@ -67,7 +67,7 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
     def health():
         return {"status": "ok", "items": len(items), "captions": int(len(searcher.gallery.text_item)),
                 "encoder": searcher.encoder.kind, "model": searcher.encoder.fingerprint[:12],
-                "search": searcher.vectors.kind}
+                "search": searcher.vector_index.kind}
 
     @app.get("/api/search/text")
     def search_text(q: str = Query(..., max_length=MAX_QUERY_CHARS, description="query text"),
@@ -92,11 +92,7 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
             raise HTTPException(400, f"at most {MAX_LABELS} labels, {MAX_TEMPLATES} templates and "
                                      f"{MAX_PROMPTS} label-template prompts per request")
         picture = read_upload(image)
-        classes = classes_for(tuple(names), tuple(prompts))
-        probabilities = class_probabilities(searcher.encoder.encode_images([picture]), classes,
-                                            searcher.encoder.logit_scale)[0]
-        ranked = sorted(zip(names, probabilities.tolist()), key=lambda pair: -pair[1])
-        return {"labels": [{"label": name, "probability": p} for name, p in ranked]}
+        return {"labels": rank_labels(searcher.encoder, picture, names, classes_for(tuple(names), tuple(prompts)))}
 
     @app.get("/api/items/{item_id}/thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
     def item_thumbnail(item_id: int = Path(..., ge=0)):

@@ -1,9 +1,12 @@
-"""Shared fixtures: a tiny generated dataset, a tiny text tower and a tiny joint checkpoint."""
+"""Shared fixtures: a tiny generated dataset, a tiny text tower and a tiny joint checkpoint; shared helpers."""
+import io
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -16,6 +19,19 @@ def run_script(*args, cwd=ROOT, timeout=300):
     """Run a repo script with this interpreter; return CompletedProcess with text output."""
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+
+
+def png_bytes(image):
+    """A PIL image encoded as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def truncated_png_bytes():
+    """The first half of a PNG of noise: its header reads fine, its pixels do not decode."""
+    data = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
+    return data[: len(data) // 2]
 
 
 @pytest.fixture(scope="session")
@@ -50,13 +66,14 @@ def tiny_checkpoint(tiny_text_tower, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_index(tiny_checkpoint, tiny_dataset, tmp_path_factory):
-    """An index of the tiny valid split (16 images, 80 captions), built with the library calls index.py makes."""
+    """An index folder of the tiny valid split (16 images, 80 captions), built with the library calls index.py
+    makes."""
     from retrieval.encoder import TorchEncoder
     from retrieval.gallery import add_to_gallery, find_sources, open_or_create
 
     out = tmp_path_factory.mktemp("index") / "idx"
     encoder = TorchEncoder(str(tiny_checkpoint))
     gallery = open_or_create(str(out), encoder)
-    add_to_gallery(gallery, encoder, find_sources(str(tiny_dataset / "valid"), print), 8, print)
+    add_to_gallery(gallery, encoder, find_sources(str(tiny_dataset / "valid")), 8)
     gallery.save(str(out))
     return out

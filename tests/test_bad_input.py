@@ -1,5 +1,5 @@
 """A dataset with every kind of bad input the issue lists: usable images used, the rest skipped with a reason."""
-import io
+import logging
 import os
 
 import numpy as np
@@ -11,16 +11,11 @@ from data.caption_table import read_caption_table
 from data.datasets import PairCollate, TrainImages
 from data.image_file import open_image_rgb
 from data.transforms import eval_transform, train_transform
+from tests.conftest import png_bytes, truncated_png_bytes
 from utils.errors import UserError
 
 GOOD = ["good.png", "gray.png", "cmyk.jpg", "sixteen.png", "palette.png", "alpha.png", "exif.jpg", "tiny.png",
         "wide.png", "ünïcode 图片.png", "truncated.png"]
-
-
-def _png_bytes(image):
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def build_bad_dataset(root):
@@ -42,14 +37,12 @@ def build_bad_dataset(root):
     Image.new("RGB", (1, 1), (0, 0, 0)).save(images / "tiny.png")
     Image.new("RGB", (3000, 2), (9, 9, 9)).save(images / "wide.png")
     Image.new("RGB", (8, 8), (1, 2, 3)).save(images / "ünïcode 图片.png")
-    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    data = _png_bytes(noisy)
-    (images / "truncated.png").write_bytes(data[: len(data) // 2])
+    (images / "truncated.png").write_bytes(truncated_png_bytes())
     (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(200))
     (images / "empty.jpg").write_bytes(b"")
     (images / "notimage.jpg").write_text("hello, I am text")
     Image.new("1", (10_000, 9_000)).save(images / "bomb.png")
-    (root / "outside.png").write_bytes(_png_bytes(Image.new("RGB", (4, 4))))
+    (root / "outside.png").write_bytes(png_bytes(Image.new("RGB", (4, 4))))
     rows = ["filename,caption,source"]
     rows += [f'"{name}",a picture of {name.split(".")[0]},test' for name in GOOD]
     rows += [
@@ -73,6 +66,13 @@ def build_bad_dataset(root):
     return root
 
 
+def read_logged(caplog, root):
+    """read_caption_table(root) and the lines it logs, in order."""
+    caplog.set_level(logging.INFO, logger="data.caption_table")
+    table = read_caption_table(root)
+    return table, [record.getMessage() for record in caplog.records]
+
+
 def snapshot(root):
     return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
@@ -82,9 +82,8 @@ def bad_dataset(tmp_path):
     return build_bad_dataset(tmp_path / "bad")
 
 
-def test_usable_images_are_kept_and_each_bad_row_is_skipped_with_a_reason(bad_dataset):
-    lines = []
-    table = read_caption_table(str(bad_dataset), report=lines.append)
+def test_usable_images_are_kept_and_each_bad_row_is_skipped_with_a_reason(bad_dataset, caplog):
+    table, lines = read_logged(caplog, str(bad_dataset))
     assert [record.filename for record in table.images] == GOOD
     assert table.images[0].captions == ["a picture of good", "a second caption for the red image"]
     reasons = "\n".join(table.skipped)
@@ -100,7 +99,7 @@ def test_usable_images_are_kept_and_each_bad_row_is_skipped_with_a_reason(bad_da
 
 def test_strict_fails_listing_every_problem(bad_dataset):
     with pytest.raises(UserError) as error:
-        read_caption_table(str(bad_dataset), strict=True, report=lambda line: None)
+        read_caption_table(str(bad_dataset), strict=True)
     message = str(error.value)
     assert "14 problem(s)" in message  # the 13 above plus the truncated PNG, which strict decodes fully
     assert "truncated.png" in message and "missing.jpg" in message
@@ -123,7 +122,7 @@ def test_one_bad_file_never_kills_an_epoch_and_nothing_is_written_into_the_datas
     from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
 
     before = snapshot(bad_dataset)
-    table = read_caption_table(str(bad_dataset), report=lambda line: None)
+    table = read_caption_table(str(bad_dataset))
     dataset = TrainImages(table, train_transform(16, 0.5, flip=True, colour=True), seed=0)
     collate = PairCollate(CaptionTokenizer(load_hf_tokenizer(str(tiny_text_tower)), 16))
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate, num_workers=1)
@@ -144,15 +143,14 @@ def test_missing_folder_and_bad_header_are_clear_errors(tmp_path):
         read_caption_table(str(tmp_path / "d"))
 
 
-def test_unterminated_quote_and_aliases_of_one_file(tmp_path):
+def test_unterminated_quote_and_aliases_of_one_file(tmp_path, caplog):
     root = tmp_path / "d"
     (root / "images").mkdir(parents=True)
     for name in ("a.png", "b.png"):
         Image.new("RGB", (8, 8)).save(root / "images" / name)
     (root / "captions.csv").write_text('\nfilename,caption\na.png,one\n./a.png,two\nb.png,"broken\nb.png,four\n'
                                        'a.png,five\n')
-    lines = []
-    table = read_caption_table(str(root), report=lines.append)
+    table, lines = read_logged(caplog, str(root))
     assert [(r.filename, r.captions) for r in table.images] == [("a.png", ["one", "two"])]
     assert any("unterminated quote" in line for line in lines)
 

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from tests.conftest import run_script
@@ -29,7 +31,7 @@ def test_every_config_file_is_valid():
                          (CLASSIFY, "configs/classify.yaml"), (SERVE, "configs/serve.yaml"),
                          (EXPORT, "configs/export.yaml"), (INIT, "configs/demo-pretrained/init.yaml"),
                          (TRAIN, "configs/demo-pretrained/train.yaml"), (EVAL, "configs/demo-pretrained/eval.yaml"),
-                         (TRAIN, "configs/coco/seed-train.yaml"), (TRAIN, "configs/coco/improved-train.yaml")]:
+                         (TRAIN, "configs/coco/original-train.yaml"), (TRAIN, "configs/coco/improved-train.yaml")]:
         config = load_config(schema, path, [])
         assert set(config) == {key.name for key in schema} | {"config-path"}
 
@@ -96,3 +98,81 @@ def test_scripts_exit_2_with_one_message_and_no_traceback(script, argv, words):
 def test_help_lists_keys_and_exits_0():
     result = run_script("train.py", "--help")
     assert result.returncode == 0 and "--learning-rate" in result.stdout
+
+
+SCRIPT_CONFIGS = {"init": INIT, "train": TRAIN, "eval": EVAL, "index": INDEX, "search": SEARCH,
+                  "classify": CLASSIFY, "serve": SERVE, "export": EXPORT}
+
+
+def test_each_scripts_own_config_gives_every_key_its_default():
+    from utils.config import read_yaml
+
+    for name, schema in SCRIPT_CONFIGS.items():
+        assert schema.defaults_path == f"configs/{name}.yaml"
+        data = read_yaml(schema.defaults_path)
+        assert "base" not in data and set(data) == {key.name for key in schema}, name
+
+
+def test_derived_configs_name_a_base_and_list_only_what_they_change():
+    import glob
+
+    from utils.config import read_yaml
+
+    derived = sorted(glob.glob("configs/*/*.yaml"))
+    assert len(derived) >= 11
+    for path in derived:
+        data = read_yaml(path)
+        assert isinstance(data.get("base"), str), f"{path} names no base"
+        schema = TRAIN if path.endswith("train.yaml") else INIT if path.endswith("init.yaml") else EVAL
+        base = os.path.normpath(os.path.join(os.path.dirname(path), data["base"]))
+        inherited = load_config(schema, base, [])
+        repeated = [k for k, v in data.items() if k != "base" and inherited[k] == v]
+        assert not repeated, f"{path} repeats its base's values for {repeated}"
+
+
+def test_a_default_changed_in_the_scripts_own_file_reaches_every_config_built_on_it(tmp_path):
+    import shutil
+
+    from utils.config import Schema
+
+    shutil.copytree("configs", tmp_path / "configs")
+    own = tmp_path / "configs" / "train.yaml"
+    own.write_text(own.read_text().replace("weight-decay: 0.1", "weight-decay: 0.3"))
+    schema = Schema(str(own), TRAIN)
+    assert load_config(schema, str(tmp_path / "configs/coco/original-train.yaml"), [])["weight-decay"] == 0.3
+    assert load_config(schema, str(tmp_path / "configs/demo-zh/train.yaml"), [])["weight-decay"] == 0.05
+    user = tmp_path / "mine.yaml"  # no base: builds on the script's own file
+    user.write_text("epochs: 2\n")
+    assert load_config(schema, str(user), [])["weight-decay"] == 0.3
+
+
+@pytest.mark.parametrize("text, words", [
+    ("base: missing.yaml\n", ["missing.yaml", "not found", "base of"]),
+    ("base: [1]\n", ["key 'base'", "path of another config file"]),
+    ("base: loop.yaml\n", ["cycle"]),
+])
+def test_bad_base_names_the_file(tmp_path, text, words):
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(TRAIN, str(tmp_path / "loop.yaml"), [])
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_an_incomplete_scripts_own_config_is_an_error_naming_the_missing_keys(tmp_path):
+    from utils.config import Schema
+
+    own = tmp_path / "train.yaml"
+    own.write_text("epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"train.yaml: missing key\(s\) learning-rate, batch-size"):
+        load_config(Schema(str(own), TRAIN), str(own), [])
+
+
+def test_every_training_key_decides_whether_it_defines_the_run():
+    from training.resume import RUN_DEFINING_KEYS
+
+    assert all(isinstance(key.run_defining, bool) for key in TRAIN)
+    for name in ("valid-data", "grad-clip", "use-amp", "temperature", "epochs", "seed", "train-data"):
+        assert name in RUN_DEFINING_KEYS, name
+    for name in ("num-workers", "device", "resume", "overwrite", "log-dir", "compile"):
+        assert name not in RUN_DEFINING_KEYS, name

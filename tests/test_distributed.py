@@ -10,7 +10,7 @@ from models import load_checkpoint
 from tests.conftest import run_script
 from tests.test_end_to_end import train_args
 from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
-from utils.train_step import grad_cache_step, plain_step
+from training.step import grad_cache_step, plain_step
 
 CPU = torch.device("cpu")
 

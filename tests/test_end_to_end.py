@@ -102,21 +102,21 @@ def test_unwritable_output_fails_before_training(tiny_checkpoint, tiny_dataset, 
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
-    from utils import train_step, training
+    from training import loop, step
     from utils.config import load_config
     from utils.config_schema import TRAIN
 
-    real_loss, calls = train_step.contrastive_loss, {"n": 0}
+    real_loss, calls = step.contrastive_loss, {"n": 0}
 
     def loss_that_explodes_in_epoch_two(*args):
         calls["n"] += 1
         loss = real_loss(*args)
         return loss * float("nan") if calls["n"] > 3 else loss  # 48 images / batch 16 = 3 steps per epoch
 
-    monkeypatch.setattr(train_step, "contrastive_loss", loss_that_explodes_in_epoch_two)
+    monkeypatch.setattr(step, "contrastive_loss", loss_that_explodes_in_epoch_two)
     config = load_config(TRAIN, "configs/demo/train.yaml", train_args(tiny_checkpoint, tiny_dataset, tmp_path,
                                                                       "--epochs", "3")[1:])
-    with pytest.raises(training.TrainingDiverged, match="loss became nan at epoch 2"):
-        training.train(config)
+    with pytest.raises(loop.TrainingDiverged, match="loss became nan at epoch 2"):
+        loop.train(config)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["training"]["epoch"] == 1

@@ -4,7 +4,7 @@ import torch
 
 from models import load_checkpoint
 from models.loss import contrastive_loss
-from utils.train_step import grad_cache_step, plain_step
+from training.step import grad_cache_step, plain_step
 
 CPU = torch.device("cpu")
 

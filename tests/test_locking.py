@@ -7,7 +7,7 @@ from models import load_checkpoint
 from models.factory import model_from_towers
 from models.image_tower import build_image_backbone, load_image_weights
 from tests.test_grad_cache import NoScaler, batch
-from utils.train_step import plain_step
+from training.step import plain_step
 
 
 def test_locked_towers_get_no_gradient_and_keep_batchnorm_statistics(tiny_checkpoint):

@@ -6,7 +6,7 @@ from data.caption_table import read_caption_table
 from data.transforms import eval_transform
 from models import load_checkpoint
 from utils.device import resolve_device
-from utils.embedding import evaluate_table
+from training.evaluate import evaluate_table
 
 
 def test_load_checkpoint_gives_model_preprocess_and_tokenizer(tiny_checkpoint):
@@ -43,7 +43,7 @@ def test_clip_benchmark_driving_our_model_gives_our_numbers(tiny_checkpoint, tin
     from clip_benchmark.metrics.zeroshot_retrieval import evaluate
 
     model, preprocess, tokenizer = load_checkpoint(str(tiny_checkpoint))
-    table = read_caption_table(str(tiny_dataset / "valid"), report=lambda line: None)
+    table = read_caption_table(str(tiny_dataset / "valid"))
     images = [preprocess(Image.open(record.path).convert("RGB")) for record in table.images]
     batches = [(torch.stack(images[i:i + 5]), [record.captions for record in table.images[i:i + 5]])
                for i in range(0, len(images), 5)]

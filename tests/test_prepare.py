@@ -46,7 +46,7 @@ def test_coco_captions_to_dataset(tmp_path):
     assert "000000000030.jpg: no captions" in result.stderr and "000000000042.jpg: file not found" in result.stderr
     assert "Karpathy" in result.stderr  # train2017 leakage warning
     assert os.path.islink(out / "images" / "000000000009.jpg")  # linked, not copied
-    table = read_caption_table(str(out), report=lambda line: None)
+    table = read_caption_table(str(out))
     assert len(table.images) == 2 and table.skipped == []
 
     one = tmp_path / "one"
@@ -136,7 +136,7 @@ def test_merge_builds_one_training_set_and_warns_about_overlap(tmp_path):
                         "--check-against", str(held_out))
     assert result.returncode == 0, result.stderr
     assert "1 images of" in result.stderr and "would leak" in result.stderr
-    table = read_caption_table(str(out), report=lambda line: None)
+    table = read_caption_table(str(out))
     assert [r.filename for r in table.images] == ["coco-train/000000000009.jpg", "coco-train/000000000025.jpg",
                                                   "flickr30k/1.jpg"]
     assert table.images[2].captions == ["A dog.", "A brown dog."]

@@ -3,13 +3,13 @@ import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 from retrieval.searcher import Searcher
 from service.app import create_app
+from tests.conftest import png_bytes, truncated_png_bytes
 
 MAX_UPLOAD = 200_000
 
@@ -18,12 +18,6 @@ MAX_UPLOAD = 200_000
 def client(tiny_index):
     app = create_app(Searcher(str(tiny_index)), max_upload_bytes=MAX_UPLOAD, max_k=20, thumbnail_size=48)
     return TestClient(app)
-
-
-def png_bytes(image):
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_health_and_text_search(client):
@@ -57,14 +51,10 @@ def test_classify_returns_sorted_probabilities(client, tiny_dataset):
     assert labels[0]["probability"] >= labels[-1]["probability"]
 
 
-def _truncated_png():
-    data = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)))
-    return data[: len(data) // 2]
-
-
 @pytest.mark.parametrize("method, url, kwargs, status, words", [
     ("post", "/api/search/image", {"files": {"image": ("x.txt", b"hello", "text/plain")}}, 400, "not a usable image"),
-    ("post", "/api/search/image", {"files": {"image": ("t.png", _truncated_png(), "image/png")}}, 400, "cannot decode"),
+    ("post", "/api/search/image", {"files": {"image": ("t.png", truncated_png_bytes(), "image/png")}}, 400,
+     "cannot decode"),
     ("post", "/api/search/image", {"files": {"image": ("b.png", png_bytes(Image.new("1", (10_000, 9_000))),
                                                         "image/png")}}, 400, "too large"),
     ("post", "/api/search/image", {"files": {"image": ("e.png", b"", "image/png")}}, 400, "empty upload"),

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from retrieval.encoder import OnnxEncoder, TorchEncoder
-from retrieval.vector_search import VectorSearch, recall_against_exact
+from retrieval.vector_search import VectorIndex, recall_against_exact
 from tests.conftest import run_script
 
 
@@ -51,11 +51,11 @@ def test_faiss_index_reports_recall_against_exact():
     features = generator.normal(size=(3000, 32)).astype(np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     queries = features[:100] + 0.1 * generator.normal(size=(100, 32)).astype(np.float32)
-    assert recall_against_exact(VectorSearch(features, "faiss-flat"), queries) == 1.0
-    assert recall_against_exact(VectorSearch(features, "faiss-hnsw"), queries) > 0.9
-    coarse = recall_against_exact(VectorSearch(features, "faiss-ivf", ivf_nlist=32, ivf_nprobe=2), queries)
-    assert coarse < recall_against_exact(VectorSearch(features, "faiss-ivf", ivf_nlist=32, ivf_nprobe=32), queries) == 1.0
-    exact = VectorSearch(features)
+    assert recall_against_exact(VectorIndex(features, "faiss-flat"), queries) == 1.0
+    assert recall_against_exact(VectorIndex(features, "faiss-hnsw"), queries) > 0.9
+    coarse = recall_against_exact(VectorIndex(features, "faiss-ivf", ivf_nlist=32, ivf_nprobe=2), queries)
+    assert coarse < recall_against_exact(VectorIndex(features, "faiss-ivf", ivf_nlist=32, ivf_nprobe=32), queries) == 1.0
+    exact = VectorIndex(features)
     scores, rows = exact.search(queries[:3], 5)
     brute = queries[:3] @ features.T
     assert np.array_equal(rows, np.argsort(-brute, axis=1)[:, :5])
@@ -64,8 +64,9 @@ def test_faiss_index_reports_recall_against_exact():
 def test_zero_shot_equals_clip_benchmark(tiny_checkpoint, tiny_dataset, tmp_path):
     from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
 
-    from classify import image_folder, score_folder
     from models import load_checkpoint
+    from retrieval.image_files import image_folder
+    from retrieval.zero_shot import score_folder
 
     root = tmp_path / "folder"
     for index in range(12):
@@ -75,7 +76,7 @@ def test_zero_shot_equals_clip_benchmark(tiny_checkpoint, tiny_dataset, tmp_path
     classes, samples = image_folder(str(root))
     templates = ["a picture of {}.", "{} in the center", "there are {}"]
     encoder = TorchEncoder(str(tiny_checkpoint))
-    targets, probabilities, _ = score_folder(encoder, classes, classes, templates, samples, batch_size=5)
+    targets, probabilities, _ = score_folder(encoder, classes, templates, samples, batch_size=5)
 
     model, preprocess, tokenizer = load_checkpoint(str(tiny_checkpoint))
     classifier = zero_shot_classifier(model, tokenizer, classes, [t.replace("{}", "{c}") for t in templates], "cpu",

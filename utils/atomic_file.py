@@ -40,3 +40,16 @@ def atomic_write(path, write, binary=True):
 def atomic_write_json(path, data):
     """Write ``data`` as indented JSON to ``path``, atomically."""
     atomic_write(path, lambda stream: json.dump(data, stream, indent=2), binary=False)
+
+
+def check_writable(path):
+    """Fail before long work (a training run), not after it, when ``path`` cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe-")
+        probe.close()
+    except OSError as error:
+        raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
+    if os.path.isdir(path):
+        raise UserError(f"cannot write '{path}': it is a directory")

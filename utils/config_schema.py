@@ -1,141 +1,166 @@
-"""The keys each script accepts, with the seed's defaults. Config is data: this file is the one schema."""
-from utils.config import Key
+"""The keys each script accepts: type, bounds and help. Config is data: this file is the one schema.
 
-_DEVICE = Key("device", "device", "auto", "auto picks cuda when available, else cpu")
-_SEED = Key("seed", "int", 42, "random seed for weights, sampling and augmentation", minimum=0, maximum=2**31 - 1)
-_STRICT = Key("strict", "bool", False, "fail on the first bad dataset row, listing every problem")
+Defaults are not here: each is written once, in the script's own config file (configs/train.yaml, ...).
+"""
+from dataclasses import replace
 
-INIT = [
-    Key("pretrained", "bool", True, "load pretrained weights for both towers"),
-    Key("save-path", "str", "checkpoints/pretrain.pt", "where the joint model is written"),
-    Key("image-model", "str", "resnet50", "torchvision classification model name"),
-    Key("image-weights", "str", None, "local image-tower weights file (default: torchvision's own)", nullable=True),
-    Key("text-model", "str", "pretrains/roberta", "Hugging Face model directory (config.json, tokenizer)"),
-    Key("text-pooling", "str", "cls", "text feature: first token (cls) or masked mean", choices=("cls", "mean")),
-    Key("embed-dim", "int", None, "project both towers to this size (default: the text size)", nullable=True, minimum=1),
-    Key("image-size", "int", 224, "square input side in pixels", minimum=16, maximum=4096),
-    Key("max-length", "int", 77, "tokens per caption after truncation", minimum=2, maximum=8192),
-    Key("overwrite", "bool", False, "replace an existing save-path"),
+from utils.config import Key, Schema
+
+_DEVICE = Key("device", "device", "auto picks cuda when available, else cpu")
+_SEED = Key("seed", "int", "random seed for weights, sampling and augmentation", minimum=0, maximum=2**31 - 1)
+_STRICT = Key("strict", "bool", "fail on the first bad dataset row, listing every problem")
+
+INIT = Schema("configs/init.yaml", [
+    Key("pretrained", "bool", "load pretrained weights for both towers"),
+    Key("save-path", "str", "where the joint model is written"),
+    Key("image-model", "str", "torchvision classification model name"),
+    Key("image-weights", "str", "local image-tower weights file (default: torchvision's own)", nullable=True),
+    Key("text-model", "str", "Hugging Face model directory (config.json, tokenizer)"),
+    Key("text-pooling", "str", "text feature: first token (cls) or masked mean", choices=("cls", "mean")),
+    Key("embed-dim", "int", "project both towers to this size (default: the text size)", nullable=True, minimum=1),
+    Key("image-size", "int", "square input side in pixels", minimum=16, maximum=4096),
+    Key("max-length", "int", "tokens per caption after truncation", minimum=2, maximum=8192),
+    Key("overwrite", "bool", "replace an existing save-path"),
     _SEED,
-]
+])
 
-TRAIN = [
-    Key("epochs", "int", 200, "training epochs", minimum=1),
-    Key("learning-rate", "float", 0.000005, "peak AdamW learning rate", minimum=0),
-    Key("batch-size", "int", 192, "images per step (global: split over torchrun processes)", minimum=2, maximum=2**20),
-    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0, maximum=256),
-    Key("use-amp", "bool", True, "automatic mixed precision on CUDA (bf16 where supported, else fp16)"),
-    Key("use-augment", "bool", True, "random crops and the augmentations allowed below"),
-    Key("augment-flip", "str", "auto", "horizontal flip; auto = only if no caption says left/right",
-        choices=("auto", "on", "off")),
-    Key("augment-color", "str", "auto", "colour jitter; auto = only if no caption names a colour",
-        choices=("auto", "on", "off")),
-    Key("augment-crop-scale", "float", 0.5, "smallest crop area (fraction) for random resized crops", minimum=0.05,
-        maximum=1.0),
-    Key("temperature", "float", 0.07, "softmax temperature of the loss (logit scale = 1/temperature)", minimum=0.01),
-    Key("learn-temperature", "bool", False, "learn the temperature (CLIP's logit scale, clamped at 100)"),
-    Key("weight-decay", "float", 0.1, "AdamW weight decay (not applied to biases, norms, logit scale)", minimum=0),
-    Key("warmup-steps", "int", 500, "linear warmup steps before the cosine decay", minimum=0),
-    Key("lr-schedule", "str", "cosine", "after the warmup: cosine decay to zero, or constant",
-        choices=("cosine", "constant")),
-    Key("grad-clip", "float", 1.0, "max gradient norm (0 = off)", minimum=0),
-    Key("channels-last", "bool", True, "channels_last memory format for the image tower"),
-    Key("lock-image", "bool", False, "freeze the image tower (LiT), BatchNorm statistics included"),
-    Key("lock-image-unlocked", "int", 0, "last image-tower layers left trainable when locked", minimum=0),
-    Key("lock-text", "bool", False, "freeze the text tower"),
-    Key("lock-text-unlocked", "int", 0, "last text-tower layers left trainable when locked", minimum=0),
-    Key("grad-cache-chunk", "int", 0, "gradient cache: embed the batch in chunks of this many (0 = off)", minimum=0),
-    Key("grad-checkpointing", "bool", False, "recompute activations in backward (both towers) to save memory"),
-    Key("compile", "bool", False, "torch.compile the model"),
-    Key("load-path", "str", "checkpoints/pretrain.pt", "model written by init.py"),
-    Key("best-path", "str", "checkpoints/best.pt", "best checkpoint on the validation split"),
-    Key("last-path", "str", "checkpoints/last.pt", "latest checkpoint (resumable)"),
-    Key("resume", "str", None, "resume from this checkpoint (e.g. checkpoints/last.pt)", nullable=True),
-    Key("overwrite", "bool", False, "start a new run even if best-path or last-path exist"),
-    Key("log-dir", "str", "checkpoints/logs", "metrics.jsonl, metrics.csv, TensorBoard events, curves.png"),
-    Key("train-data", "str", "datasets/train", "training dataset folder (images/ + captions.csv)"),
-    Key("valid-data", "str", "datasets/valid", "validation dataset folder"),
+
+def _train(name, kind, help, *, run_defining, **constraints):
+    """A train.py key. Every one must say whether it is run-defining (checked on resume, see Key)."""
+    return Key(name, kind, help, run_defining=run_defining, **constraints)
+
+
+TRAIN = Schema("configs/train.yaml", [
+    _train("epochs", "int", "training epochs", run_defining=True, minimum=1),
+    _train("learning-rate", "float", "peak AdamW learning rate", run_defining=True, minimum=0),
+    _train("batch-size", "int", "images per step (global: split over torchrun processes)", run_defining=True,
+           minimum=2, maximum=2**20),
+    # Per-item augmentation seeds make the data independent of the worker count.
+    _train("num-workers", "int", "data-loading worker processes", run_defining=False, minimum=0, maximum=256),
+    _train("use-amp", "bool", "automatic mixed precision on CUDA (bf16 where supported, else fp16)",
+           run_defining=True),
+    _train("use-augment", "bool", "random crops and the augmentations allowed below", run_defining=True),
+    _train("augment-flip", "str", "horizontal flip; auto = only if no caption says left/right", run_defining=True,
+           choices=("auto", "on", "off")),
+    _train("augment-color", "str", "color jitter; auto = only if no caption names a color", run_defining=True,
+           choices=("auto", "on", "off")),
+    _train("augment-crop-scale", "float", "smallest crop area (fraction) for random resized crops",
+           run_defining=True, minimum=0.05, maximum=1.0),
+    _train("temperature", "float", "softmax temperature of the loss (logit scale = 1/temperature)",
+           run_defining=True, minimum=0.01),
+    _train("learn-temperature", "bool", "learn the temperature (CLIP's logit scale, clamped at 100)",
+           run_defining=True),
+    _train("weight-decay", "float", "AdamW weight decay (not applied to biases, norms, logit scale)",
+           run_defining=True, minimum=0),
+    _train("warmup-steps", "int", "linear warmup steps before the cosine decay", run_defining=True, minimum=0),
+    _train("lr-schedule", "str", "after the warmup: cosine decay to zero, or constant", run_defining=True,
+           choices=("cosine", "constant")),
+    _train("grad-clip", "float", "max gradient norm (0 = off)", run_defining=True, minimum=0),
+    # Speed features change rounding, not the run.
+    _train("channels-last", "bool", "channels_last memory format for the image tower", run_defining=False),
+    _train("lock-image", "bool", "freeze the image tower (LiT), BatchNorm statistics included", run_defining=True),
+    _train("lock-image-unlocked", "int", "last image-tower layers left trainable when locked", run_defining=True,
+           minimum=0),
+    _train("lock-text", "bool", "freeze the text tower", run_defining=True),
+    _train("lock-text-unlocked", "int", "last text-tower layers left trainable when locked", run_defining=True,
+           minimum=0),
+    # BatchNorm sees chunk statistics: the chunk size changes what is learned.
+    _train("grad-cache-chunk", "int", "gradient cache: embed the batch in chunks of this many (0 = off)",
+           run_defining=True, minimum=0),
+    _train("grad-checkpointing", "bool", "recompute activations in backward (both towers) to save memory",
+           run_defining=False),
+    _train("compile", "bool", "torch.compile the model", run_defining=False),
+    _train("load-path", "str", "model written by init.py (ignored on resume)", run_defining=False),
+    _train("best-path", "str", "best checkpoint on the validation split", run_defining=False),
+    _train("last-path", "str", "latest checkpoint (resumable)", run_defining=False),
+    _train("resume", "str", "resume from this checkpoint (e.g. checkpoints/last.pt)", run_defining=False,
+           nullable=True),
+    _train("overwrite", "bool", "start a new run even if best-path or last-path exist", run_defining=False),
+    _train("log-dir", "str", "metrics.jsonl, metrics.csv, TensorBoard events, curves.png", run_defining=False),
+    _train("train-data", "str", "training dataset folder (images/ + captions.csv)", run_defining=True),
+    # The best checkpoint is chosen by recall on this split: another split makes best-metric incomparable.
+    _train("valid-data", "str", "validation dataset folder", run_defining=True),
+    replace(_STRICT, run_defining=False),
+    replace(_SEED, run_defining=True),
+    replace(_DEVICE, run_defining=False),
+])
+
+EVAL = Schema("configs/eval.yaml", [
+    Key("batch-size", "int", "images or captions per encoding batch", minimum=1, maximum=2**20),
+    Key("num-workers", "int", "data-loading worker processes", minimum=0, maximum=256),
+    Key("use-amp", "bool", "automatic mixed precision on CUDA"),
+    Key("model-path", "str", "checkpoint to evaluate"),
+    Key("valid-data", "str", "dataset folder (images/ + captions.csv)"),
+    Key("output", "str", "also write the recalls as JSON to this path", nullable=True),
     _STRICT,
-    _SEED,
     _DEVICE,
-]
+])
 
-EVAL = [
-    Key("batch-size", "int", 256, "images or captions per encoding batch", minimum=1, maximum=2**20),
-    Key("num-workers", "int", 8, "data-loading worker processes", minimum=0, maximum=256),
-    Key("use-amp", "bool", True, "automatic mixed precision on CUDA"),
-    Key("model-path", "str", "checkpoints/best.pt", "checkpoint to evaluate"),
-    Key("valid-data", "str", "datasets/valid", "dataset folder (images/ + captions.csv)"),
-    Key("output", "str", None, "also write the recalls as JSON to this path", nullable=True),
-    _STRICT,
-    _DEVICE,
-]
-
-_SEARCH_KIND = Key("search", "str", "exact", "exact, or a FAISS index for large galleries",
+_SEARCH_KIND = Key("search", "str", "exact, or a FAISS index for large galleries",
                    choices=("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"))
 _FAISS = [
     _SEARCH_KIND,
-    Key("hnsw-m", "int", 32, "FAISS HNSW graph degree", minimum=4, maximum=256),
-    Key("hnsw-ef-search", "int", 128, "FAISS HNSW search breadth", minimum=1, maximum=4096),
-    Key("ivf-nlist", "int", 1024, "FAISS IVF lists", minimum=1, maximum=1_000_000),
-    Key("ivf-nprobe", "int", 32, "FAISS IVF lists probed per query", minimum=1, maximum=1_000_000),
+    Key("hnsw-m", "int", "FAISS HNSW graph degree", minimum=4, maximum=256),
+    Key("hnsw-ef-search", "int", "FAISS HNSW search breadth", minimum=1, maximum=4096),
+    Key("ivf-nlist", "int", "FAISS IVF lists", minimum=1, maximum=1_000_000),
+    Key("ivf-nprobe", "int", "FAISS IVF lists probed per query", minimum=1, maximum=1_000_000),
 ]
-_ONNX = Key("onnx-dir", "str", None, "run the encoders from export.py's ONNX files (ONNX Runtime, CPU)",
+_ONNX = Key("onnx-dir", "str", "run the encoders from export.py's ONNX files (ONNX Runtime, CPU)",
             nullable=True)
 
-INDEX = [
-    Key("model-path", "str", "checkpoints/best.pt", "checkpoint whose encoders embed the gallery"),
-    Key("data", "str", "datasets/valid", "dataset folder (images/ + captions.csv) or a folder of images"),
-    Key("out", "str", "checkpoints/index", "index folder; an existing index of the same model is extended"),
-    Key("batch-size", "int", 64, "images per encoding batch", minimum=1, maximum=65536),
+INDEX = Schema("configs/index.yaml", [
+    Key("model-path", "str", "checkpoint whose encoders embed the gallery"),
+    Key("data", "str", "dataset folder (images/ + captions.csv) or a folder of images"),
+    Key("out", "str", "index folder; an existing index of the same model is extended"),
+    Key("batch-size", "int", "images per encoding batch", minimum=1, maximum=65536),
     *_FAISS,
     _ONNX,
     _DEVICE,
-]
+])
 
-SEARCH = [
-    Key("index", "str", "checkpoints/index", "index folder written by index.py"),
-    Key("model-path", "str", None, "checkpoint (default: the one the index was built with)", nullable=True),
-    Key("text", "str", None, "query text", nullable=True),
-    Key("image", "str", None, "query image file", nullable=True),
-    Key("k", "int", 10, "results to return", minimum=1, maximum=1000),
-    Key("json", "bool", False, "print results as JSON"),
+SEARCH = Schema("configs/search.yaml", [
+    Key("index", "str", "index folder written by index.py"),
+    Key("model-path", "str", "checkpoint (default: the one the index was built with)", nullable=True),
+    Key("text", "str", "query text", nullable=True),
+    Key("image", "str", "query image file", nullable=True),
+    Key("k", "int", "results to return", minimum=1, maximum=1000),
+    Key("json", "bool", "print results as JSON"),
     *_FAISS,
     _ONNX,
     _DEVICE,
-]
+])
 
-CLASSIFY = [
-    Key("model-path", "str", "checkpoints/best.pt", "checkpoint"),
-    Key("image", "str", None, "one image to classify", nullable=True),
-    Key("data", "str", None, "ImageFolder-layout directory (one sub-folder per class) to score", nullable=True),
-    Key("labels", "str", None, "comma-separated class names (default with --data: its sub-folders)",
+CLASSIFY = Schema("configs/classify.yaml", [
+    Key("model-path", "str", "checkpoint"),
+    Key("image", "str", "one image to classify", nullable=True),
+    Key("data", "str", "ImageFolder-layout directory (one sub-folder per class) to score", nullable=True),
+    Key("labels", "str", "comma-separated class names (default with --data: its sub-folders)",
         nullable=True),
-    Key("templates", "str", None, "file with one prompt template per line, '{}' marks the class name",
+    Key("templates", "str", "file with one prompt template per line, '{}' marks the class name",
         nullable=True),
-    Key("batch-size", "int", 64, "images per encoding batch", minimum=1, maximum=65536),
-    Key("output", "str", None, "folder for report.json and confusion.png (with --data)", nullable=True),
-    Key("json", "bool", False, "print results as JSON"),
+    Key("batch-size", "int", "images per encoding batch", minimum=1, maximum=65536),
+    Key("output", "str", "folder for report.json and confusion.png (with --data)", nullable=True),
+    Key("json", "bool", "print results as JSON"),
     _ONNX,
     _DEVICE,
-]
+])
 
-SERVE = [
-    Key("model-path", "str", "checkpoints/best.pt", "checkpoint"),
-    Key("index", "str", "checkpoints/index", "index folder written by index.py"),
-    Key("host", "str", "127.0.0.1", "address to bind (loopback unless you mean otherwise)"),
-    Key("port", "int", 8000, "port", minimum=0, maximum=65535),
-    Key("max-upload-mb", "float", 10.0, "largest accepted upload, MiB", minimum=0.01, maximum=1024),
-    Key("max-k", "int", 100, "largest k a request may ask for", minimum=1, maximum=10000),
-    Key("thumbnail-size", "int", 256, "thumbnail side in pixels", minimum=16, maximum=2048),
+SERVE = Schema("configs/serve.yaml", [
+    Key("model-path", "str", "checkpoint"),
+    Key("index", "str", "index folder written by index.py"),
+    Key("host", "str", "address to bind (loopback unless you mean otherwise)"),
+    Key("port", "int", "port", minimum=0, maximum=65535),
+    Key("max-upload-mb", "float", "largest accepted upload, MiB", minimum=0.01, maximum=1024),
+    Key("max-k", "int", "largest k a request may ask for", minimum=1, maximum=10000),
+    Key("thumbnail-size", "int", "thumbnail side in pixels", minimum=16, maximum=2048),
     *_FAISS,
     _ONNX,
     _DEVICE,
-]
+])
 
-EXPORT = [
-    Key("model-path", "str", "checkpoints/best.pt", "checkpoint to export"),
-    Key("out", "str", "checkpoints/onnx", "folder for image_encoder.onnx, text_encoder.onnx, export.json"),
-    Key("opset", "int", 17, "ONNX opset", minimum=11, maximum=20),
-    Key("overwrite", "bool", False, "replace existing files in out"),
-]
+EXPORT = Schema("configs/export.yaml", [
+    Key("model-path", "str", "checkpoint to export"),
+    Key("out", "str", "folder for image_encoder.onnx, text_encoder.onnx, export.json"),
+    Key("opset", "int", "ONNX opset", minimum=11, maximum=20),
+    Key("overwrite", "bool", "replace existing files in out"),
+])

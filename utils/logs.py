@@ -2,7 +2,8 @@
 
 Library modules call ``logging.getLogger(__name__)``; entry scripts print only their product (a recall
 table, JSON results). Information goes to stdout, warnings and errors to stderr, as the bare message.
-Under torchrun only rank 0 reports information; every rank reports its own warnings.
+Under torchrun rank 0 reports everything; the other ranks report errors, and the files they fail to load
+(which rank 0 never sees).
 """
 import logging
 import os
@@ -10,6 +11,8 @@ import sys
 
 # Our top-level packages (and entry scripts, which log as __main__). Third-party loggers stay at WARNING.
 PACKAGES = ("__main__", "data", "models", "retrieval", "scripts", "service", "training", "utils")
+# Loggers whose warnings every torchrun rank reports: each rank loads different files.
+PER_RANK = ("data.datasets",)
 LEVELS = {"quiet": logging.WARNING, "normal": logging.INFO, "verbose": logging.DEBUG}
 
 
@@ -29,8 +32,7 @@ def setup_logging(verbosity="normal"):
         verbosity: "quiet" (warnings only), "normal" or "verbose" (debug).
     """
     level = LEVELS[verbosity]
-    if int(os.environ.get("RANK", "0")) != 0:
-        level = max(level, logging.WARNING)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     out = logging.StreamHandler(sys.stdout)
     out.addFilter(_Below(logging.WARNING))
     err = logging.StreamHandler(sys.stderr)
@@ -43,7 +45,9 @@ def setup_logging(verbosity="normal"):
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
     for package in PACKAGES:
-        logging.getLogger(package).setLevel(level)
+        logging.getLogger(package).setLevel(level if main_rank else logging.ERROR)
+    for name in PER_RANK:
+        logging.getLogger(name).setLevel(level if main_rank else max(level, logging.WARNING))
 
 
 def pop_verbosity(argv):

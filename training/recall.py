@@ -74,7 +74,7 @@ def mean_recall(metrics):
 
 
 def format_recall_table(metrics, ks=RECALL_KS):
-    """The seed's README table, as text."""
+    """The original project's README table, as text."""
     lines = ["|              | " + " | ".join(f"R @ {k:<3}" for k in ks) + " |",
              "|:------------:| " + " | ".join("-------" for _ in ks) + " |"]
     for label, prefix in (("image → text", "i2t"), ("text → image", "t2i")):

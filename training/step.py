@@ -1,6 +1,6 @@
 """One optimisation step's forward and backward: plain, or through the gradient cache.
 
-Both compute the seed's loss over the global batch (all ranks' features gathered with gradient), so the
+Both compute the original project's loss over the global batch (all ranks' features gathered with gradient), so the
 gradient equals that of one process holding the whole batch.
 """
 from contextlib import nullcontext

@@ -1,5 +1,5 @@
 """The one encoding path: embed a dataset's images and captions, and score retrieval on them."""
-import sys
+import logging
 
 import torch
 import torch.distributed as dist
@@ -10,7 +10,9 @@ from data.datasets import EvalImages, collate_images
 from utils.device import autocast
 from utils.distributed import all_gather_objects
 from utils.errors import UserError
-from utils.metrics import retrieval_recall
+from training.recall import retrieval_recall
+
+logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -77,8 +79,8 @@ def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, 
     text_image_index = torch.tensor(table.caption_image_index, dtype=torch.long)
     captions = table.captions
     if len(kept) < len(table.images):
-        print(f"evaluation: {len(table.images) - len(kept)} image(s) could not be decoded; "
-              f"left out with their captions", file=sys.stderr)
+        logger.warning(f"evaluation: {len(table.images) - len(kept)} image(s) could not be decoded; "
+                       f"left out with their captions")
         position = torch.full((len(table.images),), -1, dtype=torch.long)
         position[kept] = torch.arange(len(kept))
         keep = position[text_image_index] >= 0

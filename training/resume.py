@@ -1,0 +1,83 @@
+"""Starting and resuming a run: the checkpoint to start from, the resume guard and the random streams."""
+import logging
+import os
+import random
+
+import numpy as np
+import torch
+
+from models.checkpoint import read_checkpoint
+from utils.config_schema import TRAIN
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+# Keys whose change would make a resumed run differ from the run it continues (decided per key in the schema).
+RUN_DEFINING_KEYS = tuple(key.name for key in TRAIN if key.run_defining)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def rng_state():
+    """Global RNG states as plain data (dropout and main-process augmentation draw from these)."""
+    version, python_state, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python": [version, list(python_state), gauss]}
+
+
+def restore_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, python_state, gauss = state["python"]
+    random.setstate((version, tuple(python_state), gauss))
+
+
+def check_resume_config(saved, config):
+    """Refuse a resume whose run-defining settings differ from those the checkpoint was trained with."""
+    changed = [f"{k}: {saved[k]!r} -> {config[k]!r}" for k in RUN_DEFINING_KEYS if k in saved and saved[k] != config[k]]
+    if changed:
+        raise UserError(f"--resume {config['resume']} was trained with other settings ({'; '.join(changed)}). "
+                        f"Resume with the same settings, or start a new run from its weights with "
+                        f"--load-path {config['resume']} --overwrite true")
+
+
+def starting_checkpoint(config):
+    """Read the checkpoint to start from: ``resume`` (a training checkpoint) or ``load-path``."""
+    if config["resume"]:
+        payload = read_checkpoint(config["resume"])
+        if "training" not in payload or "optimizer" not in payload["training"]:
+            raise UserError(f"{config['resume']} holds no training state; resume from last-path "
+                            f"({config['last-path']}), or start from it with --load-path")
+        check_resume_config(payload["training"].get("config", {}), config)
+        return payload
+    existing = [config[k] for k in ("best-path", "last-path") if os.path.exists(config[k])]
+    if existing and not config["overwrite"]:
+        raise UserError(f"{' and '.join(existing)} exist from an earlier run: continue it with --resume "
+                        f"{config['last-path']}, or pass --overwrite true to start a new run that replaces them")
+    return read_checkpoint(config["load-path"])
+
+
+def restore_training_state(resumed, optimizer, scheduler, scaler, job, resume_path):
+    """Load optimizer, schedule, scaler and this rank's random streams from a training checkpoint.
+
+    Returns (epoch, step, best metric, history) to continue from.
+    """
+    optimizer.load_state_dict(resumed["optimizer"])
+    scheduler.load_state_dict(resumed["scheduler"])
+    if resumed["scaler"] and scaler.is_enabled():
+        scaler.load_state_dict(resumed["scaler"])
+    states = resumed["rng"]
+    if len(states) == job.world_size:
+        restore_rng_state(states[job.rank])
+    else:
+        logger.info(f"note: {resume_path} was written by {len(states)} process(es), this run has "
+                    f"{job.world_size}; random streams restart from the seed")
+    logger.info(f"resumed {resume_path} at epoch {resumed['epoch']}, step {resumed['step']}, best mean recall "
+                f"{resumed['best-metric']:.4f}")
+    return resumed["epoch"], resumed["step"], resumed["best-metric"], resumed["history"]

@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data.image_file import ImageProblem, open_image_rgb
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -18,11 +19,20 @@ def _load(record, transform, draft_size=None):
         return None
 
 
+def item_seed(seed, epoch, index):
+    """The augmentation seed of one item: a function of (seed, epoch, index), below 2**63 for any seed."""
+    return ((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2 ** 63
+
+
 class TrainImages(Dataset):
     """One item per image, paired with one of its captions drawn afresh each epoch.
 
     Iterating over images (not rows) means no image appears twice in a batch, so the diagonal of the
-    similarity matrix is the only positive. Item: (image [3,S,S], caption str) or None.
+    similarity matrix is the only positive. Item: (image [3,S,S], caption str).
+
+    An image that fails to decode is replaced by the next decodable image in dataset order (with that image's
+    caption and this item's augmentation), the same on every rank and worker, and logged once: batches keep
+    their size, so every torchrun rank runs the same collectives with the same shapes.
     """
 
     def __init__(self, table, transform, seed, draft_size=None):
@@ -34,6 +44,8 @@ class TrainImages(Dataset):
         # Shared memory: persistent DataLoader workers see each epoch's new draw without being restarted.
         self.choice = torch.zeros(len(self.records), dtype=torch.long).share_memory_()
         self.epoch = torch.zeros(1, dtype=torch.long).share_memory_()
+        # Images found undecodable, by any worker: reported once, then skipped without another attempt.
+        self.broken = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
@@ -48,14 +60,28 @@ class TrainImages(Dataset):
     def __len__(self):
         return len(self.records)
 
+    def _decoded(self, index):
+        """Transformed image [3,S,S] of ``index`` or of its replacement, and the replacement's index."""
+        for step in range(len(self.records)):
+            candidate = (index + step) % len(self.records)
+            if self.broken[candidate]:
+                continue
+            try:
+                return self.transform(open_image_rgb(self.records[candidate].path, self.draft_size)), candidate
+            except ImageProblem as problem:
+                self.broken[candidate] = True
+                logger.warning(f"image '{self.records[candidate].filename}' cannot be decoded ({problem}); "
+                               f"replaced by the next decodable image in every epoch")
+        raise UserError("no training image can be decoded")
+
     def __getitem__(self, index):
-        record = self.records[index]
         # Augmentation randomness is a function of (seed, epoch, index): the same whatever the number of
-        # workers, their persistence, or a resume in between.
+        # workers, their persistence, or a resume in between. Only the CPU generator is reseeded (and
+        # restored): under num-workers 0 this runs in the training process, whose CUDA stream must not move.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + int(self.epoch)) * 1_000_003 + index)
-            image = _load(record, self.transform, self.draft_size)
-        return None if image is None else (image, record.captions[int(self.choice[index])])
+            torch.default_generator.manual_seed(item_seed(self.seed, int(self.epoch), index))
+            image, source = self._decoded(index)
+        return image, self.records[source].captions[int(self.choice[source])]
 
 
 class EvalImages(Dataset):
@@ -73,15 +99,12 @@ class EvalImages(Dataset):
 
 
 class PairCollate:
-    """Batch of (image, caption) -> (images [B,3,S,S], input_ids [B,L]); undecodable items dropped."""
+    """Batch of (image, caption) -> (images [B,3,S,S], input_ids [B,L])."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, items):
-        items = [item for item in items if item is not None]
-        if len(items) < 2:
-            return None  # a contrastive batch needs a negative; BatchNorm needs two samples
         images, captions = zip(*items)
         return torch.stack(images), self.tokenizer(list(captions))
 

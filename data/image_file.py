@@ -11,6 +11,11 @@ from utils.errors import first_line
 MAX_PIXELS = 89_478_485
 
 
+# The only formats opened, for dataset and gallery files as for uploads: EPS, PDF and the like can reach
+# external programs (Ghostscript) whatever the file is named.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
 class ImageProblem(Exception):
     """An image that cannot be used; the message says why."""
 
@@ -30,18 +35,16 @@ def check_image_header(path):
         _check_size(image)
 
 
-# Formats accepted from untrusted uploads (the web service): no EPS/PDF, which can reach external programs.
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
-def open_image_rgb(path, draft_size=None, max_pixels=MAX_PIXELS, formats=None):
+def open_image_rgb(path, draft_size=None, max_pixels=MAX_PIXELS, formats=IMAGE_FORMATS):
     """Decode ``path`` (a file name or a binary file object) to an RGB image: EXIF orientation applied,
     alpha composited on white, grayscale/palette/CMYK/16-bit converted. Raises ImageProblem for anything
     unusable.
 
     draft_size: for JPEGs, let the decoder scale down by 1/2, 1/4 or 1/8 while both sides stay
     >= draft_size (PIL's ``draft``): much less work when the model's input is far smaller than the photo.
-    max_pixels / formats: tighter limits for untrusted input.
+    max_pixels: a tighter limit for untrusted input; formats: the PIL formats opened.
     """
     with _opened(path, formats) as image:
         _check_size(image, max_pixels)
@@ -86,7 +89,7 @@ def to_rgb(image):
 class _opened:
     """Context manager around Image.open turning every failure into ImageProblem."""
 
-    def __init__(self, path, formats=None):
+    def __init__(self, path, formats=IMAGE_FORMATS):
         self.path = path
         self.formats = formats
         self.image = None

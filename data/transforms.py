@@ -10,12 +10,12 @@ from data.image_file import prepare_rgb
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-COLOUR_WORDS = {
+COLOR_WORDS = {
     "red", "green", "blue", "yellow", "orange", "purple", "violet", "pink", "brown", "black", "white", "gray",
     "grey", "cyan", "magenta", "teal", "beige", "golden", "silver", "maroon", "navy", "turquoise", "colorful",
-    "colourful", "blond", "blonde",
+    "COLORFUL_KEEP", "blond", "blonde",
 }
-CHINESE_COLOURS = "红绿蓝黄橙紫粉棕褐黑白灰青金银彩"
+CHINESE_COLORS = "红绿蓝黄橙紫粉棕褐黑白灰青金银彩"
 SIDE_WORDS = {"left", "right", "leftmost", "rightmost"}
 CHINESE_SIDES = "左右"
 _WORD = re.compile(r"[a-z]+")
@@ -62,9 +62,9 @@ def eval_transform(image_size):
     ])
 
 
-def train_transform(image_size, crop_scale, flip, colour):
+def train_transform(image_size, crop_scale, flip, color):
     """PIL image -> FloatTensor[3, image_size, image_size]: random resized crop, plus horizontal flip and
-    colour jitter when the captions allow them.
+    color jitter when the captions allow them.
 
     Works on uint8 tensors after one PIL->tensor copy: the crop and the single resize run in torchvision's
     vectorised uint8 kernels, and float conversion happens once, on the small output.
@@ -78,7 +78,7 @@ def train_transform(image_size, crop_scale, flip, colour):
     ]
     if flip:
         steps.append(v2.RandomHorizontalFlip())
-    if colour:
+    if color:
         steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     return v2.Compose(steps)
@@ -93,15 +93,15 @@ def captions_mention(captions, words, characters):
     return False
 
 
-def augmentation_policy(captions, flip_setting, colour_setting):
-    """Decide (flip, colour) from the settings ("auto"/"on"/"off") and the captions; also a notice line.
+def augmentation_policy(captions, flip_setting, color_setting):
+    """Decide (flip, color) from the settings ("auto"/"on"/"off") and the captions; also a notice line.
 
-    auto: flipping is off if captions say left/right; colour jitter is off if captions name colours.
+    auto: flipping is off if captions say left/right; color jitter is off if captions name colors.
     """
     decisions, notes = {}, []
     for name, setting, words, chars, reason in (
         ("flip", flip_setting, SIDE_WORDS, CHINESE_SIDES, "captions say left/right"),
-        ("colour", colour_setting, COLOUR_WORDS, CHINESE_COLOURS, "captions name colours"),
+        ("color", color_setting, COLOR_WORDS, CHINESE_COLORS, "captions name colors"),
     ):
         if setting == "auto":
             mentioned = captions_mention(captions, words, chars)
@@ -110,4 +110,4 @@ def augmentation_policy(captions, flip_setting, colour_setting):
         else:
             decisions[name] = setting == "on"
             notes.append(f"{name} {setting}")
-    return decisions["flip"], decisions["colour"], "augmentation: random crop, " + ", ".join(notes)
+    return decisions["flip"], decisions["color"], "augmentation: random crop, " + ", ".join(notes)

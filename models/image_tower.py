@@ -1,11 +1,13 @@
 """Image tower: a torchvision classification backbone with its classifier removed."""
 import logging
 import os
+from contextlib import nullcontext
 
 import torch
 import torchvision
 from torch import nn
 
+from models.batch_norm import frozen_batch_norm_statistics
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,8 @@ def enable_checkpointing(backbone):
     for stage in stages:
         def forward(x, _original=stage.forward, _stage=stage):
             if _stage.training and torch.is_grad_enabled():
-                return checkpoint(_original, x, use_reentrant=False)
+                # The recomputation in backward must not count the batch in BatchNorm's statistics again.
+                return checkpoint(_original, x, use_reentrant=False,
+                                  context_fn=lambda: (nullcontext(), frozen_batch_norm_statistics(_stage)))
             return _original(x)
         stage.forward = forward

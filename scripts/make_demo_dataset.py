@@ -1,7 +1,7 @@
-"""Generate the demo dataset: procedural scenes of coloured shapes with paraphrased captions.
+"""Generate the demo dataset: procedural scenes of colored shapes with paraphrased captions.
 
 Writes OUT/train and OUT/valid in the datasets format (images/ + captions.csv). Every scene (the set of
-objects with their size, colour, shape and grid cell) occurs once across both splits, so captions that
+objects with their size, color, shape and grid cell) occurs once across both splits, so captions that
 describe a scene fully single out one image. Deterministic for a given --seed.
 
     python scripts/make_demo_dataset.py --out datasets/demo --train 5000 --valid 1000
@@ -14,7 +14,7 @@ import sys
 
 from PIL import Image, ImageDraw
 
-COLOURS = {
+COLORS = {
     "red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 60, 220), "yellow": (235, 205, 20),
     "purple": (140, 40, 170), "orange": (245, 130, 20), "black": (20, 20, 20), "cyan": (30, 200, 210),
 }
@@ -27,10 +27,10 @@ SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
 
 
 def sample_scene(rng):
-    """A scene: 2 or 3 objects, each (size, colour, shape, row, col), in distinct grid cells."""
+    """A scene: 2 or 3 objects, each (size, color, shape, row, col), in distinct grid cells."""
     count = rng.choice((2, 2, 3))
     cells = rng.sample([(r, c) for r in range(GRID) for c in range(GRID)], count)
-    return tuple(sorted((rng.choice(SIZES), rng.choice(list(COLOURS)), rng.choice(SHAPES), row, col)
+    return tuple(sorted((rng.choice(SIZES), rng.choice(list(COLORS)), rng.choice(SHAPES), row, col)
                         for row, col in cells))
 
 
@@ -40,12 +40,12 @@ def draw_scene(scene, image_size, rng):
     image = Image.new("RGB", (image_size, image_size), (tone, tone, rng.randint(215, 250)))
     draw = ImageDraw.Draw(image)
     cell = image_size / GRID
-    for size, colour, shape, row, col in scene:
+    for size, color, shape, row, col in scene:
         radius = cell * (0.44 if size == "large" else 0.26)
         jitter = cell * 0.5 - radius
         cx = (col + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
         cy = (row + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
-        fill = tuple(max(0, min(255, v + rng.randint(-15, 15))) for v in COLOURS[colour])
+        fill = tuple(max(0, min(255, v + rng.randint(-15, 15))) for v in COLORS[color])
         box = (cx - radius, cy - radius, cx + radius, cy + radius)
         if shape == "circle":
             draw.ellipse(box, fill=fill)
@@ -90,7 +90,7 @@ def distinct_captions(frames, rng, count):
 
 
 def english_captions(scene, rng, count):
-    """``count`` distinct paraphrases; the first few name every object's size, colour, shape and place."""
+    """``count`` distinct paraphrases; the first few name every object's size, color, shape and place."""
     objects = list(scene)
     rng.shuffle(objects)
 
@@ -118,7 +118,7 @@ def english_captions(scene, rng, count):
     return distinct_captions(frames, rng, count)
 
 
-ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
+ZH_COLORS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
               "black": "黑色", "cyan": "青色"}
 ZH_SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字"}
 ZH_SIZES = {"small": ("小的", "小"), "large": ("大的", "大")}
@@ -134,7 +134,7 @@ def chinese_captions(scene, rng, count):
 
     def name(obj, with_size=True):
         size = rng.choice(ZH_SIZES[obj[0]]) if with_size else ""
-        return f"{size}{ZH_COLOURS[obj[1]]}{ZH_SHAPES[obj[2]]}"
+        return f"{size}{ZH_COLORS[obj[1]]}{ZH_SHAPES[obj[2]]}"
 
     def place(obj):
         return ZH_PLACES[obj[3], obj[4]]

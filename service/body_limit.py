@@ -1,5 +1,12 @@
 """ASGI middleware refusing request bodies over a size limit (413) before they are read into memory."""
+import asyncio
 import json
+
+# After deciding on a 413, read and discard up to this much more of the body (and for at most this long)
+# before answering, as nginx's lingering close does: clients that send the whole body before reading the
+# reply (Python's urllib and requests) would otherwise see "connection reset" instead of the 413.
+DRAIN_BYTES = 256 * 2 ** 20
+DRAIN_SECONDS = 10.0
 
 
 class _TooLarge(Exception):
@@ -9,22 +16,40 @@ class _TooLarge(Exception):
 class BodySizeLimit:
     """Checks Content-Length up front, and counts streamed bytes for requests without one."""
 
-    def __init__(self, app, max_bytes):
+    def __init__(self, app, max_bytes, drain_bytes=DRAIN_BYTES, drain_seconds=DRAIN_SECONDS):
         self.app = app
         self.max_bytes = max_bytes
+        self.drain_bytes = drain_bytes
+        self.drain_seconds = drain_seconds
 
-    async def _refuse(self, send):
+    async def _drain(self, receive):
+        """Discard the rest of the request body, within the byte and time bounds."""
+        discarded = 0
+        try:
+            async with asyncio.timeout(self.drain_seconds):
+                while discarded <= self.drain_bytes:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return
+                    discarded += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        return
+        except TimeoutError:
+            return
+
+    async def _refuse(self, receive, send):
+        await self._drain(receive)
         body = json.dumps({"detail": f"upload larger than {self.max_bytes} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            return await self._refuse(send)
+            return await self._refuse(receive, send)
         received, started, refused = 0, False, False
 
         async def limited_receive():
@@ -36,7 +61,7 @@ class BodySizeLimit:
                     # Answer 413 now: the app's body parser would turn the exception below into a 400.
                     if not started and not refused:
                         refused = True
-                        await self._refuse(send)
+                        await self._refuse(receive, send)
                     raise _TooLarge
             return message
 
@@ -51,4 +76,4 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started and not refused:
-                await self._refuse(send)
+                await self._refuse(receive, send)

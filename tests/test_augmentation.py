@@ -4,15 +4,15 @@ from PIL import Image
 from data.transforms import augmentation_policy, train_transform
 
 
-def test_auto_turns_off_flip_for_left_right_and_jitter_for_colours():
-    flip, colour, _ = augmentation_policy(["a dog to the left of a cat"], "auto", "auto")
-    assert (flip, colour) == (False, True)
-    flip, colour, _ = augmentation_policy(["a red bus on a street"], "auto", "auto")
-    assert (flip, colour) == (True, False)
-    flip, colour, _ = augmentation_policy(["左边有一只红色的猫"], "auto", "auto")
-    assert (flip, colour) == (False, False)
-    flip, colour, _ = augmentation_policy(["a bright day", "copyright notice"], "auto", "auto")
-    assert (flip, colour) == (True, True)  # whole words only: "bright" is no "right"
+def test_auto_turns_off_flip_for_left_right_and_jitter_for_colors():
+    flip, color, _ = augmentation_policy(["a dog to the left of a cat"], "auto", "auto")
+    assert (flip, color) == (False, True)
+    flip, color, _ = augmentation_policy(["a red bus on a street"], "auto", "auto")
+    assert (flip, color) == (True, False)
+    flip, color, _ = augmentation_policy(["左边有一只红色的猫"], "auto", "auto")
+    assert (flip, color) == (False, False)
+    flip, color, _ = augmentation_policy(["a bright day", "copyright notice"], "auto", "auto")
+    assert (flip, color) == (True, True)  # whole words only: "bright" is no "right"
 
 
 def test_explicit_settings_win():
@@ -23,7 +23,7 @@ def test_explicit_settings_win():
 def test_train_transform_output_shape_and_normalisation():
     torch.manual_seed(0)
     image = Image.new("RGB", (80, 40), (255, 255, 255))
-    tensor = train_transform(24, 0.5, flip=True, colour=True)(image)
+    tensor = train_transform(24, 0.5, flip=True, color=True)(image)
     assert tensor.shape == (3, 24, 24)
     assert tensor.max() > 1.5  # white after ImageNet normalisation is about 2.2-2.6
 
@@ -37,7 +37,7 @@ def test_fast_jpeg_path_matches_the_plain_path(tmp_path):
     from data.transforms import eval_transform
 
     rng = np.random.default_rng(0)
-    # A smooth photo-like 640x640 image: random low-frequency colour field.
+    # A smooth photo-like 640x640 image: random low-frequency color field.
     small = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
     Image.fromarray(small).resize((640, 640), Image.BICUBIC).save(tmp_path / "photo.jpg", quality=90)
     full = open_image_rgb(str(tmp_path / "photo.jpg"))
@@ -46,7 +46,7 @@ def test_fast_jpeg_path_matches_the_plain_path(tmp_path):
 
     plain = eval_transform(96)(full)
     torch.manual_seed(0)
-    fast = train_transform(96, 1.0, flip=False, colour=False)(drafted)  # scale 1: the whole image
+    fast = train_transform(96, 1.0, flip=False, color=False)(drafted)  # scale 1: the whole image
     assert fast.shape == plain.shape and fast.dtype == plain.dtype == torch.float32
     assert abs(fast.min() - plain.min()) < 0.3 and abs(fast.max() - plain.max()) < 0.3
     assert (fast - plain).abs().mean() < 0.05

@@ -9,7 +9,7 @@ from PIL import Image
 
 from data.caption_table import read_caption_table
 from data.datasets import PairCollate, TrainImages
-from data.image_file import open_image_rgb
+from data.image_file import ImageProblem, open_image_rgb
 from data.transforms import eval_transform, train_transform
 from tests.conftest import png_bytes, truncated_png_bytes
 from utils.errors import UserError
@@ -118,17 +118,57 @@ def test_usable_images_decode_to_rgb_with_exif_and_transparency_applied(bad_data
     assert wide.shape == (3, 16, 16)
 
 
-def test_one_bad_file_never_kills_an_epoch_and_nothing_is_written_into_the_dataset(bad_dataset, tiny_text_tower):
+def _epoch_batches(dataset, collate, workers):
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate, num_workers=workers,
+                                         persistent_workers=workers > 0)
+    return [(images.clone(), ids.clone()) for images, ids in loader]
+
+
+def test_a_file_that_fails_mid_epoch_is_replaced_the_same_way_whatever_the_workers(bad_dataset, tiny_text_tower,
+                                                                                   caplog):
     from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
 
     before = snapshot(bad_dataset)
     table = read_caption_table(str(bad_dataset))
-    dataset = TrainImages(table, train_transform(16, 0.5, flip=True, colour=True), seed=0)
+    names = [record.filename for record in table.images]
+    assert "truncated.png" in names  # the header is fine: only decoding the pixels fails, mid-epoch
     collate = PairCollate(CaptionTokenizer(load_hf_tokenizer(str(tiny_text_tower)), 16))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate, num_workers=1)
-    seen = sum(images.shape[0] for images, _ in (batch for batch in loader if batch is not None))
-    assert seen == len(GOOD) - 1  # the truncated PNG is dropped at decode time
+    runs = {}
+    for workers in (0, 2):
+        dataset = TrainImages(table, train_transform(16, 0.5, flip=True, color=True), seed=0)
+        with caplog.at_level("WARNING"):
+            caplog.clear()
+            runs[workers] = _epoch_batches(dataset, collate, workers)
+        if workers == 0:  # worker processes log through their own handlers, not pytest's capture
+            reports = [r.getMessage() for r in caplog.records if "truncated.png" in r.getMessage()]
+            assert len(reports) == 1 and "replaced by the next decodable image" in reports[0]
+    for workers, batches in runs.items():
+        assert [images.shape[0] for images, _ in batches] == [4] * (len(names) // 4) + (
+            [len(names) % 4] if len(names) % 4 else []), workers  # every batch keeps its size
+    for (a_images, a_ids), (b_images, b_ids) in zip(runs[0], runs[2]):
+        assert torch.equal(a_images, b_images) and torch.equal(a_ids, b_ids)
     assert snapshot(bad_dataset) == before
+
+
+def test_replacement_is_the_next_decodable_image_with_its_caption(bad_dataset):
+    table = read_caption_table(str(bad_dataset))
+    names = [record.filename for record in table.images]
+    broken = names.index("truncated.png")
+    dataset = TrainImages(table, train_transform(16, 0.5, flip=False, color=False), seed=0)
+    image, caption = dataset[broken]
+    replacement = table.images[(broken + 1) % len(names)]
+    assert caption in replacement.captions and image.shape == (3, 16, 16)
+
+
+def test_training_seeds_up_to_the_schema_maximum_give_valid_item_seeds():
+    from data.datasets import item_seed
+
+    for seed in (0, 20240101, 2**31 - 1):
+        for epoch, index in ((0, 0), (199, 10**7)):
+            value = item_seed(seed, epoch, index)
+            assert 0 <= value < 2**63
+            torch.Generator().manual_seed(value)  # raised OverflowError before
+    assert item_seed(0, 3, 5) == (0 * 1_000_003 + 3) * 1_000_003 + 5  # small seeds keep their streams
 
 
 def test_missing_folder_and_bad_header_are_clear_errors(tmp_path):
@@ -155,10 +195,25 @@ def test_unterminated_quote_and_aliases_of_one_file(tmp_path, caplog):
     assert any("unterminated quote" in line for line in lines)
 
 
-def test_a_batch_needs_two_usable_items(tiny_text_tower):
-    from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
+def test_an_eps_named_jpg_is_never_opened_as_eps(tmp_path, caplog):
+    from PIL import EpsImagePlugin
 
-    collate = PairCollate(CaptionTokenizer(load_hf_tokenizer(str(tiny_text_tower)), 16))
-    assert collate([None, (torch.zeros(3, 8, 8), "a red circle")]) is None
-    images, ids = collate([(torch.zeros(3, 8, 8), "a red circle"), (torch.ones(3, 8, 8), "a blue square")])
-    assert images.shape == (2, 3, 8, 8) and ids.shape[0] == 2
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "images" / "good.png")
+    Image.new("RGB", (8, 8)).save(root / "images" / "good2.png")
+    Image.new("RGB", (8, 8)).save(root / "images" / "fake.jpg", format="EPS")  # PostScript, named .jpg
+    assert (root / "images" / "fake.jpg").read_bytes().startswith(b"%!PS")
+    (root / "captions.csv").write_text("filename,caption\ngood.png,a\ngood2.png,b\nfake.jpg,c\n")
+    calls = []
+    original = EpsImagePlugin.EpsImageFile._open
+    EpsImagePlugin.EpsImageFile._open = lambda self: calls.append(1) or original(self)
+    try:
+        table, lines = read_logged(caplog, str(root))
+        with pytest.raises(ImageProblem, match="not an image file"):
+            open_image_rgb(str(root / "images" / "fake.jpg"))
+    finally:
+        EpsImagePlugin.EpsImageFile._open = original
+    assert [r.filename for r in table.images] == ["good.png", "good2.png"]
+    assert any("'fake.jpg': not an image file" in line for line in lines)
+    assert calls == []  # the EPS parser (and Ghostscript behind it) was never reached

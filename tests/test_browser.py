@@ -2,15 +2,12 @@
 classify, switch language."""
 import csv
 import os
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from retrieval.searcher import Searcher
 from service.app import create_app
+from tests.conftest import serve_in_thread
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
@@ -19,20 +16,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 
 @pytest.fixture(scope="module")
 def server_url(tiny_index):
-    app = create_app(Searcher(str(tiny_index)))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(Searcher(str(tiny_index)))) as url:
+        yield url
 
 
 def test_search_upload_and_classify_in_chromium(server_url, tiny_dataset, tmp_path):

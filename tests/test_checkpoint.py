@@ -48,3 +48,21 @@ def test_missing_and_foreign_files_are_clear_errors(tmp_path):
     (tmp_path / "text.pt").write_text("hello")
     with pytest.raises(UserError, match="refusing to load"):
         read_checkpoint(str(tmp_path / "text.pt"))
+
+
+def test_atomic_write_fsyncs_the_file_then_its_folder(tmp_path, monkeypatch):
+    import json
+    import stat
+
+    from utils.atomic_file import atomic_write_json
+
+    synced, real_fsync = [], os.fsync
+
+    def spy(fd):
+        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write_json(str(tmp_path / "a.json"), {"x": 1})
+    assert synced == ["file", "folder"]  # the data, then the rename
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1}

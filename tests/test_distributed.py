@@ -1,5 +1,7 @@
 """torchrun/DDP: the global-batch loss gives each step the gradient of one process holding the whole batch."""
+import json
 import os
+import shutil
 
 import torch
 import torch.distributed as dist
@@ -8,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models import load_checkpoint
 from tests.conftest import run_script
-from tests.test_end_to_end import train_args
+from tests.test_end_to_end import assert_same_run, kill_during_run, train_args
 from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
 from training.step import grad_cache_step, plain_step
 
@@ -18,7 +20,7 @@ CPU = torch.device("cpu")
 def _rank_worker(rank, world, checkpoint, rendezvous, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
-        for mode in ("plain", "cache"):
+        for mode in ("plain", "cache", "compiled-cache"):
             model, _, tokenizer = load_checkpoint(checkpoint)
             model.logit_scale.requires_grad_(True)
             model.eval()  # per-rank BatchNorm statistics would differ from the full batch's
@@ -26,6 +28,8 @@ def _rank_worker(rank, world, checkpoint, rendezvous, out_dir):
             half = images.shape[0] // world
             local_images, local_ids = images[rank * half:(rank + 1) * half], ids[rank * half:(rank + 1) * half]
             ddp = DistributedDataParallel(model)
+            if mode == "compiled-cache":  # as train.py wraps them: compile(DDP(model))
+                ddp = torch.compile(ddp, backend="eager")
             if mode == "plain":
                 plain_step(ddp, local_images, local_ids, CPU, None, NoScaler())
             else:
@@ -46,22 +50,58 @@ def test_two_process_gradient_equals_one_process_on_the_global_batch(tiny_checkp
     reference = gradients(model)
     assert_same(reference, torch.load(tmp_path / "plain.pt"))
     assert_same(reference, torch.load(tmp_path / "cache.pt"))  # gradient cache under DDP, chunks per rank
+    assert_same(reference, torch.load(tmp_path / "compiled-cache.pt"))  # no_sync found inside the compiled wrapper
 
 
-def test_torchrun_two_processes_train_and_evaluate(tiny_checkpoint, tiny_dataset, tmp_path):
-    result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                        *train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "2",
-                                    "--grad-cache-chunk", "4"))
+def torchrun(port, *args):
+    return ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), *args]
+
+
+def test_torchrun_validation_measures_best_pt_and_resume_after_sigkill_is_exact(tiny_checkpoint, tiny_dataset,
+                                                                                tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+
+    def args(out, port):  # the demo's loader settings: 2 persistent workers per process
+        return torchrun(port, *train_args(tiny_checkpoint, tiny_dataset, out, "--epochs", "3",
+                                          "--grad-cache-chunk", "4", "--num-workers", "2"))
+
+    result = run_script(*args(straight, 29517))
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 processes x 8" in result.stdout and result.stdout.count("epoch 2/2") == 1  # rank 0 prints
-    last = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert last["training"]["epoch"] == 2 and len(last["training"]["rng"]) == 2
+    assert "2 processes x 8" in result.stdout and result.stdout.count("epoch 3/3") == 1  # rank 0 reports
+    last = torch.load(straight / "last.pt", weights_only=True)
+    assert last["training"]["epoch"] == 3 and len(last["training"]["rng"]) == 2
     assert last["training"]["metrics"]["images"] == 16 and last["training"]["metrics"]["captions"] == 80
-    resumed = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
-                         *train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "2", "--grad-cache-chunk",
-                                     "4", "--resume", str(tmp_path / "last.pt")))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.stdout.count("at epoch 2, step 6") == 1  # rank 0 reports; every rank restored its RNG
-    result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tmp_path / "best.pt"),
+
+    # The recall logged for the best epoch is what eval.py measures on best.pt (rank 0's BatchNorm buffers).
+    logged = torch.load(straight / "best.pt", weights_only=True)["training"]["metrics"]
+    result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(straight / "best.pt"),
                         "--valid-data", str(tiny_dataset / "valid"), "--output", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr
+    measured = json.loads((tmp_path / "r.json").read_text())
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
+        assert abs(measured[key] - logged[key]) <= 1e-6, (key, measured[key], logged[key])
+
+    epoch_at_kill = kill_during_run(args(killed, 29518), killed)
+    assert epoch_at_kill < 3
+    resumed = run_script(*args(killed, 29519), "--resume", str(killed / "last.pt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count(f"at epoch {epoch_at_kill}, step {3 * epoch_at_kill}") == 1, resumed.stdout  # rank 0 reports
+    assert_same_run(straight, killed)
+
+
+def test_torchrun_survives_images_that_fail_to_decode_mid_epoch(tiny_checkpoint, tiny_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    names = sorted(p.name for p in (data / "train" / "images").iterdir())
+    broken = [names[5], names[20], names[33]]
+    for name in broken:  # header readable, pixels not: found only when a worker decodes it
+        path = data / "train" / "images" / name
+        path.write_bytes(path.read_bytes()[:int(path.stat().st_size * 0.6)])
+    result = run_script(*torchrun(29520, *train_args(tiny_checkpoint, data, tmp_path / "out", "--epochs", "2",
+                                                     "--num-workers", "2", "--grad-cache-chunk", "4")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("epoch 2/2") == 1 and "Traceback" not in result.stderr
+    for name in broken:
+        assert 1 <= result.stderr.count(f"'{name}' cannot be decoded") <= 2, name  # once per rank at most
+    history = torch.load(tmp_path / "out" / "last.pt", weights_only=True)["training"]["history"]
+    assert [item["step"] for item in history] == [3, 6]  # no step skipped on any rank

@@ -58,29 +58,48 @@ def test_a_new_run_never_overwrites_an_earlier_one_by_accident(tiny_checkpoint, 
     assert (tmp_path / "best.pt").read_bytes() == b"precious"
 
 
-def test_resume_after_sigkill_reaches_the_same_result(tiny_checkpoint, tiny_dataset, tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, straight, "--epochs", "4"))
-    assert result.returncode == 0, result.stderr
+def descendants(root):
+    """Every process below ``root`` (children, their children, ...), from /proc."""
+    children = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])  # field 4; the name may hold spaces
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
-    process = subprocess.Popen([sys.executable, *train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "4")],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (killed / "last.pt").exists() and process.poll() is None and time.time() < deadline:
+
+def kill_during_run(args, out, after_seconds=0.3, timeout=240):
+    """Start ``args``, SIGKILL it and every process it started soon after the first last.pt exists (so
+    mid-way through a later epoch), and return the epoch that last.pt holds."""
+    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (out / "last.pt").exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL
-    epoch_at_kill = torch.load(killed / "last.pt", weights_only=True)["training"]["epoch"]
-    assert epoch_at_kill < 4
+    time.sleep(after_seconds)
+    for pid in [process.pid, *descendants(process.pid)]:  # torchrun starts its workers in their own sessions
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+    return torch.load(out / "last.pt", weights_only=True)["training"]["epoch"]
 
-    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "4",
-                                    "--resume", str(killed / "last.pt")))
-    assert result.returncode == 0, result.stderr
-    assert f"resumed {killed / 'last.pt'} at epoch {epoch_at_kill}" in result.stdout
-    a = torch.load(straight / "last.pt", weights_only=True)
-    b = torch.load(killed / "last.pt", weights_only=True)
+
+def assert_same_run(a_dir, b_dir):
+    """Bitwise-equal weights, equal history (timing aside) and best metric in two runs' last.pt."""
+    a = torch.load(a_dir / "last.pt", weights_only=True)
+    b = torch.load(b_dir / "last.pt", weights_only=True)
     for name, tensor in a["state_dict"].items():
-        assert torch.equal(tensor, b["state_dict"][name]), name
+        assert torch.equal(tensor, b["state_dict"][name]), (name, (tensor.float() - b["state_dict"][name].float()).abs().max())
 
     def without_timing(history):
         return [{k: v for k, v in item.items() if k not in ("samples_per_s", "train_seconds")} for item in history]
@@ -88,9 +107,44 @@ def test_resume_after_sigkill_reaches_the_same_result(tiny_checkpoint, tiny_data
     assert without_timing(a["training"]["history"]) == without_timing(b["training"]["history"])
     assert a["training"]["best-metric"] == b["training"]["best-metric"]
 
-    changed = run_script(*train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "6",
-                                     "--resume", str(killed / "last.pt")))
-    assert changed.returncode == 2 and "epochs: 4 -> 6" in changed.stderr and "--load-path" in changed.stderr
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_checkpoint, tiny_dataset, tmp_path_factory):
+    """A 4-epoch demo-config run, never stopped, with num-workers 0."""
+    out = tmp_path_factory.mktemp("straight")
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, out, "--epochs", "4"))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(uninterrupted_run, tiny_checkpoint,
+                                                                       tiny_dataset, tmp_path, workers):
+    # num-workers > 0 means persistent workers (the demo's setting); the data do not depend on the count.
+    killed = tmp_path / "killed"
+    args = train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "4", "--num-workers", str(workers))
+    epoch_at_kill = kill_during_run(args, killed)
+    assert epoch_at_kill < 4
+
+    result = run_script(*args, "--resume", str(killed / "last.pt"))
+    assert result.returncode == 0, result.stderr
+    assert f"resumed {killed / 'last.pt'} at epoch {epoch_at_kill}" in result.stdout
+    assert_same_run(uninterrupted_run, killed)
+
+    if workers == 0:
+        changed = run_script(*train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "6",
+                                         "--resume", str(killed / "last.pt")))
+        assert changed.returncode == 2 and "epochs: 4 -> 6" in changed.stderr and "--load-path" in changed.stderr
+        other_split = run_script(*args, "--valid-data", str(tiny_dataset / "train"), "--resume",
+                                 str(killed / "last.pt"))
+        assert other_split.returncode == 2 and "valid-data:" in other_split.stderr
+
+
+def test_large_seeds_train(tiny_checkpoint, tiny_dataset, tmp_path):
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1", "--seed",
+                                    str(2**31 - 1)))
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/1" in result.stdout
 
 
 def test_unwritable_output_fails_before_training(tiny_checkpoint, tiny_dataset, tmp_path):

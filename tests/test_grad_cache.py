@@ -92,3 +92,41 @@ def test_grad_checkpointing_keeps_the_gradient(model_and_batch):
     torch.manual_seed(9)
     plain_step(model, images, ids, CPU, None, NoScaler())
     assert_same(reference, gradients(model))
+
+
+def _batch_norm_buffers(model):
+    return {name: b.clone() for name, b in model.image_backbone.named_buffers()}
+
+
+def test_grad_checkpointing_counts_each_batch_once_in_batch_norm_statistics(tiny_checkpoint):
+    model, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
+    checkpointed, _, _ = load_checkpoint(str(tiny_checkpoint))
+    checkpointed.enable_grad_checkpointing()
+    images, ids = batch(tokenizer)
+    for m in (model, checkpointed):
+        m.train()
+        torch.manual_seed(9)
+        plain_step(m, images, ids, CPU, None, NoScaler())
+    before = _batch_norm_buffers(load_checkpoint(str(tiny_checkpoint))[0])
+    reference, measured = _batch_norm_buffers(model), _batch_norm_buffers(checkpointed)
+    assert any(not torch.equal(before[n], reference[n]) for n in before)  # the step did move them
+    for name in reference:
+        assert torch.equal(reference[name], measured[name]), name  # recomputation left them alone
+
+
+def test_grad_cache_counts_each_chunk_once_in_batch_norm_statistics(tiny_checkpoint):
+    model, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
+    images, ids = batch(tokenizer)
+    model.train()
+    grad_cache_step(model, images, ids, CPU, None, NoScaler(), chunk_size=4)
+    counts = {n: int(b) for n, b in model.image_backbone.named_buffers() if n.endswith("num_batches_tracked")}
+    assert counts and set(counts.values()) == {2}  # two chunks, each counted once (the replay is not)
+
+    reference, _, _ = load_checkpoint(str(tiny_checkpoint))
+    reference.train()
+    with torch.no_grad():
+        for chunk in images.split(4):
+            reference.image_backbone(chunk)
+    for name, buffer in reference.image_backbone.named_buffers():
+        assert torch.allclose(buffer.float(), dict(model.image_backbone.named_buffers())[name].float(),
+                              atol=1e-6), name

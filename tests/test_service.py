@@ -9,7 +9,7 @@ from PIL import Image
 
 from retrieval.searcher import Searcher
 from service.app import create_app
-from tests.conftest import png_bytes, truncated_png_bytes
+from tests.conftest import png_bytes, serve_in_thread, truncated_png_bytes
 
 MAX_UPLOAD = 200_000
 
@@ -89,6 +89,27 @@ def test_upload_over_the_limit_is_refused_from_content_length_alone(tiny_index):
     response = client.post("/api/search/image", content=b"x" * 10, headers={"content-length": "99999999",
                                                                           "content-type": "multipart/form-data; boundary=z"})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_a_client_that_sends_the_whole_body_first_still_reads_the_413(tiny_index, declared):
+    """Python's http.client (as urllib and requests) writes the whole body before reading the reply."""
+    import http.client
+    from urllib.parse import urlparse
+
+    body = b"--z\r\nContent-Disposition: form-data; name=image; filename=a.png\r\n\r\n" + b"x" * 3_000_000
+    with serve_in_thread(create_app(Searcher(str(tiny_index)), max_upload_bytes=100_000)) as url:
+        connection = http.client.HTTPConnection(urlparse(url).hostname, urlparse(url).port, timeout=30)
+        headers = {"Content-Type": "multipart/form-data; boundary=z"}
+        if declared:
+            connection.request("POST", "/api/search/image", body=body, headers=headers)
+        else:  # chunked: the limit is found while counting
+            connection.request("POST", "/api/search/image", body=iter([body[i:i + 65536] for i in
+                                                                        range(0, len(body), 65536)]),
+                               headers=headers, encode_chunked=True)
+        response = connection.getresponse()
+        assert response.status == 413 and b"upload larger than" in response.read()
+        connection.close()
 
 
 def test_concurrent_requests_all_succeed(client, tiny_dataset):

@@ -22,7 +22,7 @@ from training.run_log import RunLog
 from training.step import grad_cache_step, plain_step
 from utils.atomic_file import check_writable
 from utils.device import amp_dtype, precision_notice, resolve_device
-from utils.distributed import all_gather_objects, barrier, init_distributed, shutdown
+from utils.distributed import all_gather_objects, barrier, broadcast_buffers, init_distributed, shutdown
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -136,9 +136,13 @@ def _train(config, job, device):
                                      drop_last=True)
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator())
+    # The loader draws its workers' base seed from its own generator, not the global one: a resumed run
+    # creates its iterator at another epoch than an uninterrupted run with persistent workers, and a draw
+    # from the global generator there would shift every later dropout mask.
     loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
                         collate_fn=PairCollate(tokenizer), num_workers=workers, pin_memory=pin_memory,
-                        persistent_workers=persistent, prefetch_factor=4 if workers else None)
+                        persistent_workers=persistent, prefetch_factor=4 if workers else None,
+                        generator=torch.Generator().manual_seed(config["seed"]))
 
     logger.info(precision_notice(device, config["use-amp"], dtype))
     logger.info(speed_notice(config, device, dtype, pin_memory, persistent))
@@ -158,6 +162,9 @@ def _train(config, job, device):
         step, loss_sum, batches, samples = train_one_epoch(
             model, trained, loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job, log)
         seconds = time.perf_counter() - started
+        # DDP keeps BatchNorm statistics per rank (each saw its own last batch); best.pt holds rank 0's, so
+        # every rank validates with rank 0's, as the next training forward would use them anyway.
+        broadcast_buffers(trained)
         metrics = evaluate_table(trained, tokenizer, valid_table, eval_transform(image_size), local_batch,
                                  workers, device, dtype)
         record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(batches, 1),
@@ -183,10 +190,7 @@ def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config
     loss_sum, batches, samples, started = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config['epochs']}", file=sys.stdout, mininterval=2,
                disable=None if job.is_main else True, dynamic_ncols=True, leave=False)
-    for batch in bar:
-        if batch is None:
-            continue
-        images, input_ids = batch
+    for images, input_ids in bar:
         images = images.to(device, non_blocking=True)
         if config["channels-last"]:
             images = images.contiguous(memory_format=torch.channels_last)

@@ -8,6 +8,7 @@ from contextlib import nullcontext
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from models.batch_norm import frozen_batch_norm_statistics
 from models.loss import contrastive_loss
 from utils.device import autocast
 from utils.distributed import gather_features
@@ -50,7 +51,8 @@ def grad_cache_step(model, images, input_ids, device, dtype, scaler, chunk_size,
     3. Re-embed each chunk with a graph, replaying its RNG state so dropout draws the same masks, and
        back-propagate the cached embedding gradients. Parameter gradients accumulate over chunks; under DDP
        they are all-reduced once, on the last chunk.
-    BatchNorm layers see chunk statistics (and update running statistics in both passes).
+    BatchNorm layers normalise with each chunk's statistics (not the batch's) and update their running
+    statistics once per chunk, in the first pass; the replay leaves them as they are.
     Returns the loss tensor (non-finite: returned before any backward).
     """
     chunks = list(zip(images.split(chunk_size), input_ids.split(chunk_size)))
@@ -72,10 +74,12 @@ def grad_cache_step(model, images, input_ids, device, dtype, scaler, chunk_size,
     image_grads = image_features.grad.split(chunk_size)
     text_grads = text_features.grad.split(chunk_size)
     after = _rng_snapshot(device)
-    is_ddp = isinstance(model, DistributedDataParallel)
+    # torch.compile wraps the DDP module: its no_sync is on the module inside.
+    ddp = getattr(model, "_orig_mod", model)
+    is_ddp = isinstance(ddp, DistributedDataParallel)
     for index, (chunk_images, chunk_ids) in enumerate(chunks):
         last = index == len(chunks) - 1
-        with model.no_sync() if is_ddp and not last else nullcontext():
+        with ddp.no_sync() if is_ddp and not last else nullcontext(), frozen_batch_norm_statistics(model):
             if replay_rng:
                 _rng_restore(states[index], device)
             image_part, text_part, logit_scale = _forward(model, chunk_images, chunk_ids, device, dtype)

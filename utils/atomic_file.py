@@ -1,4 +1,5 @@
-"""Atomic file writes: write a temporary file in the target folder, fsync, then rename over the target.
+"""Atomic file writes: write a temporary file in the target folder, fsync, rename over the target, fsync the
+folder.
 
 A crash or kill mid-write leaves the previous file intact (rename is atomic on POSIX filesystems).
 """
@@ -29,12 +30,28 @@ def atomic_write(path, write, binary=True):
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(temporary, path)
+        temporary = None
+        _fsync_directory(directory)
     except BaseException as error:
         if temporary and os.path.exists(temporary):
             os.remove(temporary)
         if isinstance(error, OSError):
             raise UserError(f"cannot write '{path}': {error.strerror or error}") from None
         raise
+
+
+def _fsync_directory(directory):
+    """Make the rename itself durable: without this a power loss can bring back the old directory entry."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems and platforms cannot open a directory; the rename is still atomic
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def atomic_write_json(path, data):

@@ -64,6 +64,13 @@ def all_gather_objects(value):
     return gathered
 
 
+def broadcast_buffers(module, source=0):
+    """Copy ``source``'s buffers (BatchNorm running statistics) to every rank, in place."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, source)
+
+
 def barrier():
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

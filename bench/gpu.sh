@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# One GPU, under 10 minutes: RN50 + RoBERTa-base, batch 192, bf16 -> samples/s, peak memory, MFU,
-# largest batch with and without the gradient cache. Usage: bash bench/gpu.sh [extra gpu_step.py flags]
+# The prepared GPU check (one H100/H200, well under 8 minutes): every CUDA path of training PASS/FAIL, then
+# RN50 + RoBERTa-base samples/s, memory, MFU, largest batches and open_clip side by side; a JSON report.
+#   bash bench/gpu.sh [--out gpu-report.json]        rehearsal anywhere: bash bench/gpu.sh --device cpu --quick
+# PYTHON picks the interpreter (default: .venv/bin/python if present, else python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-.venv/bin/python}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'bf16', torch.cuda.is_bf16_supported())"
-timeout 540 "$PY" bench/gpu_step.py "$@"
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+timeout 480 "$PYTHON" bench/gpu_check.py "$@"

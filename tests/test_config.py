@@ -176,3 +176,13 @@ def test_every_training_key_decides_whether_it_defines_the_run():
         assert name in RUN_DEFINING_KEYS, name
     for name in ("num-workers", "device", "resume", "overwrite", "log-dir", "compile"):
         assert name not in RUN_DEFINING_KEYS, name
+
+
+def test_early_stop_counts_epochs_without_a_better_mean_recall():
+    from training.loop import stop_early
+
+    assert not stop_early([0.1, 0.2, 0.2], 0)  # 0 = off
+    assert not stop_early([0.1, 0.2], 2)  # not enough epochs yet
+    assert stop_early([0.1, 0.3, 0.3, 0.2], 2)  # two epochs, none above 0.3
+    assert not stop_early([0.1, 0.3, 0.2, 0.31], 2)  # the last one improved
+    assert stop_early([0.5, 0.5], 1)  # equal is not better

@@ -174,3 +174,25 @@ def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_data
         loop.train(config)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["training"]["epoch"] == 1
+
+
+def test_validate_first_logs_the_starting_model_and_early_stop_ends_a_stalled_run(tiny_checkpoint, tiny_dataset,
+                                                                                  tmp_path):
+    # lr 0 and locked towers (BatchNorm statistics too): every epoch's recall equals the starting model's.
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "5", "--validate-first",
+                                    "true", "--early-stop-patience", "2", "--learning-rate", "0", "--lock-image",
+                                    "true", "--lock-text", "true"))
+    assert result.returncode == 0, result.stderr
+    assert "epoch 0/5  before training" in result.stdout and "early stop" in result.stdout
+    history = [json.loads(line) for line in (tmp_path / "logs/metrics.jsonl").read_text().splitlines()]
+    assert [item["epoch"] for item in history] == [0, 1, 2]  # stopped after 2 epochs without a better recall
+    assert history[0]["train_loss"] is None and (tmp_path / "logs/curves.png").is_file()
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["training"]["epoch"] == 0
+
+    output = tmp_path / "start.json"
+    evaluated = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tiny_checkpoint),
+                           "--valid-data", str(tiny_dataset / "valid"), "--output", str(output))
+    assert evaluated.returncode == 0, evaluated.stderr
+    start = json.loads(output.read_text())
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
+        assert history[0][key] == pytest.approx(start[key], abs=1e-9), key  # eval.py's numbers, as epoch 0

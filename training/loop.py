@@ -152,6 +152,24 @@ def _train(config, job, device):
                 f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps_per_epoch} "
                 f"steps/epoch, epochs {start_epoch + 1}..{config['epochs']}")
     log = RunLog(config["log-dir"], history, purge_step=step if resumed else None) if job.is_main else None
+    scores = [item["mean_recall"] for item in history]  # every rank keeps them: all must stop together
+
+    def validate(epoch, train_loss, samples_per_s, seconds):
+        """Validate, log and save the epoch (0: the starting model); returns the new best mean recall."""
+        # DDP keeps BatchNorm statistics per rank (each saw its own last batch); best.pt holds rank 0's, so
+        # every rank validates with rank 0's, as the next training forward would use them anyway.
+        broadcast_buffers(trained)
+        metrics = evaluate_table(trained, tokenizer, valid_table, eval_transform(image_size), local_batch,
+                                 workers, device, dtype)
+        record = {"epoch": epoch, "step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
+                  "temperature": 1.0 / trained.scale().item(), "samples_per_s": samples_per_s,
+                  "train_seconds": seconds, **metrics, "mean_recall": mean_recall(metrics)}
+        scores.append(record["mean_recall"])
+        return validate_and_save(record, best, config, trained, spec, payload["tokenizer"], optimizer, scheduler,
+                                 scaler, job, log)
+
+    if config["validate-first"] and resumed is None:
+        best = validate(0, None, None, 0.0)
     for epoch in range(start_epoch, config["epochs"]):
         dataset.set_epoch(epoch)
         if job.enabled:
@@ -162,21 +180,24 @@ def _train(config, job, device):
         step, loss_sum, batches, samples = train_one_epoch(
             model, trained, loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job, log)
         seconds = time.perf_counter() - started
-        # DDP keeps BatchNorm statistics per rank (each saw its own last batch); best.pt holds rank 0's, so
-        # every rank validates with rank 0's, as the next training forward would use them anyway.
-        broadcast_buffers(trained)
-        metrics = evaluate_table(trained, tokenizer, valid_table, eval_transform(image_size), local_batch,
-                                 workers, device, dtype)
-        record = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(batches, 1),
-                  "lr": scheduler.get_last_lr()[0], "temperature": 1.0 / trained.scale().item(),
-                  "samples_per_s": samples / seconds, "train_seconds": seconds, **metrics,
-                  "mean_recall": mean_recall(metrics)}
-        best = validate_and_save(record, best, config, trained, spec, payload["tokenizer"], optimizer, scheduler,
-                                 scaler, job, log)
+        best = validate(epoch + 1, loss_sum / max(batches, 1), samples / seconds, seconds)
+        if stop_early(scores, config["early-stop-patience"]):
+            break
     if log:
         log.close()
     logger.info(f"done: best mean recall {best:.4f} in {config['best-path']}; last in {config['last-path']}; "
                 f"curves in {os.path.join(config['log-dir'], 'curves.png')}")
+
+
+def stop_early(scores, patience):
+    """True when the last ``patience`` validations (0 = never) brought no mean recall above the best before."""
+    if not patience or len(scores) <= patience:
+        return False
+    best_before = max(scores[:-patience])
+    if max(scores[-patience:]) > best_before:
+        return False
+    logger.info(f"early stop: no better mean recall than {best_before:.4f} in the last {patience} epoch(s)")
+    return True
 
 
 def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job,
@@ -237,10 +258,13 @@ def validate_and_save(record, best, config, trained, spec, tokenizer_files, opti
     improved = score > best
     best = max(best, score)
     epoch = record["epoch"]
-    logger.info(f"epoch {epoch}/{config['epochs']}  loss {record['train_loss']:.4f}  "
+    trained_part = (f"loss {record['train_loss']:.4f}" if record["train_loss"] is not None
+                    else "before training")
+    speed = f"  {record['samples_per_s']:.0f} samples/s" if record["samples_per_s"] is not None else ""
+    logger.info(f"epoch {epoch}/{config['epochs']}  {trained_part}  "
                 f"i2t R@1/5/10 {record['i2t_r1']:.3f}/{record['i2t_r5']:.3f}/{record['i2t_r10']:.3f}  "
                 f"t2i R@1/5/10 {record['t2i_r1']:.3f}/{record['t2i_r5']:.3f}/{record['t2i_r10']:.3f}  "
-                f"mean {score:.4f}{'  (best)' if improved else ''}  {record['samples_per_s']:.0f} samples/s")
+                f"mean {score:.4f}{'  (best)' if improved else ''}{speed}")
     rng_states = all_gather_objects(rng_state())
     if job.is_main:
         log.epoch(record)

@@ -50,8 +50,9 @@ def plot_curves(history, path):
     import matplotlib.pyplot as plt
 
     epochs = [item["epoch"] for item in history]
+    trained = [item for item in history if item["train_loss"] is not None]  # epoch 0 (validate-first) has none
     figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    loss_axis.plot(epochs, [item["train_loss"] for item in history], marker="o")
+    loss_axis.plot([item["epoch"] for item in trained], [item["train_loss"] for item in trained], marker="o")
     loss_axis.set(title="training loss", xlabel="epoch", ylabel="loss")
     for name in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
         recall_axis.plot(epochs, [item[name] for item in history], marker=".", label=name,

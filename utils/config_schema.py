@@ -56,6 +56,11 @@ TRAIN = Schema("configs/train.yaml", [
     _train("lr-schedule", "str", "after the warmup: cosine decay to zero, or constant", run_defining=True,
            choices=("cosine", "constant")),
     _train("grad-clip", "float", "max gradient norm (0 = off)", run_defining=True, minimum=0),
+    # Both change which checkpoint is best and when the run ends.
+    _train("validate-first", "bool", "validate the starting model as epoch 0, before any step (the zero-shot "
+           "baseline of a pretrained model; best-path starts from it)", run_defining=True),
+    _train("early-stop-patience", "int", "stop after this many epochs without a better mean recall (0 = off)",
+           run_defining=True, minimum=0),
     # Speed features change rounding, not the run.
     _train("channels-last", "bool", "channels_last memory format for the image tower", run_defining=False),
     _train("lock-image", "bool", "freeze the image tower (LiT), BatchNorm statistics included", run_defining=True),

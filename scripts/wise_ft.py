@@ -1,0 +1,88 @@
+"""WiSE-FT: interpolate a zero-shot and a fine-tuned checkpoint, sweep alpha on a validation split.
+
+    python scripts/wise_ft.py --zero-shot checkpoints/pretrain.pt --fine-tuned checkpoints/best.pt \
+        --valid-data datasets/valid --alphas 0,0.25,0.5,0.75,1 --out checkpoints/wise-ft.pt
+
+Prints R@k and mean recall for every alpha and writes the checkpoint of the best alpha (or of --alpha).
+Both checkpoints must share the architecture and tokenizer (a model fine-tuned from the other).
+"""
+import argparse
+import logging
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a file: make the project's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from data.caption_table import read_caption_table  # noqa: E402
+from data.transforms import eval_transform  # noqa: E402
+from models.checkpoint import checkpoint_contents, model_from_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from models.interpolate import interpolate_weights  # noqa: E402
+from training.evaluate import evaluate_table  # noqa: E402
+from training.recall import mean_recall  # noqa: E402
+from utils.device import resolve_device  # noqa: E402
+from utils.errors import UserError, run_cli  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def parse_alphas(text):
+    try:
+        alphas = [float(value) for value in text.split(",") if value.strip()]
+    except ValueError:
+        raise UserError(f"--alphas: expected comma-separated numbers, got '{text}'") from None
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise UserError(f"--alphas: give numbers in [0, 1], got '{text}'")
+    return alphas
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zero-shot", required=True, help="the starting checkpoint (init.py's or an import)")
+    parser.add_argument("--fine-tuned", required=True, help="a checkpoint train.py fine-tuned from it")
+    parser.add_argument("--valid-data", help="dataset folder to choose alpha on (images/ + captions.csv)")
+    parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1", help="alphas to evaluate (0 = zero-shot)")
+    parser.add_argument("--alpha", type=float, help="write this alpha without a sweep")
+    parser.add_argument("--out", required=True, help="checkpoint to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    if os.path.exists(args.out) and not args.overwrite:
+        raise UserError(f"{args.out} already exists; pass --overwrite to replace it")
+    if args.alpha is None and not args.valid_data:
+        raise UserError("give --valid-data to sweep --alphas, or --alpha to write one interpolation")
+    start, end = read_checkpoint(args.zero_shot), read_checkpoint(args.fine_tuned)
+    with checkpoint_contents():
+        same_tokenizer = start["tokenizer"].keys() == end["tokenizer"].keys() and all(
+            torch.equal(start["tokenizer"][name], end["tokenizer"][name]) for name in start["tokenizer"])
+        if start["spec"] != end["spec"] or not same_tokenizer:
+            raise UserError(f"{args.zero_shot} and {args.fine_tuned} differ in architecture or tokenizer")
+    model, spec, tokenizer = model_from_checkpoint(end)
+    alphas = [args.alpha] if args.alpha is not None else parse_alphas(args.alphas)
+    scores = {}
+    if args.valid_data:
+        device = resolve_device(args.device)
+        table = read_caption_table(args.valid_data)
+        print(f"| alpha | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | mean |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for alpha in alphas:
+            model.load_state_dict(interpolate_weights(start["state_dict"], end["state_dict"], alpha))
+            metrics = evaluate_table(model.to(device), tokenizer, table, eval_transform(spec["image-size"]),
+                                     args.batch_size, 0, device, None)
+            scores[alpha] = mean_recall(metrics)
+            print(f"| {alpha:g} | " + " | ".join(f"{metrics[k]:.4f}" for k in (
+                "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")) + f" | {scores[alpha]:.4f} |")
+    alpha = args.alpha if args.alpha is not None else max(alphas, key=lambda a: scores[a])
+    model.load_state_dict(interpolate_weights(start["state_dict"], end["state_dict"], alpha))
+    save_checkpoint(args.out, model.cpu(), spec, end["tokenizer"], {
+        "wise-ft": {"alpha": alpha, "zero-shot": args.zero_shot, "fine-tuned": args.fine_tuned,
+                    "mean-recall": scores.get(alpha)}})
+    logger.info(f"wrote {args.out}: alpha {alpha:g}" + (f", mean recall {scores[alpha]:.4f}" if scores else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

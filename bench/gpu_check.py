@@ -72,13 +72,13 @@ class Fixture:
         model.load_state_dict(self.state)
         return model.to(self.device).eval()
 
-    def step(self, dtype=None, chunk=0, scaler_enabled=False, model=None, channels_last=False):
+    def step(self, dtype=None, chunk=0, scaler_enabled=False, model=None, channels_last=False, init_scale=2.0 ** 16):
         from training.step import grad_cache_step, plain_step
 
         model = model or self.fresh()
         torch.manual_seed(0)  # attention dropout draws in train mode: the same masks in every compared run
         images = self.images.contiguous(memory_format=torch.channels_last) if channels_last else self.images
-        scaler = torch.amp.GradScaler(self.device.type, enabled=scaler_enabled)
+        scaler = torch.amp.GradScaler(self.device.type, init_scale=init_scale, enabled=scaler_enabled)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
         if chunk:
             grad_cache_step(model, images, self.input_ids, self.device, dtype, scaler, chunk)
@@ -93,9 +93,16 @@ def check_precision(fixture, reference, dtype, chunk):
     if fixture.device.type != "cuda":
         raise NotApplicable("autocast applies to CUDA only")
     scaled = dtype == torch.float16
-    error = worst_relative_error(fixture.step(dtype, chunk, scaler_enabled=scaled), reference)
     name = "fp16" if scaled else "bf16"
-    return error <= TOLERANCES[name], f"relative gradient error {error:.2e} (tolerance {TOLERANCES[name]:.0e})"
+    for init_scale in (2.0 ** 16, 2.0 ** 12, 2.0 ** 8):  # an overflow makes training skip the step and lower
+        measured = fixture.step(dtype, chunk, scaler_enabled=scaled, init_scale=init_scale)  # the scale: so do we
+        if all(torch.isfinite(g).all() for g in measured.values()):
+            break
+    else:
+        return False, "non-finite gradients at every loss scale tried (2**16, 2**12, 2**8)"
+    error = worst_relative_error(measured, reference)
+    scale = f", loss scale {init_scale:g}" if scaled else ""
+    return error <= TOLERANCES[name], f"relative gradient error {error:.2e} (tolerance {TOLERANCES[name]:.0e}{scale})"
 
 
 def check_grad_cache_fp32(fixture, reference):
@@ -166,9 +173,9 @@ def check_torchrun(work, device):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_port", "29561",
                *tiny_run_args(work, device, out, 1)]
     run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
-    ok = run.returncode == 0 and "epoch 1/1" in run.stdout
-    backend = "NCCL" if device.type == "cuda" else "gloo"
-    return ok, f"{backend}, exit {run.returncode}" + ("" if ok else f": {run.stderr.strip()[-400:]}")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    ok = run.returncode == 0 and "epoch 1/1" in run.stdout and f"distributed: {backend}, 1 process" in run.stdout
+    return ok, f"{backend} process group, exit {run.returncode}" + ("" if ok else f": {run.stderr.strip()[-400:]}")
 
 
 def check_kill_and_resume(work, device):
@@ -185,6 +192,8 @@ def check_kill_and_resume(work, device):
     process.send_signal(signal.SIGKILL)
     process.wait()
     epoch = torch.load(os.path.join(killed, "last.pt"), weights_only=True)["training"]["epoch"]
+    if epoch >= 3:
+        return False, "the run finished before the kill: nothing was resumed"
     resume = subprocess.run([sys.executable, *tiny_run_args(work, device, killed, 3), "--resume",
                              os.path.join(killed, "last.pt")], cwd=ROOT, capture_output=True, text=True, timeout=240)
     if resume.returncode:
@@ -289,14 +298,20 @@ def main():
         seconds = time.perf_counter() - started
         report["checks"][name] = {"status": status, "detail": detail, "seconds": round(seconds, 1)}
         print(f"{status}  {name}: {detail}  ({seconds:.0f} s)", flush=True)
-    with open(args.out, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
+        write_report(report, args.out)  # after every check: a timeout keeps what was measured
     print(f"wrote {args.out}: {failed} failed of {len(checks)}")
     if "throughput" in report:
         numbers = report["throughput"]
         result("gpu_largest_batch", float(numbers["largest_cache"] or 0), float(numbers["largest_plain"] or 1),
                "higher", "samples per step")
     sys.exit(1 if failed else 0)
+
+
+def write_report(report, path):
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+    os.replace(temporary, path)
 
 
 def write_base_text_tower(work):

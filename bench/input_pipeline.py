@@ -55,7 +55,7 @@ def main():
     from open_clip.transform import image_transform
 
     theirs = image_transform(args.size, is_train=True)
-    ours = train_transform(args.size, 0.9, flip=False, colour=False)
+    ours = train_transform(args.size, 0.9, flip=False, color=False)
     with tempfile.TemporaryDirectory() as directory:
         paths = make_jpegs(directory, args.images)
         torch.manual_seed(0)

@@ -11,9 +11,18 @@ from utils.errors import first_line
 MAX_PIXELS = 89_478_485
 
 
-# The only formats opened, for dataset and gallery files as for uploads: EPS, PDF and the like can reach
-# external programs (Ghostscript) whatever the file is named.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def _registered(names):
+    Image.init()
+    return tuple(name for name in names if name in Image.OPEN)
+
+
+# The only formats opened, whatever a file is named: EPS and the like reach external programs (Ghostscript).
+# Dataset and gallery files: the formats PIL decodes by itself that photo datasets hold (AVIF where this
+# Pillow reads it). Untrusted uploads to the web service: the common web formats alone.
+IMAGE_FORMATS = _registered(("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "ICO", "JPEG2000", "AVIF"))
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class ImageProblem(Exception):
@@ -120,6 +129,6 @@ def _check_size(image, max_pixels=MAX_PIXELS):
 
 def _reason(error):
     if isinstance(error, UnidentifiedImageError):
-        return "not an image file PIL can read"
+        return "not an image file in a format read here (JPEG, PNG, WebP, GIF, BMP, TIFF, …)"
     return f"image too large ({first_line(error)})"
 

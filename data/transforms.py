@@ -13,7 +13,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 COLOR_WORDS = {
     "red", "green", "blue", "yellow", "orange", "purple", "violet", "pink", "brown", "black", "white", "gray",
     "grey", "cyan", "magenta", "teal", "beige", "golden", "silver", "maroon", "navy", "turquoise", "colorful",
-    "COLORFUL_KEEP", "blond", "blonde",
+    "colourful", "blond", "blonde",
 }
 CHINESE_COLORS = "红绿蓝黄橙紫粉棕褐黑白灰青金银彩"
 SIDE_WORDS = {"left", "right", "leftmost", "rightmost"}

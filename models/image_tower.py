@@ -129,6 +129,10 @@ def enable_checkpointing(backbone):
     for stage in stages:
         def forward(x, _original=stage.forward, _stage=stage):
             if _stage.training and torch.is_grad_enabled():
+                if torch.compiler.is_compiling():
+                    # Compiled graphs recompute from saved inputs without re-running the module: BatchNorm
+                    # counts the batch once already (and Dynamo cannot trace a context_fn made here).
+                    return checkpoint(_original, x, use_reentrant=False)
                 # The recomputation in backward must not count the batch in BatchNorm's statistics again.
                 return checkpoint(_original, x, use_reentrant=False,
                                   context_fn=lambda: (nullcontext(), frozen_batch_norm_statistics(_stage)))

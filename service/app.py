@@ -11,7 +11,7 @@ from fastapi import FastAPI, File, Form, HTTPException, Path, Query, UploadFile
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from data.image_file import ImageProblem, open_image_rgb
+from data.image_file import UPLOAD_FORMATS, ImageProblem, open_image_rgb
 from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, parse_labels, parse_templates, rank_labels
 from service.body_limit import BodySizeLimit
 from utils.errors import UserError
@@ -47,7 +47,7 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
         try:
             with decode_slots:
                 return open_image_rgb(io.BytesIO(data), draft_size=2 * searcher.encoder.spec["image-size"],
-                                      max_pixels=MAX_UPLOAD_PIXELS)
+                                      max_pixels=MAX_UPLOAD_PIXELS, formats=UPLOAD_FORMATS)
         except ImageProblem as problem:
             raise HTTPException(400, f"not a usable image: {problem}") from None
 

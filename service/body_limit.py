@@ -38,7 +38,9 @@ class BodySizeLimit:
             return
 
     async def _refuse(self, receive, send):
-        await self._drain(receive)
+        """Answer 413; first read and discard what the client is sending (``receive`` None: nothing is)."""
+        if receive is not None:
+            await self._drain(receive)
         body = json.dumps({"detail": f"upload larger than {self.max_bytes} bytes"}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -47,8 +49,12 @@ class BodySizeLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            if headers.get(b"expect", b"").lower() == b"100-continue":
+                # The client (curl) waits for "100 Continue" before sending: answer now, and it never uploads.
+                return await self._refuse(None, send)
             return await self._refuse(receive, send)
         received, started, refused = 0, False, False
 

@@ -50,3 +50,8 @@ def test_fast_jpeg_path_matches_the_plain_path(tmp_path):
     assert fast.shape == plain.shape and fast.dtype == plain.dtype == torch.float32
     assert abs(fast.min() - plain.min()) < 0.3 and abs(fast.max() - plain.max()) < 0.3
     assert (fast - plain).abs().mean() < 0.05
+
+
+def test_british_spelling_of_colourful_also_turns_off_jitter():
+    _, color, _ = augmentation_policy(["a colourful kite over the sea"], "auto", "auto")
+    assert color is False

@@ -99,7 +99,8 @@ def assert_same_run(a_dir, b_dir):
     a = torch.load(a_dir / "last.pt", weights_only=True)
     b = torch.load(b_dir / "last.pt", weights_only=True)
     for name, tensor in a["state_dict"].items():
-        assert torch.equal(tensor, b["state_dict"][name]), (name, (tensor.float() - b["state_dict"][name].float()).abs().max())
+        other = b["state_dict"][name]
+        assert torch.equal(tensor, other), (name, (tensor.float() - other.float()).abs().max())
 
     def without_timing(history):
         return [{k: v for k, v in item.items() if k not in ("samples_per_s", "train_seconds")} for item in history]

@@ -130,3 +130,15 @@ def test_grad_cache_counts_each_chunk_once_in_batch_norm_statistics(tiny_checkpo
     for name, buffer in reference.image_backbone.named_buffers():
         assert torch.allclose(buffer.float(), dict(model.image_backbone.named_buffers())[name].float(),
                               atol=1e-6), name
+
+
+def test_grad_checkpointing_runs_under_torch_compile(tiny_checkpoint):
+    model, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
+    model.enable_grad_checkpointing()
+    model.train()
+    images, ids = batch(tokenizer)
+    compiled = torch.compile(model, backend="aot_eager")  # Dynamo + AOTAutograd, no C compiler needed
+    loss = plain_step(compiled, images, ids, CPU, None, NoScaler())
+    assert torch.isfinite(loss) and model.image_projection.weight.grad is not None
+    counts = {int(b) for n, b in model.image_backbone.named_buffers() if n.endswith("num_batches_tracked")}
+    assert counts == {1}  # one step, counted once

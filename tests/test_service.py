@@ -112,6 +112,20 @@ def test_a_client_that_sends_the_whole_body_first_still_reads_the_413(tiny_index
         connection.close()
 
 
+def test_a_client_that_expects_100_continue_gets_the_413_without_uploading(tiny_index):
+    import socket
+    from urllib.parse import urlparse
+
+    with serve_in_thread(create_app(Searcher(str(tiny_index)), max_upload_bytes=100_000)) as url:
+        with socket.create_connection((urlparse(url).hostname, urlparse(url).port), timeout=5) as connection:
+            connection.sendall(b"POST /api/search/image HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n"
+                               b"Content-Type: multipart/form-data; boundary=z\r\nExpect: 100-continue\r\n\r\n")
+            reply = b""  # no body was sent: the answer must come anyway, and at once
+            while b"larger than" not in reply and (chunk := connection.recv(4096)):
+                reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413") and b"upload larger than" in reply
+
+
 def test_concurrent_requests_all_succeed(client, tiny_dataset):
     data = (tiny_dataset / "valid" / "images" / "000002.png").read_bytes()
 

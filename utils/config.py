@@ -184,10 +184,13 @@ def _same_file(a, b):
 
 
 def _script_defaults_path(default_path):
-    """The script's own config: relative to the working directory if it is there, else to the project."""
-    if os.path.isabs(default_path) or os.path.isfile(default_path):
-        return default_path
-    return os.path.join(_ROOT, default_path)
+    """The script's own config in this project (a relative path is taken from the project's folder)."""
+    return default_path if os.path.isabs(default_path) else os.path.join(_ROOT, default_path)
+
+
+def _config_to_read(default_path):
+    """The config read without --config: relative to the working directory if it is there, else the project's."""
+    return default_path if os.path.isfile(default_path) else _script_defaults_path(default_path)
 
 
 def _merged(keys, chain):
@@ -231,7 +234,7 @@ def load_config(schema, default_path, argv):
         raise HelpRequested(usage(schema, default_path))
     config_path, overrides = parse_overrides(argv)
     path = config_path or default_path
-    chain = _config_chain(path if config_path else _script_defaults_path(default_path))
+    chain = _config_chain(path if config_path else _config_to_read(default_path))
     defaults, default_chain = read_defaults(schema)
     if not _same_file(chain[0][0], default_chain[0][0]):
         chain = default_chain + chain

@@ -1,9 +1,12 @@
 """torchrun support: process-group set-up and the feature gather used by the global-batch loss."""
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,17 +29,20 @@ class Distributed:
 def init_distributed(device):
     """Join the torchrun job described by RANK/WORLD_SIZE/LOCAL_RANK (NCCL on CUDA, gloo on CPU).
 
-    Returns (Distributed, device): on CUDA each process takes the GPU of its LOCAL_RANK.
+    Under torchrun the process group exists even for one process (its collectives are then trivial, but the
+    backend is set up and used as in a bigger job). Returns (Distributed, device): on CUDA each process takes
+    the GPU of its LOCAL_RANK.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Distributed(), device
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    logger.info(f"distributed: {dist.get_backend()}, {world_size} process(es)")
     return Distributed(rank, world_size, local_rank), device
 
 

@@ -65,8 +65,9 @@ class ContrastiveModel(nn.Module):
         """
         self._locked = []
         notes = []
-        for enabled, groups, unlocked, label in ((image, _image_layers(self.image_backbone), image_unlocked, "image"),
-                                                 (text, _text_layers(self.text_tower.encoder), text_unlocked, "text")):
+        image_layers, text_layers = self.tower_layers()
+        for enabled, groups, unlocked, label in ((image, image_layers, image_unlocked, "image"),
+                                                 (text, text_layers, text_unlocked, "text")):
             if not enabled:
                 continue
             frozen = groups[:max(0, len(groups) - unlocked)]
@@ -76,6 +77,11 @@ class ContrastiveModel(nn.Module):
             notes.append(f"{label} tower locked except its last {min(unlocked, len(groups))} of {len(groups)} layers")
         self.train(self.training)
         return "; ".join(notes) if notes else "no tower locked"
+
+    def tower_layers(self):
+        """(image tower layers, text tower layers), each input side first: what locking and layer-wise
+        learning-rate decay count in."""
+        return _image_layers(self.image_backbone), _text_layers(self.text_tower.encoder)
 
     def train(self, mode=True):
         super().train(mode)

@@ -31,7 +31,8 @@ def test_every_config_file_is_valid():
                          (CLASSIFY, "configs/classify.yaml"), (SERVE, "configs/serve.yaml"),
                          (EXPORT, "configs/export.yaml"), (INIT, "configs/demo-pretrained/init.yaml"),
                          (TRAIN, "configs/demo-pretrained/train.yaml"), (EVAL, "configs/demo-pretrained/eval.yaml"),
-                         (TRAIN, "configs/coco/original-train.yaml"), (TRAIN, "configs/coco/improved-train.yaml")]:
+                         (TRAIN, "configs/coco/original-train.yaml"), (TRAIN, "configs/coco/improved-train.yaml"),
+                         (TRAIN, "configs/finetune/full.yaml"), (TRAIN, "configs/finetune/locked-image.yaml")]:
         config = load_config(schema, path, [])
         assert set(config) == {key.name for key in schema} | {"config-path"}
 
@@ -123,7 +124,7 @@ def test_derived_configs_name_a_base_and_list_only_what_they_change():
     for path in derived:
         data = read_yaml(path)
         assert isinstance(data.get("base"), str), f"{path} names no base"
-        schema = TRAIN if path.endswith("train.yaml") else INIT if path.endswith("init.yaml") else EVAL
+        schema = INIT if path.endswith("init.yaml") else EVAL if path.endswith("eval.yaml") else TRAIN
         base = os.path.normpath(os.path.join(os.path.dirname(path), data["base"]))
         inherited = load_config(schema, base, [])
         repeated = [k for k, v in data.items() if k != "base" and inherited[k] == v]

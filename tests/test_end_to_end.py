@@ -181,8 +181,8 @@ def test_validate_first_logs_the_starting_model_and_early_stop_ends_a_stalled_ru
                                                                                   tmp_path):
     # lr 0 and locked towers (BatchNorm statistics too): every epoch's recall equals the starting model's.
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "5", "--validate-first",
-                                    "true", "--early-stop-patience", "2", "--learning-rate", "0", "--lock-image",
-                                    "true", "--lock-text", "true"))
+                                    "true", "--early-stop-patience", "2", "--learning-rate", "0", "--layer-decay",
+                                    "0.8", "--lock-image", "true", "--lock-text", "true"))
     assert result.returncode == 0, result.stderr
     assert "epoch 0/5  before training" in result.stdout and "early stop" in result.stdout
     history = [json.loads(line) for line in (tmp_path / "logs/metrics.jsonl").read_text().splitlines()]

@@ -13,9 +13,41 @@ def parameter_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def layer_lr_scales(model, layer_decay):
+    """{id(parameter): learning-rate factor} under layer-wise decay (as BEiT and ELECTRA fine-tune).
+
+    In each tower the last layer gets ``layer_decay``, the one before it ``layer_decay ** 2``, down to the first
+    (the stem or the embeddings) with ``layer_decay ** n``; the projections, the logit scale and anything outside
+    the towers' layer lists keep 1: the new or top parts move fastest, the pretrained bottom slowest.
+    """
+    scales = {}
+    for layers in model.tower_layers():
+        for position, layer in enumerate(layers):
+            for parameter in layer.parameters():
+                scales[id(parameter)] = layer_decay ** (len(layers) - position)
+    return scales
+
+
+def layered_parameter_groups(model, weight_decay, learning_rate, layer_decay):
+    """AdamW groups by (learning-rate factor, weight decay or not), the factor-1 groups first (the logged lr)."""
+    scales = layer_lr_scales(model, layer_decay)
+    groups = {}
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            key = (scales.get(id(parameter), 1.0), parameter.ndim >= 2)
+            groups.setdefault(key, []).append(parameter)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lr": learning_rate * scale}
+            for (scale, decays), params in sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))]
+
+
 def make_optimizer(model, config, device, total_steps):
-    """(AdamW, LambdaLR) from the config's learning-rate, weight-decay, warmup-steps and lr-schedule."""
-    optimizer = torch.optim.AdamW(parameter_groups(model, config["weight-decay"]), lr=config["learning-rate"],
-                                  fused=device.type == "cuda")
+    """(AdamW, LambdaLR) from the config's learning-rate, layer-decay, weight-decay, warmup-steps and
+    lr-schedule. Under layer-decay 1 (no decay) the groups are the two of ``parameter_groups``."""
+    if config["layer-decay"] == 1.0:
+        groups = parameter_groups(model, config["weight-decay"])
+    else:
+        groups = layered_parameter_groups(model, config["weight-decay"], config["learning-rate"],
+                                          config["layer-decay"])
+    optimizer = torch.optim.AdamW(groups, lr=config["learning-rate"], fused=device.type == "cuda")
     scheduler = warmup_cosine(optimizer, config["warmup-steps"], total_steps, config["lr-schedule"] == "cosine")
     return optimizer, scheduler

@@ -52,6 +52,8 @@ TRAIN = Schema("configs/train.yaml", [
            run_defining=True),
     _train("weight-decay", "float", "AdamW weight decay (not applied to biases, norms, logit scale)",
            run_defining=True, minimum=0),
+    _train("layer-decay", "float", "layer-wise learning-rate decay for fine-tuning: each layer down a tower gets "
+           "this factor once more (1 = off)", run_defining=True, minimum=0.01, maximum=1.0),
     _train("warmup-steps", "int", "linear warmup steps before the cosine decay", run_defining=True, minimum=0),
     _train("lr-schedule", "str", "after the warmup: cosine decay to zero, or constant", run_defining=True,
            choices=("cosine", "constant")),

@@ -2,7 +2,7 @@
 import logging
 
 from data.caption_table import read_caption_table
-from data.transforms import eval_transform
+from data.transforms import preprocess_for
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from training.evaluate import evaluate_table
 from training.recall import format_recall_table
@@ -22,7 +22,7 @@ def main(argv):
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(config["model-path"]))
     table = read_caption_table(config["valid-data"], strict=config["strict"])
     logger.info(precision_notice(device, config["use-amp"], dtype))
-    metrics = evaluate_table(model.to(device), tokenizer, table, eval_transform(spec["image-size"]),
+    metrics = evaluate_table(model.to(device), tokenizer, table, preprocess_for(spec),
                              config["batch-size"], config["num-workers"], device, dtype)
     logger.info(f"{config['model-path']} on {config['valid-data']}: {metrics['images']} images, "
                 f"{metrics['captions']} captions")

@@ -5,7 +5,7 @@ import os
 import torch
 
 from models.checkpoint import save_checkpoint
-from models.factory import model_from_towers
+from models.factory import model_from_clip, model_from_towers
 from utils.config import load_config
 from utils.config_schema import INIT
 from utils.errors import UserError, run_cli
@@ -19,14 +19,18 @@ def main(argv):
     if os.path.exists(path) and not config["overwrite"]:
         raise UserError(f"{path} already exists; pass --overwrite true to replace it")
     torch.manual_seed(config["seed"])
-    model, spec, tokenizer = model_from_towers(
-        config["image-model"], config["text-model"], config["pretrained"], config["image-weights"],
-        config["text-pooling"], config["embed-dim"], config["image-size"], config["max-length"])
+    if config["clip-model"]:
+        model, spec, tokenizer = model_from_clip(config["clip-model"], config["clip-checkpoint"])
+        source = f"{config['clip-model']} from {config['clip-checkpoint']}"
+    else:
+        model, spec, tokenizer = model_from_towers(
+            config["image-model"], config["text-model"], config["pretrained"], config["image-weights"],
+            config["text-pooling"], config["embed-dim"], config["image-size"], config["max-length"])
+        source = (f"{config['image-model']} + {config['text-model']} "
+                  f"({'pretrained' if config['pretrained'] else 'random init'})")
     save_checkpoint(path, model, spec, tokenizer.to_files())
     parameters = sum(p.numel() for p in model.parameters())
-    logger.info(f"saved {path}: {config['image-model']} + {config['text-model']} "
-                f"({'pretrained' if config['pretrained'] else 'random init'}), {parameters / 1e6:.1f}M parameters, "
-                f"embedding size {model.embed_dim}")
+    logger.info(f"saved {path}: {source}, {parameters / 1e6:.1f}M parameters, embedding size {model.embed_dim}")
 
 
 if __name__ == "__main__":

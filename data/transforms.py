@@ -51,18 +51,28 @@ class ToRGB:
         return prepare_rgb(image)
 
 
-def eval_transform(image_size):
-    """PIL image (any mode) -> FloatTensor[3, image_size, image_size], ImageNet-normalised."""
+def normalization(spec):
+    """(mean, std) a checkpoint's image tower expects: ImageNet's, unless the spec names others (a CLIP's)."""
+    return tuple(spec.get("image-mean", IMAGENET_MEAN)), tuple(spec.get("image-std", IMAGENET_STD))
+
+
+def preprocess_for(spec):
+    """The evaluation transform of a checkpoint's spec: its image size and normalisation."""
+    return eval_transform(spec["image-size"], *normalization(spec))
+
+
+def eval_transform(image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """PIL image (any mode) -> FloatTensor[3, image_size, image_size], normalised (ImageNet's by default)."""
     return T.Compose([
         ToRGB(),
         LimitAspect(1.0),
         T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
         T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        T.Normalize(mean, std),
     ])
 
 
-def train_transform(image_size, crop_scale, flip, color):
+def train_transform(image_size, crop_scale, flip, color, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """PIL image -> FloatTensor[3, image_size, image_size]: random resized crop, plus horizontal flip and
     color jitter when the captions allow them.
 
@@ -80,7 +90,7 @@ def train_transform(image_size, crop_scale, flip, color):
         steps.append(v2.RandomHorizontalFlip())
     if color:
         steps.append(v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     return v2.Compose(steps)
 
 

@@ -12,6 +12,7 @@ import torch
 
 from models.image_tower import build_image_backbone
 from models.model import ContrastiveModel
+from models.open_clip_tower import OPEN_CLIP_PREFIX, create_clip, split_clip
 from models.text_tower import TextTower, build_text_encoder
 from models.tokenizer import tokenizer_from_files
 from utils.atomic_file import atomic_write
@@ -21,7 +22,11 @@ FORMAT = "contrastive-checkpoint/1"
 
 
 def build_model(spec):
-    """Random-weight ContrastiveModel for a spec dict (see ``make_spec``)."""
+    """Random-weight ContrastiveModel for a spec dict (see ``make_spec``; an imported CLIP's spec names
+    ``open_clip:<model>``)."""
+    if spec["image-model"].startswith(OPEN_CLIP_PREFIX):
+        visual, dim, text, _ = split_clip(create_clip(spec["image-model"][len(OPEN_CLIP_PREFIX):]))
+        return ContrastiveModel(visual, dim, text, spec["pad-token-id"], spec["embed-dim"])
     backbone, image_dim = build_image_backbone(spec["image-model"])
     if image_dim != spec["image-dim"]:
         raise UserError(f"checkpoint spec image-dim {spec['image-dim']} does not match {spec['image-model']}")
@@ -102,7 +107,7 @@ def load_checkpoint(path, device="cpu"):
     model: ContrastiveModel in eval mode on ``device``; preprocess: PIL image -> FloatTensor[3,S,S];
     tokenizer: list[str] -> LongTensor[B,L].
     """
-    from data.transforms import eval_transform
+    from data.transforms import preprocess_for
 
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(path))
-    return model.to(device), eval_transform(spec["image-size"]), tokenizer
+    return model.to(device), preprocess_for(spec), tokenizer

@@ -7,6 +7,22 @@ from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
 from utils.errors import UserError
 
 
+def model_from_clip(clip_model, clip_checkpoint):
+    """(model, spec, tokenizer) from a pretrained CLIP: ``open_clip:<model name>`` and its weights file."""
+    from models.open_clip_tower import OPEN_CLIP_PREFIX, model_from_open_clip
+
+    if not clip_model.startswith(OPEN_CLIP_PREFIX):
+        raise UserError(f"clip-model '{clip_model}': give open_clip:<name>, e.g. open_clip:RN50 (Chinese-CLIP and "
+                        f"Hugging Face CLIP directories are not imported yet)")
+    if not clip_checkpoint:
+        raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
+
+    def joint_model(visual, dim, text, pad_token_id):
+        return ContrastiveModel(visual, dim, text, pad_token_id)
+
+    return model_from_open_clip(clip_model[len(OPEN_CLIP_PREFIX):], clip_checkpoint, joint_model)
+
+
 def model_from_towers(image_model, text_model, pretrained, image_weights=None, text_pooling="cls",
                       embed_dim=None, image_size=224, max_length=77):
     """Returns (model, spec, tokenizer).

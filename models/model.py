@@ -94,7 +94,7 @@ class ContrastiveModel(nn.Module):
         from models.image_tower import enable_checkpointing
 
         enable_checkpointing(self.image_backbone)
-        self.text_tower.encoder.activation_checkpointing_enable({"use_reentrant": False})
+        self.text_tower.enable_checkpointing()
 
     def forward(self, images, input_ids):
         return self.encode_image(images), self.encode_text(input_ids), self.scale()

@@ -49,8 +49,7 @@ def export_encoders(model_path, out_dir, opset=17):
 
     payload = read_checkpoint(model_path)
     model, spec, tokenizer = model_from_checkpoint(payload)
-    # Eager attention exports to plain ONNX ops; the fused SDPA kernel has no portable equivalent.
-    model.text_tower.encoder.config._attn_implementation = "eager"
+    model.text_tower.prepare_for_export()
     try:
         os.makedirs(out_dir, exist_ok=True)
         meta_path = os.path.join(out_dir, "export.json")

@@ -39,6 +39,13 @@ class TextTower(nn.Module):
         self.pooling = pooling
         self.output_dim = encoder.config.hidden_size
 
+    def enable_checkpointing(self):
+        self.encoder.activation_checkpointing_enable({"use_reentrant": False})
+
+    def prepare_for_export(self):
+        # Eager attention exports to plain ONNX ops; the fused SDPA kernel has no portable equivalent.
+        self.encoder.config._attn_implementation = "eager"
+
     def forward(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":

@@ -52,7 +52,11 @@ def load_hf_tokenizer(path):
 
 
 def tokenizer_from_files(files, max_length):
-    """Rebuild a CaptionTokenizer from ``to_files()`` output."""
+    """Rebuild a CaptionTokenizer (or an imported CLIP's OpenClipTokenizer) from ``to_files()`` output."""
+    from models.open_clip_tower import BPE_FILE, tokenizer_from_bpe_bytes
+
+    if set(files) == {BPE_FILE}:
+        return tokenizer_from_bpe_bytes(files[BPE_FILE].numpy().tobytes(), max_length)
     with tempfile.TemporaryDirectory() as directory:
         for name, data in files.items():
             if not isinstance(name, str) or os.path.basename(name) != name or name in ("", ".", ".."):

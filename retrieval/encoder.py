@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import torch
 
-from data.transforms import eval_transform
+from data.transforms import preprocess_for
 from models.checkpoint import checkpoint_contents, model_from_checkpoint, read_checkpoint
 from models.tokenizer import tokenizer_from_files
 from utils.errors import UserError, first_line
@@ -49,7 +49,7 @@ class TorchEncoder:
         self.model, self.spec, self.tokenizer = model_from_checkpoint(payload)
         self.device = torch.device(device)
         self.model.to(self.device)
-        self.preprocess = eval_transform(self.spec["image-size"])
+        self.preprocess = preprocess_for(self.spec)
         self.embed_dim = self.model.embed_dim
         self.logit_scale = self.model.scale().detach().item()
         self._lock = threading.Lock()
@@ -82,7 +82,7 @@ class OnnxEncoder:
         self.model_path = model_path
         self.fingerprint = model_fingerprint(payload)
         self.spec, self.tokenizer, self.embed_dim, self.logit_scale = _checkpoint_parts(payload)
-        self.preprocess = eval_transform(self.spec["image-size"])
+        self.preprocess = preprocess_for(self.spec)
         self._lock = threading.Lock()  # for the tokenizer; ONNX Runtime sessions are thread-safe
         meta_path = os.path.join(onnx_dir, "export.json")
         if not os.path.isfile(meta_path):

@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a file: make the project's packages impo
 import torch  # noqa: E402
 
 from data.caption_table import read_caption_table  # noqa: E402
-from data.transforms import eval_transform  # noqa: E402
+from data.transforms import preprocess_for  # noqa: E402
 from models.checkpoint import checkpoint_contents, model_from_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 from models.interpolate import interpolate_weights  # noqa: E402
 from training.evaluate import evaluate_table  # noqa: E402
@@ -70,7 +70,7 @@ def main(argv):
         print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for alpha in alphas:
             model.load_state_dict(interpolate_weights(start["state_dict"], end["state_dict"], alpha))
-            metrics = evaluate_table(model.to(device), tokenizer, table, eval_transform(spec["image-size"]),
+            metrics = evaluate_table(model.to(device), tokenizer, table, preprocess_for(spec),
                                      args.batch_size, 0, device, None)
             scores[alpha] = mean_recall(metrics)
             print(f"| {alpha:g} | " + " | ".join(f"{metrics[k]:.4f}" for k in (

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from data.caption_table import read_caption_table
 from data.datasets import PairCollate, TrainImages
-from data.transforms import augmentation_policy, eval_transform, train_transform
+from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
 from models.checkpoint import model_from_checkpoint, save_checkpoint
 from training.evaluate import evaluate_table
 from training.optimizer import make_optimizer
@@ -59,14 +59,15 @@ def train(config):
         shutdown()
 
 
-def _training_images(config, train_table, image_size):
+def _training_images(config, train_table, spec):
     """The training dataset with the configured augmentation, and a line saying what augmentation is on."""
+    image_size = spec["image-size"]
     if config["use-augment"]:
         flip, color, notice = augmentation_policy(train_table.captions, config["augment-flip"],
                                                   config["augment-color"])
-        transform = train_transform(image_size, config["augment-crop-scale"], flip, color)
+        transform = train_transform(image_size, config["augment-crop-scale"], flip, color, *normalization(spec))
     else:
-        transform, notice = eval_transform(image_size), "augmentation: off"
+        transform, notice = preprocess_for(spec), "augmentation: off"
     if len(train_table.images) < 2:
         raise UserError(f"{config['train-data']}: {len(train_table.images)} usable image(s); contrastive "
                         f"training needs at least 2")
@@ -111,8 +112,7 @@ def _train(config, job, device):
 
     train_table = read_caption_table(config["train-data"], strict=config["strict"])
     valid_table = read_caption_table(config["valid-data"], strict=config["strict"])
-    image_size = spec["image-size"]
-    dataset, augmentation_notice = _training_images(config, train_table, image_size)
+    dataset, augmentation_notice = _training_images(config, train_table, spec)
     batch_size, local_batch = _global_batch(config["batch-size"], len(dataset), job.world_size)
     steps_per_epoch = len(dataset) // batch_size
 
@@ -159,7 +159,7 @@ def _train(config, job, device):
         # DDP keeps BatchNorm statistics per rank (each saw its own last batch); best.pt holds rank 0's, so
         # every rank validates with rank 0's, as the next training forward would use them anyway.
         broadcast_buffers(trained)
-        metrics = evaluate_table(trained, tokenizer, valid_table, eval_transform(image_size), local_batch,
+        metrics = evaluate_table(trained, tokenizer, valid_table, preprocess_for(spec), local_batch,
                                  workers, device, dtype)
         record = {"epoch": epoch, "step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                   "temperature": 1.0 / trained.scale().item(), "samples_per_s": samples_per_s,

@@ -20,6 +20,10 @@ INIT = Schema("configs/init.yaml", [
     Key("embed-dim", "int", "project both towers to this size (default: the text size)", nullable=True, minimum=1),
     Key("image-size", "int", "square input side in pixels", minimum=16, maximum=4096),
     Key("max-length", "int", "tokens per caption after truncation", minimum=2, maximum=8192),
+    Key("clip-model", "str", "start from a pretrained CLIP instead of two towers: open_clip:<name> (e.g. "
+        "open_clip:RN50); the tower keys are then unused", nullable=True),
+    Key("clip-checkpoint", "str", "that CLIP's weights: an open_clip state dict (.pt/.bin) or .safetensors",
+        nullable=True),
     Key("overwrite", "bool", "replace an existing save-path"),
     _SEED,
 ])

@@ -1,0 +1,155 @@
+"""A pretrained open_clip / OpenAI CLIP as the kit's joint model: open_clip builds the architecture (its
+ModifiedResNet or ViT and its text transformer), the kit wraps it; nothing is downloaded.
+
+The image tower is CLIP's ``visual`` (it ends in CLIP's own projection), followed by the kit's image
+projection initialised to the identity; the text tower runs CLIP's ``encode_text`` (EOT pooling and text
+projection). So ``encode_image``/``encode_text`` of the imported model equal CLIP's normalised features.
+"""
+import json
+import logging
+import os
+import tempfile
+
+import torch
+from torch import nn
+
+from utils.errors import UserError, first_line
+
+OPEN_CLIP_PREFIX = "open_clip:"
+BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"  # open_clip's tokenizer vocabulary, stored in the checkpoint
+
+
+def _open_clip():
+    try:
+        import open_clip
+    except ImportError:
+        raise UserError("importing a CLIP needs the open_clip_torch package (pip install open_clip_torch)") from None
+    return open_clip
+
+
+class OpenClipText(nn.Module):
+    """CLIP's text side. forward(input_ids [B,77], attention_mask ignored: CLIP masks causally and pools the
+    EOT token) -> features [B, embed_dim]."""
+
+    def __init__(self, clip):
+        super().__init__()
+        clip.visual = nn.Identity()  # the image side lives in the kit's image tower
+        clip.logit_scale = None      # and the logit scale in the kit's model
+        self.clip = clip
+        self.output_dim = clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) \
+            else clip.text_projection.out_features
+
+    @property
+    def encoder(self):
+        """The transformer whose blocks locking counts."""
+        return self.clip.transformer
+
+    def enable_checkpointing(self):
+        self.clip.transformer.grad_checkpointing = True
+
+    def prepare_for_export(self):
+        pass  # open_clip's attention is nn.MultiheadAttention, which exports as it is
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.clip.encode_text(input_ids)
+
+
+class OpenClipTokenizer:
+    """open_clip's BPE tokenizer with the kit's interface: list[str] -> LongTensor[B, context_length]."""
+
+    def __init__(self, bpe_path, context_length):
+        self.tokenizer = _open_clip().tokenizer.SimpleTokenizer(bpe_path, context_length=context_length)
+        with open(bpe_path, "rb") as handle:
+            self._bpe = handle.read()
+        self.max_length = context_length
+        self.pad_token_id = 0
+
+    def __call__(self, texts):
+        return self.tokenizer([texts] if isinstance(texts, str) else list(texts)).long()
+
+    def to_files(self):
+        return {BPE_FILE: torch.frombuffer(bytearray(self._bpe), dtype=torch.uint8).clone()}
+
+
+def tokenizer_from_bpe_bytes(data, context_length):
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, BPE_FILE)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return OpenClipTokenizer(path, context_length)
+
+
+def create_clip(name):
+    """open_clip's model ``name`` with random weights (no download)."""
+    open_clip = _open_clip()
+    if name not in open_clip.list_models():
+        raise UserError(f"clip-model '{OPEN_CLIP_PREFIX}{name}': open_clip knows no model '{name}' "
+                        f"(see open_clip.list_models())")
+    logging.disable(logging.WARNING)  # open_clip warns "no pretrained weights loaded": ours come next
+    try:
+        return open_clip.create_model(name, pretrained=None)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def split_clip(clip):
+    """(image tower, its output size, text tower, preprocess config) from one open_clip CLIP."""
+    visual = clip.visual
+    preprocess = dict(getattr(visual, "preprocess_cfg", {}))
+    text = OpenClipText(clip)
+    return visual, text.output_dim, text, preprocess
+
+
+def read_clip_state_dict(path):
+    """The weights of an open_clip checkpoint: a state dict (.pt/.bin/.pth via torch.load(weights_only=True)
+    or .safetensors), bare or under "state_dict", with DDP's "module." prefix removed."""
+    if not os.path.isfile(path):
+        raise UserError(f"clip-checkpoint '{path}' not found: download the model's open_clip weights file "
+                        f"(e.g. RN50's from the open_clip model zoo) and point clip-checkpoint at it")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # TorchScript archives and pickled code fail here, as they should
+        raise UserError(f"clip-checkpoint '{path}' is not a weights-only state dict ({first_line(error)}); "
+                        f"OpenAI's TorchScript archives are not read: load them once with open_clip and save "
+                        f"model.state_dict()") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"clip-checkpoint '{path}' holds no state dict of tensors")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def model_from_open_clip(name, checkpoint, build_model_from_parts):
+    """(model, spec, tokenizer) of the CLIP ``name`` with the weights of ``checkpoint``.
+
+    ``build_model_from_parts(visual, dim, text, pad_token_id)`` makes the kit's ContrastiveModel.
+    """
+    open_clip = _open_clip()
+    clip = create_clip(name)
+    try:
+        clip.load_state_dict(read_clip_state_dict(checkpoint))
+    except RuntimeError as error:
+        raise UserError(f"clip-checkpoint '{checkpoint}' does not fit open_clip's '{name}': "
+                        f"{first_line(error)}") from None
+    logit_scale = clip.logit_scale.detach().clone()
+    context_length = clip.context_length
+    visual, dim, text, preprocess = split_clip(clip)
+    tokenizer = OpenClipTokenizer(os.path.join(os.path.dirname(open_clip.__file__), BPE_FILE), context_length)
+    model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id)
+    with torch.no_grad():
+        model.image_projection.weight.copy_(torch.eye(dim))
+        model.image_projection.bias.zero_()
+        model.logit_scale.copy_(logit_scale)
+    size = preprocess.get("size", 224)
+    spec = {"image-model": OPEN_CLIP_PREFIX + name, "image-dim": int(dim),
+            "text-config": json.dumps({"open_clip": name}), "text-pooling": "eot", "embed-dim": None,
+            "image-size": int(size if isinstance(size, int) else size[0]), "max-length": int(context_length),
+            "pad-token-id": tokenizer.pad_token_id,
+            "image-mean": list(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+            "image-std": list(preprocess.get("std", open_clip.OPENAI_DATASET_STD))}
+    return model, spec, tokenizer

@@ -1,0 +1,116 @@
+"""Importing a pretrained open_clip CLIP: the kit's model equals open_clip's on the same pixels and strings.
+
+The "pretrained" file is a randomly initialised CLIP written by open_clip itself (no weights can be
+downloaded here); what is tested is the import, not the weights.
+"""
+import pytest
+import torch
+
+from models import load_checkpoint
+from tests.conftest import run_script
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+
+
+@pytest.fixture(scope="module")
+def open_clip_rn50(tmp_path_factory):
+    import open_clip
+
+    torch.manual_seed(0)
+    clip = open_clip.create_model("RN50", pretrained=None).eval()
+    path = tmp_path_factory.mktemp("clip") / "rn50.pt"
+    torch.save(clip.state_dict(), path)
+    return clip, path
+
+
+@pytest.fixture(scope="module")
+def imported(open_clip_rn50, tmp_path_factory):
+    out = tmp_path_factory.mktemp("imported") / "clip.pt"
+    result = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(open_clip_rn50[1]),
+                        "--save-path", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_imported_clip_encodes_as_open_clip_does(open_clip_rn50, imported):
+    import open_clip
+
+    clip, _ = open_clip_rn50
+    model, preprocess, tokenizer = load_checkpoint(str(imported))
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    texts = ["a photo of a dog", "两只猫在沙发上", "A BIG red circle, left of a small blue square!"]
+    reference_tokens = open_clip.get_tokenizer("RN50")(texts)
+    assert torch.equal(tokenizer(texts), reference_tokens)
+    with torch.no_grad():
+        ours_image, theirs_image = model.encode_image(pixels), clip.encode_image(pixels, normalize=True)
+        ours_text, theirs_text = model.encode_text(reference_tokens), clip.encode_text(reference_tokens, normalize=True)
+    assert (ours_image - theirs_image).abs().max() <= 1e-4
+    assert (ours_text - theirs_text).abs().max() <= 1e-4
+    assert model.scale().item() == pytest.approx(clip.logit_scale.exp().item())
+    normalize = preprocess.transforms[-1]
+    assert tuple(normalize.mean) == pytest.approx(CLIP_MEAN)  # CLIP's statistics, not ImageNet's
+
+
+def test_safetensors_and_ddp_wrapped_files_import_too(open_clip_rn50, tmp_path):
+    from safetensors.torch import save_file
+
+    clip, _ = open_clip_rn50
+    state = {k: v.contiguous() for k, v in clip.state_dict().items()}
+    save_file(state, str(tmp_path / "rn50.safetensors"))
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "ddp.pt")
+    for name in ("rn50.safetensors", "ddp.pt"):
+        result = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(tmp_path / name),
+                            "--save-path", str(tmp_path / f"{name}.out.pt"))
+        assert result.returncode == 0, result.stderr
+    a, b = (torch.load(tmp_path / f"{n}.out.pt", weights_only=True)["state_dict"] for n in ("rn50.safetensors",
+                                                                                            "ddp.pt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--clip-model", "open_clip:RN50", "--clip-checkpoint", "nowhere.pt"], ["nowhere.pt", "not found"]),
+    (["--clip-model", "open_clip:NoSuchNet", "--clip-checkpoint", "x.pt"], ["NoSuchNet", "list_models"]),
+    (["--clip-model", "chinese-clip:RN50", "--clip-checkpoint", "x.pt"], ["open_clip:<name>"]),
+    (["--clip-model", "open_clip:RN50"], ["clip-checkpoint"]),
+])
+def test_bad_clip_arguments_are_one_line_errors(args, words, tmp_path):
+    result = run_script("init.py", *args, "--save-path", str(tmp_path / "x.out.pt"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    for word in words:
+        assert word in result.stderr
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    import open_clip
+
+    torch.save(open_clip.create_model("RN101", pretrained=None).state_dict(), tmp_path / "rn101.pt")
+    result = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(tmp_path / "rn101.pt"),
+                        "--save-path", str(tmp_path / "x.pt"))
+    assert result.returncode == 2 and "does not fit open_clip's 'RN50'" in result.stderr
+
+
+def test_imported_clip_works_with_eval(imported, tiny_dataset, tmp_path):
+    import json
+
+    result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(imported),
+                        "--valid-data", str(tiny_dataset / "valid"), "--output", str(tmp_path / "r.json"),
+                        "--num-workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["images"] == 16
+
+
+def test_imported_clip_indexes_searches_and_exports(imported, tiny_dataset, tmp_path):
+    import json
+
+    index = tmp_path / "index"
+    result = run_script("index.py", "--model-path", str(imported), "--data", str(tiny_dataset / "valid"),
+                        "--out", str(index))
+    assert result.returncode == 0, result.stderr
+    assert "No pretrained weights" not in result.stderr  # open_clip's random-init warning is not the user's
+    found = run_script("search.py", "--index", str(index), "--text", "a red circle", "--json", "true")
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)["results"]) == 10
+    exported = run_script("export.py", "--model-path", str(imported), "--out", str(tmp_path / "onnx"))
+    assert exported.returncode == 0, exported.stderr
+    parity = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert parity["image-max-abs-diff"] <= 1e-4 and parity["text-max-abs-diff"] <= 1e-4

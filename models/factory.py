@@ -7,19 +7,25 @@ from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
 from utils.errors import UserError
 
 
-def model_from_clip(clip_model, clip_checkpoint):
-    """(model, spec, tokenizer) from a pretrained CLIP: ``open_clip:<model name>`` and its weights file."""
-    from models.open_clip_tower import OPEN_CLIP_PREFIX, model_from_open_clip
+HF_DIRECTORY_PREFIX = "hf:"
 
-    if not clip_model.startswith(OPEN_CLIP_PREFIX):
-        raise UserError(f"clip-model '{clip_model}': give open_clip:<name>, e.g. open_clip:RN50 (Chinese-CLIP and "
-                        f"Hugging Face CLIP directories are not imported yet)")
-    if not clip_checkpoint:
-        raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
+
+def model_from_clip(clip_model, clip_checkpoint):
+    """(model, spec, tokenizer) from a pretrained CLIP: ``open_clip:<model name>`` and its weights file, or
+    ``hf:<directory>`` holding a Hugging Face CLIPModel / ChineseCLIPModel."""
+    from models.hf_clip_tower import model_from_hf_clip
+    from models.open_clip_tower import OPEN_CLIP_PREFIX, model_from_open_clip
 
     def joint_model(visual, dim, text, pad_token_id):
         return ContrastiveModel(visual, dim, text, pad_token_id)
 
+    if clip_model.startswith(HF_DIRECTORY_PREFIX):
+        return model_from_hf_clip(clip_model[len(HF_DIRECTORY_PREFIX):], joint_model)
+    if not clip_model.startswith(OPEN_CLIP_PREFIX):
+        raise UserError(f"clip-model '{clip_model}': give open_clip:<name> (e.g. open_clip:RN50, with "
+                        f"clip-checkpoint) or hf:<directory> (a Hugging Face CLIPModel or ChineseCLIPModel)")
+    if not clip_checkpoint:
+        raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
     return model_from_open_clip(clip_model[len(OPEN_CLIP_PREFIX):], clip_checkpoint, joint_model)
 
 

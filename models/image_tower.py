@@ -120,6 +120,8 @@ def enable_checkpointing(backbone):
     """
     from torch.utils.checkpoint import checkpoint
 
+    if hasattr(backbone, "enable_checkpointing"):  # towers that know their own way (imported CLIPs)
+        return backbone.enable_checkpointing()
     stages = [getattr(backbone, f"layer{i}") for i in range(1, 5) if hasattr(backbone, f"layer{i}")]
     for attribute in ("features", "blocks", "stages"):  # torchvision's features; timm's blocks / stages
         if not stages and isinstance(getattr(backbone, attribute, None), nn.Sequential):

@@ -114,3 +114,66 @@ def test_imported_clip_indexes_searches_and_exports(imported, tiny_dataset, tmp_
     assert exported.returncode == 0, exported.stderr
     parity = json.loads((tmp_path / "onnx" / "export.json").read_text())
     assert parity["image-max-abs-diff"] <= 1e-4 and parity["text-max-abs-diff"] <= 1e-4
+
+
+TEXTS = ["a photo of a dog", "两只猫在沙发上", "一个大的红色圆形在左边"]
+
+
+def _features(output):
+    """get_*_features returns a tensor (transformers 4) or an output whose pooler_output holds it (5)."""
+    return torch.nn.functional.normalize(getattr(output, "pooler_output", output), dim=-1)
+
+
+def _write_hf_clip(directory, model_type):
+    """A tiny CLIPModel / ChineseCLIPModel directory written by transformers itself (random weights)."""
+    from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPModel, CLIPConfig, CLIPModel
+
+    from scripts.make_demo_text_tower import build_tokenizer
+
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 8}
+    if model_type == "chinese_clip":
+        vocab = directory / "vocab.txt"
+        characters = sorted(set("".join(TEXTS)) - {" "}) + list("abcdefghijklmnopqrstuvwxyz")
+        vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters]) + "\n")
+        tokenizer = BertTokenizer(str(vocab))
+        text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "max_position_embeddings": 64}
+        model = ChineseCLIPModel(ChineseCLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    else:
+        tokenizer = build_tokenizer(TEXTS * 20 + ["a big red circle left of a small blue square"] * 20, 300)
+        text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 2, "max_position_embeddings": 77, "pad_token_id": tokenizer.pad_token_id,
+                "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    tokenizer.save_pretrained(str(directory))
+    model.save_pretrained(str(directory))
+    (directory / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}')
+    return model.eval(), tokenizer
+
+
+@pytest.mark.parametrize("model_type", ["chinese_clip", "clip"])
+def test_hugging_face_clip_directories_import_with_parity(model_type, tmp_path):
+    directory = tmp_path / model_type
+    directory.mkdir()
+    reference, hf_tokenizer = _write_hf_clip(directory, model_type)
+    out = tmp_path / "imported.pt"
+    result = run_script("init.py", "--clip-model", f"hf:{directory}", "--save-path", str(out))
+    assert result.returncode == 0, result.stderr
+    model, preprocess, tokenizer = load_checkpoint(str(out))
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    context = 52 if model_type == "chinese_clip" else 77
+    inputs = hf_tokenizer(TEXTS, padding=True, truncation=True, max_length=context, return_tensors="pt")
+    assert torch.equal(tokenizer(TEXTS), inputs["input_ids"])
+    with torch.no_grad():
+        assert (model.encode_image(pixels) - _features(reference.get_image_features(pixel_values=pixels))
+                ).abs().max() <= 1e-4
+        theirs = _features(reference.get_text_features(input_ids=inputs["input_ids"],
+                                                       attention_mask=inputs["attention_mask"]))
+        assert (model.encode_text(inputs["input_ids"]) - theirs).abs().max() <= 1e-4
+    assert tuple(preprocess.transforms[-1].mean) == (0.5, 0.5, 0.5)  # the directory's preprocessor config
+
+
+def test_a_directory_that_is_no_clip_is_refused(tiny_text_tower, tmp_path):
+    result = run_script("init.py", "--clip-model", f"hf:{tiny_text_tower}", "--save-path", str(tmp_path / "x.pt"))
+    assert result.returncode == 2 and "roberta" in result.stderr and "ChineseCLIPModel" in result.stderr

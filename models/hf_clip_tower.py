@@ -1,0 +1,145 @@
+"""A Hugging Face ``CLIPModel`` or ``ChineseCLIPModel`` directory (e.g. the files of
+OFA-Sys/chinese-clip-vit-base-patch16 or openai/clip-vit-base-patch32) as the kit's joint model.
+
+transformers builds the architecture; the kit wraps its vision and text models with their projections, so
+``encode_image``/``encode_text`` equal ``get_image_features``/``get_text_features``, normalised.
+"""
+import json
+import os
+
+import torch
+from torch import nn
+
+from utils.errors import UserError, first_line
+
+HF_CLIP_PREFIX = "hf-clip:"
+MODEL_TYPES = ("clip", "chinese_clip")
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CHINESE_CLIP_CONTEXT = 52  # Chinese-CLIP's own context length (its BERT could take 512)
+
+
+class HfClipVision(nn.Module):
+    """images [B,3,S,S] -> projected image features [B, projection_dim] (CLIP's pooled output)."""
+
+    def __init__(self, vision_model, projection):
+        super().__init__()
+        self.vision_model = vision_model
+        self.projection = projection
+
+    def enable_checkpointing(self):
+        raise UserError("grad-checkpointing: not available for Hugging Face CLIP image towers yet; use the "
+                        "gradient cache (grad-cache-chunk) to save memory")
+
+    def forward(self, images):
+        return self.projection(self.vision_model(pixel_values=images).pooler_output)
+
+
+class HfClipText(nn.Module):
+    """input_ids [B,L] -> projected text features [B, projection_dim].
+
+    CLIP pools its end-of-text token under a causal mask, so padding after it never matters (and CLIP's
+    tokenizer pads with that same token): no attention mask is passed. Chinese-CLIP's BERT takes the mask and
+    pools the first token.
+    """
+
+    def __init__(self, text_model, projection, model_type):
+        super().__init__()
+        self.text_model = text_model
+        self.projection = projection
+        self.model_type = model_type
+        self.output_dim = projection.out_features
+
+    @property
+    def encoder(self):
+        """The transformer whose blocks locking counts."""
+        return self.text_model
+
+    def enable_checkpointing(self):
+        if not hasattr(self.text_model, "gradient_checkpointing_enable"):
+            raise UserError("grad-checkpointing: not available for this CLIP text tower; use the gradient cache")
+        self.text_model.gradient_checkpointing_enable({"use_reentrant": False})
+
+    def prepare_for_export(self):
+        self.text_model.config._attn_implementation = "eager"
+
+    def forward(self, input_ids, attention_mask):
+        if self.model_type == "clip":
+            return self.projection(self.text_model(input_ids=input_ids).pooler_output)
+        hidden = self.text_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.projection(hidden[:, 0])
+
+
+def _config_class(model_type):
+    from transformers import ChineseCLIPConfig, CLIPConfig
+
+    return {"clip": CLIPConfig, "chinese_clip": ChineseCLIPConfig}[model_type]
+
+
+def split_hf_clip(model):
+    """(image tower, its output size, text tower) from a CLIPModel / ChineseCLIPModel."""
+    model_type = model.config.model_type
+    vision = HfClipVision(model.vision_model, model.visual_projection)
+    text = HfClipText(model.text_model, model.text_projection, model_type)
+    return vision, model.visual_projection.out_features, text
+
+
+def build_hf_clip(config_json):
+    """Random-weight towers from the config stored in a checkpoint's spec."""
+    from transformers import AutoModel
+
+    config_dict = json.loads(config_json)
+    config = _config_class(config_dict["model_type"]).from_dict(config_dict)
+    return split_hf_clip(AutoModel.from_config(config))
+
+
+def read_hf_clip(directory):
+    """(model, tokenizer, preprocess dict) from a local directory; UserError naming what is missing."""
+    from transformers import AutoConfig, AutoModel
+
+    from models.tokenizer import load_hf_tokenizer
+
+    if not os.path.isfile(os.path.join(directory, "config.json")):
+        raise UserError(f"clip-model '{HF_CLIP_PREFIX}{directory}': no config.json there; give a Hugging Face "
+                        f"CLIPModel or ChineseCLIPModel directory (config.json, weights, tokenizer files)")
+    try:
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise UserError(f"'{directory}': unreadable config.json ({first_line(error)})") from None
+    if config.model_type not in MODEL_TYPES:
+        raise UserError(f"'{directory}' holds a '{config.model_type}' model; importable: CLIPModel (clip) and "
+                        f"ChineseCLIPModel (chinese_clip)")
+    try:
+        model = AutoModel.from_pretrained(directory, local_files_only=True, use_safetensors=None)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise UserError(f"'{directory}': weights could not be loaded ({first_line(error)})") from None
+    preprocess = {}
+    path = os.path.join(directory, "preprocessor_config.json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            preprocess = json.load(handle)
+    return model.eval(), load_hf_tokenizer(directory), preprocess
+
+
+def model_from_hf_clip(directory, build_model_from_parts):
+    """(model, spec, tokenizer) of the CLIP in ``directory``; see ``model_from_open_clip``."""
+    from models.tokenizer import CaptionTokenizer
+
+    clip, hf_tokenizer, preprocess = read_hf_clip(directory)
+    model_type = clip.config.model_type
+    positions = clip.config.text_config.max_position_embeddings
+    context = positions if model_type == "clip" else min(CHINESE_CLIP_CONTEXT, positions)
+    tokenizer = CaptionTokenizer(hf_tokenizer, context)
+    vision, dim, text = split_hf_clip(clip)
+    model = build_model_from_parts(vision, dim, text, tokenizer.pad_token_id)
+    with torch.no_grad():
+        model.image_projection.weight.copy_(torch.eye(dim))
+        model.image_projection.bias.zero_()
+        model.logit_scale.copy_(clip.logit_scale.detach())
+    spec = {"image-model": HF_CLIP_PREFIX + model_type, "image-dim": int(dim),
+            "text-config": json.dumps(clip.config.to_dict(), sort_keys=True), "text-pooling": "clip",
+            "embed-dim": None, "image-size": int(clip.config.vision_config.image_size), "max-length": int(context),
+            "pad-token-id": int(tokenizer.pad_token_id),
+            "image-mean": list(preprocess.get("image_mean", CLIP_MEAN)),
+            "image-std": list(preprocess.get("image_std", CLIP_STD))}
+    return model, spec, tokenizer

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import torch
 
 from models.image_tower import build_image_backbone
+from models.cn_clip_tower import CN_CLIP_PREFIX, build_cn_clip
 from models.hf_clip_tower import HF_CLIP_PREFIX, build_hf_clip
 from models.model import ContrastiveModel
 from models.open_clip_tower import OPEN_CLIP_PREFIX, create_clip, split_clip
@@ -27,6 +28,9 @@ def build_model(spec):
     ``open_clip:<model>``)."""
     if spec["image-model"].startswith(OPEN_CLIP_PREFIX):
         visual, dim, text, _ = split_clip(create_clip(spec["image-model"][len(OPEN_CLIP_PREFIX):]))
+        return ContrastiveModel(visual, dim, text, spec["pad-token-id"], spec["embed-dim"])
+    if spec["image-model"].startswith(CN_CLIP_PREFIX):
+        visual, dim, text = build_cn_clip(spec["text-config"])
         return ContrastiveModel(visual, dim, text, spec["pad-token-id"], spec["embed-dim"])
     if spec["image-model"].startswith(HF_CLIP_PREFIX):
         vision, dim, text = build_hf_clip(spec["text-config"])

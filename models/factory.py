@@ -11,8 +11,9 @@ HF_DIRECTORY_PREFIX = "hf:"
 
 
 def model_from_clip(clip_model, clip_checkpoint):
-    """(model, spec, tokenizer) from a pretrained CLIP: ``open_clip:<model name>`` and its weights file, or
-    ``hf:<directory>`` holding a Hugging Face CLIPModel / ChineseCLIPModel."""
+    """(model, spec, tokenizer) from a pretrained CLIP: ``open_clip:<model name>`` or ``chinese-clip:<model
+    name>`` and its weights file, or ``hf:<directory>`` holding a Hugging Face CLIPModel / ChineseCLIPModel."""
+    from models.cn_clip_tower import CN_CLIP_PREFIX, model_from_cn_clip
     from models.hf_clip_tower import model_from_hf_clip
     from models.open_clip_tower import OPEN_CLIP_PREFIX, model_from_open_clip
 
@@ -21,11 +22,14 @@ def model_from_clip(clip_model, clip_checkpoint):
 
     if clip_model.startswith(HF_DIRECTORY_PREFIX):
         return model_from_hf_clip(clip_model[len(HF_DIRECTORY_PREFIX):], joint_model)
-    if not clip_model.startswith(OPEN_CLIP_PREFIX):
-        raise UserError(f"clip-model '{clip_model}': give open_clip:<name> (e.g. open_clip:RN50, with "
-                        f"clip-checkpoint) or hf:<directory> (a Hugging Face CLIPModel or ChineseCLIPModel)")
+    if not clip_model.startswith((OPEN_CLIP_PREFIX, CN_CLIP_PREFIX)):
+        raise UserError(f"clip-model '{clip_model}': give open_clip:<name> (e.g. open_clip:RN50), chinese-clip:<name> "
+                        f"(e.g. chinese-clip:RN50), each with clip-checkpoint, or hf:<directory> (a Hugging Face "
+                        f"CLIPModel or ChineseCLIPModel)")
     if not clip_checkpoint:
         raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
+    if clip_model.startswith(CN_CLIP_PREFIX):
+        return model_from_cn_clip(clip_model[len(CN_CLIP_PREFIX):], clip_checkpoint, joint_model)
     return model_from_open_clip(clip_model[len(OPEN_CLIP_PREFIX):], clip_checkpoint, joint_model)
 
 

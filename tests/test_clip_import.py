@@ -70,7 +70,8 @@ def test_safetensors_and_ddp_wrapped_files_import_too(open_clip_rn50, tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--clip-model", "open_clip:RN50", "--clip-checkpoint", "nowhere.pt"], ["nowhere.pt", "not found"]),
     (["--clip-model", "open_clip:NoSuchNet", "--clip-checkpoint", "x.pt"], ["NoSuchNet", "list_models"]),
-    (["--clip-model", "chinese-clip:RN50", "--clip-checkpoint", "x.pt"], ["open_clip:<name>"]),
+    (["--clip-model", "cn:RN50", "--clip-checkpoint", "x.pt"], ["open_clip:<name>", "chinese-clip:<name>"]),
+    (["--clip-model", "chinese-clip:RN99", "--clip-checkpoint", "x.pt"], ["RN99", "ViT-B-16"]),
     (["--clip-model", "open_clip:RN50"], ["clip-checkpoint"]),
 ])
 def test_bad_clip_arguments_are_one_line_errors(args, words, tmp_path):
@@ -148,7 +149,8 @@ def _write_hf_clip(directory, model_type):
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
     tokenizer.save_pretrained(str(directory))
     model.save_pretrained(str(directory))
-    (directory / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}')
+    (directory / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}')
     return model.eval(), tokenizer
 
 
@@ -177,3 +179,41 @@ def test_hugging_face_clip_directories_import_with_parity(model_type, tmp_path):
 def test_a_directory_that_is_no_clip_is_refused(tiny_text_tower, tmp_path):
     result = run_script("init.py", "--clip-model", f"hf:{tiny_text_tower}", "--save-path", str(tmp_path / "x.pt"))
     assert result.returncode == 2 and "roberta" in result.stderr and "ChineseCLIPModel" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def chinese_clip_rn50(tmp_path_factory):
+    """A Chinese-CLIP RN50 release file as cn_clip writes it: DDP-prefixed weights under "state_dict"."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        from cn_clip.clip.utils import create_model
+
+        torch.manual_seed(0)
+        clip = create_model("RN50@RBT3-chinese").float().eval()
+    path = tmp_path_factory.mktemp("cnclip") / "clip_cn_rn50.pt"
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in clip.state_dict().items()}}, path)
+    return clip, path
+
+
+def test_chinese_clip_release_file_imports_with_parity(chinese_clip_rn50, tmp_path):
+    from cn_clip.clip import tokenize
+
+    clip, path = chinese_clip_rn50
+    out = tmp_path / "cn.pt"
+    result = run_script("init.py", "--clip-model", "chinese-clip:RN50", "--clip-checkpoint", str(path),
+                        "--save-path", str(out))
+    assert result.returncode == 0, result.stderr
+    model, preprocess, tokenizer = load_checkpoint(str(out))
+    theirs_ids = tokenize(TEXTS)  # padded to 52
+    ours_ids = tokenizer(TEXTS)  # padded to the longest caption
+    assert torch.equal(ours_ids, theirs_ids[:, :ours_ids.shape[1]]) and not theirs_ids[:, ours_ids.shape[1]:].any()
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        theirs_image = torch.nn.functional.normalize(clip.encode_image(pixels), dim=-1)
+        theirs_text = torch.nn.functional.normalize(clip.encode_text(theirs_ids), dim=-1)
+        assert (model.encode_image(pixels) - theirs_image).abs().max() <= 1e-4
+        assert (model.encode_text(ours_ids) - theirs_text).abs().max() <= 1e-4
+    assert model.scale().item() == pytest.approx(clip.logit_scale.exp().item())
+    assert tuple(preprocess.transforms[-1].mean) == pytest.approx(CLIP_MEAN)

@@ -21,10 +21,11 @@ INIT = Schema("configs/init.yaml", [
     Key("image-size", "int", "square input side in pixels", minimum=16, maximum=4096),
     Key("max-length", "int", "tokens per caption after truncation", minimum=2, maximum=8192),
     Key("clip-model", "str", "start from a pretrained CLIP instead of two towers: open_clip:<name> (e.g. "
-        "open_clip:RN50, with clip-checkpoint) or hf:<directory> (Hugging Face CLIPModel or ChineseCLIPModel, "
-        "e.g. Chinese-CLIP's ViT-B-16); the tower keys are then unused", nullable=True),
-    Key("clip-checkpoint", "str", "that CLIP's weights: an open_clip state dict (.pt/.bin) or .safetensors",
+        "open_clip:RN50) or chinese-clip:<name> (e.g. chinese-clip:RN50), each with clip-checkpoint, or "
+        "hf:<directory> (a Hugging Face CLIPModel or ChineseCLIPModel); the tower keys are then unused",
         nullable=True),
+    Key("clip-checkpoint", "str", "that CLIP's weights file: an open_clip state dict (.pt/.bin/.safetensors) "
+        "or a Chinese-CLIP release file", nullable=True),
     Key("overwrite", "bool", "replace an existing save-path"),
     _SEED,
 ])

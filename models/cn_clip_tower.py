@@ -115,11 +115,7 @@ def model_from_cn_clip(name, checkpoint_path, build_model_from_parts):
     vocab = os.path.join(os.path.dirname(_cn_clip_utils().__file__), "vocab.txt")
     tokenizer = CaptionTokenizer(BertTokenizer(vocab, do_lower_case=True), CONTEXT_LENGTH)
     visual, dim, text = split_cn_clip(clip)
-    model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id)
-    with torch.no_grad():
-        model.image_projection.weight.copy_(torch.eye(dim))
-        model.image_projection.bias.zero_()
-        model.logit_scale.copy_(logit_scale)
+    model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id, logit_scale)
     spec = {"image-model": CN_CLIP_PREFIX + name, "image-dim": int(dim),
             "text-config": json.dumps({"chinese-clip": struct}), "text-pooling": "cls", "embed-dim": None,
             "image-size": int(resolution), "max-length": CONTEXT_LENGTH, "pad-token-id": int(tokenizer.pad_token_id),

@@ -1,4 +1,6 @@
 """Assemble a fresh joint model from the two towers (what init.py does)."""
+import torch
+
 from models.checkpoint import make_spec
 from models.image_tower import build_image_backbone, load_image_weights, read_image_weights
 from models.model import ContrastiveModel
@@ -17,8 +19,14 @@ def model_from_clip(clip_model, clip_checkpoint):
     from models.hf_clip_tower import model_from_hf_clip
     from models.open_clip_tower import OPEN_CLIP_PREFIX, model_from_open_clip
 
-    def joint_model(visual, dim, text, pad_token_id):
-        return ContrastiveModel(visual, dim, text, pad_token_id)
+    def joint_model(visual, dim, text, pad_token_id, logit_scale):
+        """The CLIP's towers joined; the image projection starts as the identity, so features stay CLIP's."""
+        model = ContrastiveModel(visual, dim, text, pad_token_id)
+        with torch.no_grad():
+            model.image_projection.weight.copy_(torch.eye(dim))
+            model.image_projection.bias.zero_()
+            model.logit_scale.copy_(logit_scale)
+        return model
 
     if clip_model.startswith(HF_DIRECTORY_PREFIX):
         return model_from_hf_clip(clip_model[len(HF_DIRECTORY_PREFIX):], joint_model)

@@ -7,7 +7,6 @@ transformers builds the architecture; the kit wraps its vision and text models w
 import json
 import os
 
-import torch
 from torch import nn
 
 from utils.errors import UserError, first_line
@@ -131,11 +130,7 @@ def model_from_hf_clip(directory, build_model_from_parts):
     context = positions if model_type == "clip" else min(CHINESE_CLIP_CONTEXT, positions)
     tokenizer = CaptionTokenizer(hf_tokenizer, context)
     vision, dim, text = split_hf_clip(clip)
-    model = build_model_from_parts(vision, dim, text, tokenizer.pad_token_id)
-    with torch.no_grad():
-        model.image_projection.weight.copy_(torch.eye(dim))
-        model.image_projection.bias.zero_()
-        model.logit_scale.copy_(clip.logit_scale.detach())
+    model = build_model_from_parts(vision, dim, text, tokenizer.pad_token_id, clip.logit_scale.detach())
     spec = {"image-model": HF_CLIP_PREFIX + model_type, "image-dim": int(dim),
             "text-config": json.dumps(clip.config.to_dict(), sort_keys=True), "text-pooling": "clip",
             "embed-dim": None, "image-size": int(clip.config.vision_config.image_size), "max-length": int(context),

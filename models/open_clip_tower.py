@@ -127,7 +127,7 @@ def read_clip_state_dict(path):
 def model_from_open_clip(name, checkpoint, build_model_from_parts):
     """(model, spec, tokenizer) of the CLIP ``name`` with the weights of ``checkpoint``.
 
-    ``build_model_from_parts(visual, dim, text, pad_token_id)`` makes the kit's ContrastiveModel.
+    ``build_model_from_parts(visual, dim, text, pad_token_id, logit_scale)`` makes the kit's model.
     """
     open_clip = _open_clip()
     clip = create_clip(name)
@@ -140,11 +140,7 @@ def model_from_open_clip(name, checkpoint, build_model_from_parts):
     context_length = clip.context_length
     visual, dim, text, preprocess = split_clip(clip)
     tokenizer = OpenClipTokenizer(os.path.join(os.path.dirname(open_clip.__file__), BPE_FILE), context_length)
-    model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id)
-    with torch.no_grad():
-        model.image_projection.weight.copy_(torch.eye(dim))
-        model.image_projection.bias.zero_()
-        model.logit_scale.copy_(logit_scale)
+    model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id, logit_scale)
     size = preprocess.get("size", 224)
     spec = {"image-model": OPEN_CLIP_PREFIX + name, "image-dim": int(dim),
             "text-config": json.dumps({"open_clip": name}), "text-pooling": "eot", "embed-dim": None,

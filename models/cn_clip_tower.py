@@ -32,6 +32,8 @@ def _cn_clip_utils():
 
 
 class ChineseClipText(nn.Module):
+    imported = True  # locking and layer decay require its layer list to cover every parameter
+
     """Chinese-CLIP's text side: its BERT (RoBERTa-wwm / RBT3) and text projection.
 
     forward(input_ids [B,L], attention_mask [B,L]) -> features [B, embed_dim] (the [CLS] token, projected),
@@ -73,7 +75,7 @@ def create_cn_clip(struct, checkpoint=None):
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # cn_clip prints its configs
             clip = utils.create_model(struct, checkpoint)
-    except (RuntimeError, KeyError) as error:
+    except (RuntimeError, KeyError, StopIteration) as error:
         raise UserError(f"the Chinese-CLIP file does not fit {struct}: {first_line(error)}") from None
     return clip.float()
 
@@ -119,5 +121,5 @@ def model_from_cn_clip(name, checkpoint_path, build_model_from_parts):
     spec = {"image-model": CN_CLIP_PREFIX + name, "image-dim": int(dim),
             "text-config": json.dumps({"chinese-clip": struct}), "text-pooling": "cls", "embed-dim": None,
             "image-size": int(resolution), "max-length": CONTEXT_LENGTH, "pad-token-id": int(tokenizer.pad_token_id),
-            "image-mean": list(MEAN), "image-std": list(STD)}
+            "image-mean": list(MEAN), "image-std": list(STD), "learned-logit-scale": True}
     return model, spec, tokenizer

@@ -29,6 +29,8 @@ def model_from_clip(clip_model, clip_checkpoint):
         return model
 
     if clip_model.startswith(HF_DIRECTORY_PREFIX):
+        if clip_checkpoint:
+            raise UserError("clip-checkpoint is not used with hf:<directory>: the weights are the directory's")
         return model_from_hf_clip(clip_model[len(HF_DIRECTORY_PREFIX):], joint_model)
     if not clip_model.startswith((OPEN_CLIP_PREFIX, CN_CLIP_PREFIX)):
         raise UserError(f"clip-model '{clip_model}': give open_clip:<name> (e.g. open_clip:RN50), chinese-clip:<name> "

@@ -19,6 +19,8 @@ CHINESE_CLIP_CONTEXT = 52  # Chinese-CLIP's own context length (its BERT could t
 
 
 class HfClipVision(nn.Module):
+    imported = True
+
     """images [B,3,S,S] -> projected image features [B, projection_dim] (CLIP's pooled output)."""
 
     def __init__(self, vision_model, projection):
@@ -35,6 +37,8 @@ class HfClipVision(nn.Module):
 
 
 class HfClipText(nn.Module):
+    imported = True  # locking and layer decay require its layer list to cover every parameter
+
     """input_ids [B,L] -> projected text features [B, projection_dim].
 
     CLIP pools its end-of-text token under a causal mask, so padding after it never matters (and CLIP's
@@ -89,7 +93,7 @@ def build_hf_clip(config_json):
 
     config_dict = json.loads(config_json)
     config = _config_class(config_dict["model_type"]).from_dict(config_dict)
-    return split_hf_clip(AutoModel.from_config(config))
+    return split_hf_clip(AutoModel.from_config(config).float())
 
 
 def read_hf_clip(directory):
@@ -117,7 +121,9 @@ def read_hf_clip(directory):
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
             preprocess = json.load(handle)
-    return model.eval(), load_hf_tokenizer(directory), preprocess
+    # Directories saved in half precision load as such; the kit trains and stores float32.
+    model.config.dtype = "float32"
+    return model.float().eval(), load_hf_tokenizer(directory), preprocess
 
 
 def model_from_hf_clip(directory, build_model_from_parts):
@@ -136,5 +142,6 @@ def model_from_hf_clip(directory, build_model_from_parts):
             "embed-dim": None, "image-size": int(clip.config.vision_config.image_size), "max-length": int(context),
             "pad-token-id": int(tokenizer.pad_token_id),
             "image-mean": list(preprocess.get("image_mean", CLIP_MEAN)),
-            "image-std": list(preprocess.get("image_std", CLIP_STD))}
+            "image-std": list(preprocess.get("image_std", CLIP_STD)),
+            "learned-logit-scale": True}
     return model, spec, tokenizer

@@ -122,6 +122,8 @@ def enable_checkpointing(backbone):
 
     if hasattr(backbone, "enable_checkpointing"):  # towers that know their own way (imported CLIPs)
         return backbone.enable_checkpointing()
+    if hasattr(backbone, "set_grad_checkpointing"):  # open_clip's (and timm's) vision transformers
+        return backbone.set_grad_checkpointing(True)
     stages = [getattr(backbone, f"layer{i}") for i in range(1, 5) if hasattr(backbone, f"layer{i}")]
     for attribute in ("features", "blocks", "stages"):  # torchvision's features; timm's blocks / stages
         if not stages and isinstance(getattr(backbone, attribute, None), nn.Sequential):

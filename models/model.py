@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.errors import UserError
+
 MAX_LOGIT_SCALE = 100.0
 
 
@@ -65,11 +67,10 @@ class ContrastiveModel(nn.Module):
         """
         self._locked = []
         notes = []
-        image_layers, text_layers = self.tower_layers()
-        for enabled, groups, unlocked, label in ((image, image_layers, image_unlocked, "image"),
-                                                 (text, text_layers, text_unlocked, "text")):
+        for enabled, unlocked, label in ((image, image_unlocked, "image"), (text, text_unlocked, "text")):
             if not enabled:
                 continue
+            groups = self._layers(label)
             frozen = groups[:max(0, len(groups) - unlocked)]
             for module in frozen:
                 module.requires_grad_(False)
@@ -80,8 +81,19 @@ class ContrastiveModel(nn.Module):
 
     def tower_layers(self):
         """(image tower layers, text tower layers), each input side first: what locking and layer-wise
-        learning-rate decay count in."""
-        return _image_layers(self.image_backbone), _text_layers(self.text_tower.encoder)
+        learning-rate decay count in. UserError for an imported CLIP tower whose layers miss parameters
+        (embeddings or projections held outside its blocks): freezing or scaling part of it would be wrong."""
+        return self._layers("image"), self._layers("text")
+
+    def _layers(self, side):
+        tower = self.image_backbone if side == "image" else self.text_tower
+        layers = _image_layers(tower) if side == "image" else _text_layers(tower.encoder)
+        covered = {id(p) for layer in layers for p in layer.parameters()}
+        partial = getattr(tower, "imported", False) or any(True for _ in tower.parameters(recurse=False))
+        if partial and any(id(p) not in covered for p in tower.parameters()):
+            raise UserError(f"lock-{side} and layer-decay are not available yet for this {side} tower "
+                            f"({type(tower).__name__}: parameters outside its layers); leave them off")
+        return layers
 
     def train(self, mode=True):
         super().train(mode)

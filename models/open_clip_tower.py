@@ -28,6 +28,8 @@ def _open_clip():
 
 
 class OpenClipText(nn.Module):
+    imported = True  # locking and layer decay require its layer list to cover every parameter
+
     """CLIP's text side. forward(input_ids [B,77], attention_mask ignored: CLIP masks causally and pools the
     EOT token) -> features [B, embed_dim]."""
 
@@ -85,11 +87,20 @@ def create_clip(name):
     if name not in open_clip.list_models():
         raise UserError(f"clip-model '{OPEN_CLIP_PREFIX}{name}': open_clip knows no model '{name}' "
                         f"(see open_clip.list_models())")
+    text_cfg = open_clip.get_model_config(name).get("text_cfg", {})
+    if "hf_model_name" in text_cfg or "hf_tokenizer_name" in text_cfg or text_cfg.get("context_length", 77) != 77:
+        raise UserError(f"clip-model '{OPEN_CLIP_PREFIX}{name}': only open_clip's plain CLIP models (BPE tokenizer, "
+                        f"context 77: RN50, RN101, ViT-B-32, ViT-L-14, ... and their -quickgelu variants) are "
+                        f"imported yet")
     logging.disable(logging.WARNING)  # open_clip warns "no pretrained weights loaded": ours come next
     try:
-        return open_clip.create_model(name, pretrained=None)
+        clip = open_clip.create_model(name, pretrained=None)
     finally:
         logging.disable(logging.NOTSET)
+    if type(clip).__name__ != "CLIP":
+        raise UserError(f"clip-model '{OPEN_CLIP_PREFIX}{name}' is an open_clip {type(clip).__name__}; only its plain "
+                        f"CLIP models are imported yet")
+    return clip
 
 
 def split_clip(clip):
@@ -147,5 +158,6 @@ def model_from_open_clip(name, checkpoint, build_model_from_parts):
             "image-size": int(size if isinstance(size, int) else size[0]), "max-length": int(context_length),
             "pad-token-id": tokenizer.pad_token_id,
             "image-mean": list(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-            "image-std": list(preprocess.get("std", open_clip.OPENAI_DATASET_STD))}
+            "image-std": list(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
+            "learned-logit-scale": True}
     return model, spec, tokenizer

@@ -73,6 +73,8 @@ def test_safetensors_and_ddp_wrapped_files_import_too(open_clip_rn50, tmp_path):
     (["--clip-model", "cn:RN50", "--clip-checkpoint", "x.pt"], ["open_clip:<name>", "chinese-clip:<name>"]),
     (["--clip-model", "chinese-clip:RN99", "--clip-checkpoint", "x.pt"], ["RN99", "ViT-B-16"]),
     (["--clip-model", "open_clip:RN50"], ["clip-checkpoint"]),
+    (["--clip-model", "open_clip:ViT-B-16-SigLIP", "--clip-checkpoint", "x.pt"], ["plain CLIP"]),
+    (["--clip-model", "hf:somewhere", "--clip-checkpoint", "x.pt"], ["not used with hf:"]),
 ])
 def test_bad_clip_arguments_are_one_line_errors(args, words, tmp_path):
     result = run_script("init.py", *args, "--save-path", str(tmp_path / "x.out.pt"))
@@ -217,3 +219,44 @@ def test_chinese_clip_release_file_imports_with_parity(chinese_clip_rn50, tmp_pa
         assert (model.encode_text(ours_ids) - theirs_text).abs().max() <= 1e-4
     assert model.scale().item() == pytest.approx(clip.logit_scale.exp().item())
     assert tuple(preprocess.transforms[-1].mean) == pytest.approx(CLIP_MEAN)
+
+
+def test_imported_resnet_image_tower_locks_and_partial_towers_refuse(imported):
+    from utils.errors import UserError
+
+    model, _, _ = load_checkpoint(str(imported))
+    assert "image tower locked" in model.lock(image=True)  # ModifiedResNet: every parameter in a layer
+    assert not any(p.requires_grad for p in model.image_backbone.parameters())
+    with pytest.raises(UserError, match="lock-text and layer-decay are not available"):
+        model.lock(text=True)  # token and positional embeddings sit outside the transformer's blocks
+
+
+def test_training_keeps_the_imported_logit_scale(imported):
+    from training.loop import _prepare_model
+
+    model, spec = load_checkpoint(str(imported))[0], read_spec(imported)
+    before = model.scale().item()
+    config = {"temperature": 0.07, "learn-temperature": True, "lock-image": False, "lock-image-unlocked": 0,
+              "lock-text": False, "lock-text-unlocked": 0, "grad-checkpointing": False, "channels-last": False}
+    _prepare_model(model, spec, config, torch.device("cpu"), None)
+    assert model.scale().item() == pytest.approx(before) and model.logit_scale.requires_grad
+
+
+def read_spec(path):
+    return torch.load(path, weights_only=True)["spec"]
+
+
+def test_a_half_precision_hugging_face_directory_imports_in_float32(tmp_path):
+    directory = tmp_path / "half"
+    directory.mkdir()
+    reference, _ = _write_hf_clip(directory, "chinese_clip")
+    reference.half().save_pretrained(str(directory))
+    out = tmp_path / "half.pt"
+    result = run_script("init.py", "--clip-model", f"hf:{directory}", "--save-path", str(out))
+    assert result.returncode == 0, result.stderr
+    model, _, _ = load_checkpoint(str(out))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = _features(reference.float().get_image_features(pixel_values=pixels))
+        assert (model.encode_image(pixels) - expected).abs().max() <= 1e-4

@@ -85,11 +85,14 @@ def _global_batch(requested, dataset_size, world_size):
     return batch_size, batch_size // world_size
 
 
-def _prepare_model(model, config, device, resumed):
+def _prepare_model(model, spec, config, device, resumed):
     """Temperature, locking, checkpointing and memory format, in place. Returns the towers' lock notice."""
-    if resumed is None:
+    if resumed is None and not spec.get("learned-logit-scale"):
         model.set_temperature(config["temperature"], config["learn-temperature"])
     else:
+        if resumed is None:  # an imported CLIP learned its temperature: the key would throw that away
+            logger.info(f"temperature: {1 / model.scale().item():.4f}, the imported CLIP's learned one (the "
+                        f"temperature key applies to models built from two towers)")
         model.logit_scale.requires_grad_(config["learn-temperature"])
     lock_notice = model.lock(config["lock-image"], config["lock-image-unlocked"], config["lock-text"],
                              config["lock-text-unlocked"])
@@ -116,7 +119,7 @@ def _train(config, job, device):
     batch_size, local_batch = _global_batch(config["batch-size"], len(dataset), job.world_size)
     steps_per_epoch = len(dataset) // batch_size
 
-    lock_notice = _prepare_model(model, config, device, resumed)
+    lock_notice = _prepare_model(model, spec, config, device, resumed)
     optimizer, scheduler = make_optimizer(model, config, device, steps_per_epoch * config["epochs"])
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, step, best, history = 0, 0, float("-inf"), []

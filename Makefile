@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install demo demo-zh demo-pretrained test serve chromium clean-demo
+.PHONY: install demo demo-zh demo-pretrained demo-finetune test serve chromium clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,21 @@ demo-pretrained: $(STAMP) pretrains/demo-roberta/config.json pretrains/all-MiniL
 	$(PY) train.py --config configs/demo-pretrained/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo-pretrained/eval.yaml
 
+# Fine-tuning without forgetting: a model pretrained on shapes, fine-tuned on 400 glyph images with each
+# recipe in configs/demo-finetune/ and WiSE-FT; prints recall on both domains (scripts/demo_finetune.py).
+FT := datasets/demo-finetune
+$(FT)/glyphs/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py scripts/demo_glyphs.py | $(STAMP)
+	$(PY) scripts/make_demo_dataset.py --out $(FT)/shapes --train 3000 --valid 500 --overwrite
+	$(PY) scripts/make_demo_dataset.py --kind glyphs --seed 1 --out $(FT)/glyphs --train 400 --valid 200 --overwrite
+
+# The stand-in for a pretrained CLIP's tokenizer: it knows both domains' words.
+pretrains/demo-finetune-roberta/config.json: $(FT)/glyphs/valid/captions.csv scripts/make_demo_text_tower.py
+	$(PY) scripts/make_demo_text_tower.py --captions $(FT)/shapes/train/captions.csv \
+		$(FT)/glyphs/train/captions.csv --out pretrains/demo-finetune-roberta
+
+demo-finetune: $(STAMP) pretrains/demo-finetune-roberta/config.json
+	$(PY) scripts/demo_finetune.py
+
 test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
@@ -70,4 +85,5 @@ serve: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh \
-		checkpoints/demo-pretrained pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth
+		checkpoints/demo-pretrained pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth \
+		$(FT) pretrains/demo-finetune-roberta checkpoints/demo-finetune

@@ -20,7 +20,8 @@ def main(argv):
         raise UserError(f"{path} already exists; pass --overwrite true to replace it")
     torch.manual_seed(config["seed"])
     if config["clip-model"]:
-        model, spec, tokenizer = model_from_clip(config["clip-model"], config["clip-checkpoint"])
+        model, spec, tokenizer = model_from_clip(config["clip-model"], config["clip-checkpoint"],
+                                                 config["clip-torchscript"])
         source = f"{config['clip-model']} from {config['clip-checkpoint']}"
     else:
         model, spec, tokenizer = model_from_towers(

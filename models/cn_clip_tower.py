@@ -51,6 +51,11 @@ class ChineseClipText(nn.Module):
         """The transformer whose blocks locking counts."""
         return self.bert
 
+    def layer_groups(self):
+        """Locking and layer decay count these, input side first: embeddings, BERT layers, projection."""
+        return [[self.bert.embeddings], *self.bert.encoder.layer,
+                [getattr(self.bert, "pooler", None), self.text_projection]]
+
     def enable_checkpointing(self):
         raise UserError("grad-checkpointing: not available for Chinese-CLIP's text tower yet; use the gradient cache")
 

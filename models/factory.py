@@ -12,9 +12,10 @@ from utils.errors import UserError
 HF_DIRECTORY_PREFIX = "hf:"
 
 
-def model_from_clip(clip_model, clip_checkpoint):
+def model_from_clip(clip_model, clip_checkpoint, torchscript=False):
     """(model, spec, tokenizer) from a pretrained CLIP: ``open_clip:<model name>`` or ``chinese-clip:<model
-    name>`` and its weights file, or ``hf:<directory>`` holding a Hugging Face CLIPModel / ChineseCLIPModel."""
+    name>`` and its weights file, or ``hf:<directory>`` holding a Hugging Face CLIPModel / ChineseCLIPModel.
+    ``torchscript``: an open_clip weights file may also be one of OpenAI's TorchScript archives."""
     from models.cn_clip_tower import CN_CLIP_PREFIX, model_from_cn_clip
     from models.hf_clip_tower import model_from_hf_clip
     from models.open_clip_tower import OPEN_CLIP_PREFIX, model_from_open_clip
@@ -38,9 +39,11 @@ def model_from_clip(clip_model, clip_checkpoint):
                         f"CLIPModel or ChineseCLIPModel)")
     if not clip_checkpoint:
         raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
+    if torchscript and not clip_model.startswith(OPEN_CLIP_PREFIX):
+        raise UserError("clip-torchscript applies to OpenAI's archives, imported as open_clip:<name>-quickgelu")
     if clip_model.startswith(CN_CLIP_PREFIX):
         return model_from_cn_clip(clip_model[len(CN_CLIP_PREFIX):], clip_checkpoint, joint_model)
-    return model_from_open_clip(clip_model[len(OPEN_CLIP_PREFIX):], clip_checkpoint, joint_model)
+    return model_from_open_clip(clip_model[len(OPEN_CLIP_PREFIX):], clip_checkpoint, joint_model, torchscript)
 
 
 def model_from_towers(image_model, text_model, pretrained, image_weights=None, text_pooling="cls",

@@ -28,6 +28,12 @@ class HfClipVision(nn.Module):
         self.vision_model = vision_model
         self.projection = projection
 
+    def layer_groups(self):
+        """Locking and layer decay count these, input side first: embeddings, blocks, final norm + projection."""
+        model = self.vision_model
+        return [[model.embeddings, getattr(model, "pre_layrnorm", None)], *model.encoder.layers,
+                [model.post_layernorm, self.projection]]
+
     def enable_checkpointing(self):
         raise UserError("grad-checkpointing: not available for Hugging Face CLIP image towers yet; use the "
                         "gradient cache (grad-cache-chunk) to save memory")
@@ -57,6 +63,13 @@ class HfClipText(nn.Module):
     def encoder(self):
         """The transformer whose blocks locking counts."""
         return self.text_model
+
+    def layer_groups(self):
+        """Locking and layer decay count these, input side first: embeddings, blocks, final norm + projection."""
+        model = self.text_model
+        blocks = model.encoder.layers if hasattr(model.encoder, "layers") else model.encoder.layer
+        return [[model.embeddings], *blocks,
+                [getattr(model, "final_layer_norm", None), getattr(model, "pooler", None), self.projection]]
 
     def enable_checkpointing(self):
         if not hasattr(self.text_model, "gradient_checkpointing_enable"):

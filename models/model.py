@@ -87,11 +87,15 @@ class ContrastiveModel(nn.Module):
 
     def _layers(self, side):
         tower = self.image_backbone if side == "image" else self.text_tower
-        layers = _image_layers(tower) if side == "image" else _text_layers(tower.encoder)
+        declared = getattr(tower, "layer_groups", None)
+        if declared is not None:  # an imported CLIP's tower: embeddings, blocks, final norm and projection
+            layers = [member if isinstance(member, nn.Module) else LayerGroup(member) for member in declared()]
+        else:
+            layers = _image_layers(tower) if side == "image" else _text_layers(tower.encoder)
         covered = {id(p) for layer in layers for p in layer.parameters()}
         partial = getattr(tower, "imported", False) or any(True for _ in tower.parameters(recurse=False))
         if partial and any(id(p) not in covered for p in tower.parameters()):
-            raise UserError(f"lock-{side} and layer-decay are not available yet for this {side} tower "
+            raise UserError(f"lock-{side} and layer-decay are not available for this {side} tower "
                             f"({type(tower).__name__}: parameters outside its layers); leave them off")
         return layers
 
@@ -110,6 +114,29 @@ class ContrastiveModel(nn.Module):
 
     def forward(self, images, input_ids):
         return self.encode_image(images), self.encode_text(input_ids), self.scale()
+
+
+class LayerGroup:
+    """Modules and loose parameters that lock and decay as one layer, e.g. a CLIP's token table with its
+    positional embedding (a bare nn.Parameter), or its final norm with its projection."""
+
+    def __init__(self, members):
+        self.members = [member for member in members if member is not None]
+
+    def parameters(self):
+        for member in self.members:
+            yield from member.parameters() if isinstance(member, nn.Module) else [member]
+
+    def requires_grad_(self, requires_grad=True):
+        for parameter in self.parameters():
+            parameter.requires_grad_(requires_grad)
+        return self
+
+    def eval(self):
+        for member in self.members:
+            if isinstance(member, nn.Module):
+                member.eval()
+        return self
 
 
 def _image_layers(backbone):

@@ -5,10 +5,12 @@ The image tower is CLIP's ``visual`` (it ends in CLIP's own projection), followe
 projection initialised to the identity; the text tower runs CLIP's ``encode_text`` (EOT pooling and text
 projection). So ``encode_image``/``encode_text`` of the imported model equal CLIP's normalised features.
 """
+import functools
 import json
 import logging
 import os
 import tempfile
+import zipfile
 
 import torch
 from torch import nn
@@ -45,6 +47,12 @@ class OpenClipText(nn.Module):
     def encoder(self):
         """The transformer whose blocks locking counts."""
         return self.clip.transformer
+
+    def layer_groups(self):
+        """Locking and layer decay count these, input side first: embeddings, blocks, final norm + projection."""
+        clip = self.clip
+        return [[clip.token_embedding, clip.positional_embedding], *clip.transformer.resblocks,
+                [clip.ln_final, clip.text_projection]]
 
     def enable_checkpointing(self):
         self.clip.transformer.grad_checkpointing = True
@@ -103,17 +111,38 @@ def create_clip(name):
     return clip
 
 
+def _vit_layer_groups(visual):
+    """open_clip VisionTransformer's layers, input side first: patch and position embeddings, blocks, head."""
+    return [[visual.conv1, visual.class_embedding, visual.positional_embedding, visual.ln_pre],
+            *visual.transformer.resblocks, [visual.ln_post, visual.proj]]
+
+
 def split_clip(clip):
     """(image tower, its output size, text tower, preprocess config) from one open_clip CLIP."""
     visual = clip.visual
+    if hasattr(visual, "class_embedding"):  # a ViT: its embeddings and projection sit outside its blocks
+        visual.layer_groups = functools.partial(_vit_layer_groups, visual)
     preprocess = dict(getattr(visual, "preprocess_cfg", {}))
     text = OpenClipText(clip)
     return visual, text.output_dim, text, preprocess
 
 
-def read_clip_state_dict(path):
+def _torchscript_state_dict(path):
+    """OpenAI's archive as open_clip reads it: its state dict, float32, less the sizes stored beside it."""
+    try:
+        archive = torch.jit.load(path, map_location="cpu")
+    except Exception as error:
+        raise UserError(f"clip-checkpoint '{path}' is neither a state dict nor a TorchScript archive "
+                        f"({first_line(error)})") from None
+    return {name: tensor.float() if tensor.is_floating_point() else tensor
+            for name, tensor in archive.state_dict().items()
+            if name not in ("input_resolution", "context_length", "vocab_size")}
+
+
+def read_clip_state_dict(path, torchscript=False):
     """The weights of an open_clip checkpoint: a state dict (.pt/.bin/.pth via torch.load(weights_only=True)
-    or .safetensors), bare or under "state_dict", with DDP's "module." prefix removed."""
+    or .safetensors), bare or under "state_dict", with DDP's "module." prefix removed. With ``torchscript``,
+    also OpenAI's TorchScript archives (their weights, in float32, without the three size entries)."""
     if not os.path.isfile(path):
         raise UserError(f"clip-checkpoint '{path}' not found: download the model's open_clip weights file "
                         f"(e.g. RN50's from the open_clip model zoo) and point clip-checkpoint at it")
@@ -125,9 +154,11 @@ def read_clip_state_dict(path):
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # TorchScript archives and pickled code fail here, as they should
+        if torchscript and zipfile.is_zipfile(path):
+            return _torchscript_state_dict(path)
         raise UserError(f"clip-checkpoint '{path}' is not a weights-only state dict ({first_line(error)}); "
-                        f"OpenAI's TorchScript archives are not read: load them once with open_clip and save "
-                        f"model.state_dict()") from None
+                        f"for one of OpenAI's TorchScript archives, from a source you trust, set clip-torchscript "
+                        f"true (or save model.state_dict() once with open_clip)") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -135,7 +166,7 @@ def read_clip_state_dict(path):
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
-def model_from_open_clip(name, checkpoint, build_model_from_parts):
+def model_from_open_clip(name, checkpoint, build_model_from_parts, torchscript=False):
     """(model, spec, tokenizer) of the CLIP ``name`` with the weights of ``checkpoint``.
 
     ``build_model_from_parts(visual, dim, text, pad_token_id, logit_scale)`` makes the kit's model.
@@ -143,7 +174,7 @@ def model_from_open_clip(name, checkpoint, build_model_from_parts):
     open_clip = _open_clip()
     clip = create_clip(name)
     try:
-        clip.load_state_dict(read_clip_state_dict(checkpoint))
+        clip.load_state_dict(read_clip_state_dict(checkpoint, torchscript))
     except RuntimeError as error:
         raise UserError(f"clip-checkpoint '{checkpoint}' does not fit open_clip's '{name}': "
                         f"{first_line(error)}") from None

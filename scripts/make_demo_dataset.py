@@ -1,8 +1,11 @@
-"""Generate the demo dataset: procedural scenes of colored shapes with paraphrased captions.
+"""Generate a demo dataset: procedural images with paraphrased captions, in one of two kinds.
 
-Writes OUT/train and OUT/valid in the datasets format (images/ + captions.csv). Every scene (the set of
-objects with their size, color, shape and grid cell) occurs once across both splits, so captions that
-describe a scene fully single out one image. Deterministic for a given --seed.
+--kind shapes (the demo): 2 or 3 colored shapes placed on a 3x3 grid (scripts/demo_shapes.py).
+--kind glyphs: one letter in a color and a style on a colored background (scripts/demo_glyphs.py).
+
+Writes OUT/train and OUT/valid in the datasets format (images/ + captions.csv). Every scene occurs once
+across both splits, so captions that describe a scene fully single out one image. Deterministic for a given
+--seed.
 
     python scripts/make_demo_dataset.py --out datasets/demo --train 5000 --valid 1000
 """
@@ -12,161 +15,22 @@ import os
 import random
 import sys
 
-from PIL import Image, ImageDraw
+if __package__ in (None, ""):  # run as a file: make the project's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-COLORS = {
-    "red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 60, 220), "yellow": (235, 205, 20),
-    "purple": (140, 40, 170), "orange": (245, 130, 20), "black": (20, 20, 20), "cyan": (30, 200, 210),
-}
-SHAPES = ("circle", "square", "triangle", "cross")
-SIZES = ("small", "large")
-GRID = 3
-ROW_NAMES = ("top", "middle", "bottom")
-COL_NAMES = ("left", "center", "right")
-SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
+from scripts import demo_glyphs, demo_shapes  # noqa: E402
+
+KINDS = {"shapes": demo_shapes, "glyphs": demo_glyphs}
 
 
-def sample_scene(rng):
-    """A scene: 2 or 3 objects, each (size, color, shape, row, col), in distinct grid cells."""
-    count = rng.choice((2, 2, 3))
-    cells = rng.sample([(r, c) for r in range(GRID) for c in range(GRID)], count)
-    return tuple(sorted((rng.choice(SIZES), rng.choice(list(COLORS)), rng.choice(SHAPES), row, col)
-                        for row, col in cells))
-
-
-def draw_scene(scene, image_size, rng):
-    """Render a scene to an RGB PIL image of image_size x image_size."""
-    tone = rng.randint(225, 250)
-    image = Image.new("RGB", (image_size, image_size), (tone, tone, rng.randint(215, 250)))
-    draw = ImageDraw.Draw(image)
-    cell = image_size / GRID
-    for size, color, shape, row, col in scene:
-        radius = cell * (0.44 if size == "large" else 0.26)
-        jitter = cell * 0.5 - radius
-        cx = (col + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
-        cy = (row + 0.5) * cell + rng.uniform(-jitter, jitter) * 0.5
-        fill = tuple(max(0, min(255, v + rng.randint(-15, 15))) for v in COLORS[color])
-        box = (cx - radius, cy - radius, cx + radius, cy + radius)
-        if shape == "circle":
-            draw.ellipse(box, fill=fill)
-        elif shape == "square":
-            draw.rectangle(box, fill=fill)
-        elif shape == "triangle":
-            draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=fill)
-        else:
-            arm = radius * 0.38
-            draw.rectangle((cx - radius, cy - arm, cx + radius, cy + arm), fill=fill)
-            draw.rectangle((cx - arm, cy - radius, cx + arm, cy + radius), fill=fill)
-    return image
-
-
-def _place(row, col):
-    if (row, col) == (1, 1):
-        return "in the center"
-    if row == 1:
-        return f"on the {COL_NAMES[col]}"
-    if col == 1:
-        return f"at the {ROW_NAMES[row]}"
-    return f"in the {ROW_NAMES[row]} {COL_NAMES[col]}"
-
-
-def _relation(a, b):
-    """How object a stands to object b: 'left of', 'right of', 'above' or 'below'."""
-    if a[4] != b[4]:
-        return "left of" if a[4] < b[4] else "right of"
-    return "above" if a[3] < b[3] else "below"
-
-
-def distinct_captions(frames, rng, count):
-    """Up to ``count`` distinct captions: each frame once in order, then random frames (whose random word
-    choices may still give new paraphrases), for at most 100 tries."""
-    captions, attempts = [], 0
-    while len(captions) < count and attempts < 100:
-        caption = frames[len(captions) % len(frames) if attempts < len(frames) else rng.randrange(len(frames))]()
-        attempts += 1
-        if caption not in captions:
-            captions.append(caption)
-    return captions
-
-
-def english_captions(scene, rng, count):
-    """``count`` distinct paraphrases; the first few name every object's size, color, shape and place."""
-    objects = list(scene)
-    rng.shuffle(objects)
-
-    def name(obj, with_size=True):
-        size = rng.choice(SIZE_WORDS[obj[0]])
-        return f"{size} {obj[1]} {obj[2]}" if with_size else f"{obj[1]} {obj[2]}"
-
-    def article(phrase):
-        return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-    def listing(parts):
-        return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-    first, second, rest = objects[0], objects[1], objects[2:]
-    extra = "".join(f", and {article(name(o))} {_place(o[3], o[4])}" for o in rest)
-    frames = [
-        lambda: listing([f"{article(name(o))} {_place(o[3], o[4])}" for o in objects]),
-        lambda: f"{article(name(first))} {_relation(first, second)} {article(name(second))}{extra}",
-        lambda: f"{article(name(second))} {_relation(second, first)} {article(name(first))}{extra}",
-        lambda: "there is " + listing([f"{article(name(o))} {_place(o[3], o[4])}" for o in reversed(objects)]),
-        lambda: f"a picture of {listing([article(name(o)) for o in objects])}",
-        lambda: listing([name(o, with_size=False) + " " + _place(o[3], o[4]).split(" ", 2)[-1] for o in objects]),
-        lambda: f"{len(objects)} shapes: " + listing([name(o) for o in objects]),
-    ]
-    return distinct_captions(frames, rng, count)
-
-
-ZH_COLORS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色", "orange": "橙色",
-              "black": "黑色", "cyan": "青色"}
-ZH_SHAPES = {"circle": "圆形", "square": "正方形", "triangle": "三角形", "cross": "十字"}
-ZH_SIZES = {"small": ("小的", "小"), "large": ("大的", "大")}
-ZH_PLACES = {(0, 0): "左上角", (0, 1): "上方", (0, 2): "右上角", (1, 0): "左边", (1, 1): "中间", (1, 2): "右边",
-             (2, 0): "左下角", (2, 1): "下方", (2, 2): "右下角"}
-ZH_RELATIONS = {"left of": "左边", "right of": "右边", "above": "上方", "below": "下方"}
-
-
-def chinese_captions(scene, rng, count):
-    """``count`` distinct natural Chinese paraphrases (same information as the English ones)."""
-    objects = list(scene)
-    rng.shuffle(objects)
-
-    def name(obj, with_size=True):
-        size = rng.choice(ZH_SIZES[obj[0]]) if with_size else ""
-        return f"{size}{ZH_COLORS[obj[1]]}{ZH_SHAPES[obj[2]]}"
-
-    def place(obj):
-        return ZH_PLACES[obj[3], obj[4]]
-
-    def listing(parts, last="和"):
-        return parts[0] if len(parts) == 1 else "、".join(parts[:-1]) + last + parts[-1]
-
-    first, second, rest = objects[0], objects[1], objects[2:]
-    extra = "".join(f"，{place(o)}还有一个{name(o)}" for o in rest)
-    frames = [
-        lambda: "，".join(f"{place(o)}有一个{name(o)}" for o in objects),
-        lambda: f"一个{name(first)}在一个{name(second)}的{ZH_RELATIONS[_relation(first, second)]}{extra}",
-        lambda: f"一个{name(second)}在一个{name(first)}的{ZH_RELATIONS[_relation(second, first)]}{extra}",
-        lambda: "图中，" + "，".join(f"{name(o)}位于{place(o)}" for o in reversed(objects)),
-        lambda: f"一张包含{listing([name(o) for o in objects])}的图片",
-        lambda: "，".join(f"{name(o, with_size=False)}在{place(o)}" for o in objects),
-        lambda: f"{len(objects)}个图形：" + listing([name(o) for o in objects]),
-    ]
-    return distinct_captions(frames, rng, count)
-
-
-CAPTIONERS = {"en": english_captions, "zh": chinese_captions}
-
-
-def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en"):
+def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en", kind=demo_shapes):
     images_dir = os.path.join(directory, "images")
     os.makedirs(images_dir, exist_ok=True)
     rows = []
     for index, scene in enumerate(scenes):
         filename = f"{index:06d}.png"
-        draw_scene(scene, image_size, rng).save(os.path.join(images_dir, filename))
-        rows += [(filename, caption) for caption in CAPTIONERS[lang](scene, rng, captions_per_image)]
+        kind.draw_scene(scene, image_size, rng).save(os.path.join(images_dir, filename))
+        rows += [(filename, caption) for caption in kind.CAPTIONERS[lang](scene, rng, captions_per_image)]
     with open(os.path.join(directory, "captions.csv"), "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["filename", "caption"])
@@ -194,7 +58,8 @@ def main(argv=None):
     parser.add_argument("--captions", type=int, default=5, help="captions per image")
     parser.add_argument("--image-size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lang", choices=sorted(CAPTIONERS), default="en", help="caption language")
+    parser.add_argument("--lang", choices=sorted(demo_shapes.CAPTIONERS), default="en", help="caption language")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="shapes", help="what the images show")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's splits")
     args = parser.parse_args(argv)
     for split in ("train", "valid"):
@@ -205,17 +70,25 @@ def main(argv=None):
     if min(args.train, args.valid, args.captions, args.image_size) < 1:
         print("error: --train, --valid, --captions and --image-size must be positive", file=sys.stderr)
         return 2
+    kind = KINDS[args.kind]
     rng = random.Random(args.seed)
-    scenes, seen = [], set()
+    scenes, seen, misses = [], set(), 0
     while len(scenes) < args.train + args.valid:
-        scene = sample_scene(rng)
+        scene = kind.sample_scene(rng)
         if scene not in seen:
             seen.add(scene)
             scenes.append(scene)
+            misses = 0
+            continue
+        misses += 1
+        if misses > 20 * len(scenes) + 1000:  # a new scene is that unlikely only once (nearly) all are drawn
+            print(f"error: --kind {args.kind} has too few distinct scenes for {args.train + args.valid} images "
+                  f"(found {len(scenes)}); ask for fewer", file=sys.stderr)
+            return 2
     train_rows = write_split(os.path.join(args.out, "train"), scenes[:args.train], args.image_size,
-                             args.captions, rng, args.lang)
+                             args.captions, rng, args.lang, kind)
     valid_rows = write_split(os.path.join(args.out, "valid"), scenes[args.train:], args.image_size,
-                             args.captions, rng, args.lang)
+                             args.captions, rng, args.lang, kind)
     print(f"wrote {args.out}: train {args.train} images / {len(train_rows)} captions, valid {args.valid} "
           f"images / {len(valid_rows)} captions; {unique_caption_sets(valid_rows):.1%} of valid images have a "
           f"caption set no other valid image shares")

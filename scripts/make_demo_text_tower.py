@@ -72,7 +72,8 @@ def write_text_tower(captions, out, vocab_size=1000, hidden_size=128, layers=2, 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--captions", default="datasets/demo/train/captions.csv")
+    parser.add_argument("--captions", nargs="+", default=["datasets/demo/train/captions.csv"],
+                        help="captions.csv files the tokenizer learns its vocabulary from")
     parser.add_argument("--out", default="pretrains/demo-roberta")
     parser.add_argument("--vocab-size", type=int, default=1000)
     parser.add_argument("--hidden-size", type=int, default=128)
@@ -82,10 +83,11 @@ def main(argv=None):
     parser.add_argument("--lang", choices=("en", "zh"), default="en",
                         help="en: byte-level BPE + RoBERTa; zh: character vocabulary + BERT (as Chinese RoBERTa-wwm)")
     args = parser.parse_args(argv)
-    if not os.path.isfile(args.captions):
-        print(f"error: {args.captions} not found; generate the demo dataset first", file=sys.stderr)
+    missing = [path for path in args.captions if not os.path.isfile(path)]
+    if missing:
+        print(f"error: {missing[0]} not found; generate the demo dataset first", file=sys.stderr)
         return 2
-    captions = read_captions(args.captions)
+    captions = [caption for path in args.captions for caption in read_captions(path)]
     if args.lang == "zh":
         tokenizer = write_chinese_text_tower(captions, args.out, args.hidden_size, args.layers, args.heads,
                                              args.max_length)

@@ -176,6 +176,10 @@ def test_hugging_face_clip_directories_import_with_parity(model_type, tmp_path):
                                                        attention_mask=inputs["attention_mask"]))
         assert (model.encode_text(inputs["input_ids"]) - theirs).abs().max() <= 1e-4
     assert tuple(preprocess.transforms[-1].mean) == (0.5, 0.5, 0.5)  # the directory's preprocessor config
+    vision, text = model.image_backbone, model.text_tower
+    check_layer_groups(model, "image", vision.vision_model.embeddings.patch_embedding.weight, vision.projection.weight)
+    check_layer_groups(model, "text", text.text_model.embeddings.word_embeddings.weight if model_type ==
+                       "chinese_clip" else text.text_model.embeddings.token_embedding.weight, text.projection.weight)
 
 
 def test_a_directory_that_is_no_clip_is_refused(tiny_text_tower, tmp_path):
@@ -219,16 +223,53 @@ def test_chinese_clip_release_file_imports_with_parity(chinese_clip_rn50, tmp_pa
         assert (model.encode_text(ours_ids) - theirs_text).abs().max() <= 1e-4
     assert model.scale().item() == pytest.approx(clip.logit_scale.exp().item())
     assert tuple(preprocess.transforms[-1].mean) == pytest.approx(CLIP_MEAN)
+    text = model.text_tower
+    check_layer_groups(model, "text", text.bert.embeddings.word_embeddings.weight, text.text_projection)
 
 
-def test_imported_resnet_image_tower_locks_and_partial_towers_refuse(imported):
-    from utils.errors import UserError
+def check_layer_groups(model, side, first, last):
+    """Every parameter of the tower in exactly one layer, ``first`` (an embedding) in the input-side layer and
+    ``last`` (the projection) in the top one; layer decay and locking follow that order."""
+    from training.optimizer import layer_lr_scales
 
+    tower = model.image_backbone if side == "image" else model.text_tower
+    layers = model.tower_layers()[0 if side == "image" else 1]
+    members = [id(p) for layer in layers for p in layer.parameters()]
+    assert sorted(members) == sorted(id(p) for p in tower.parameters()), "each parameter in one layer"
+    assert id(first) in {id(p) for p in layers[0].parameters()} and id(last) in {id(p) for p in layers[-1].parameters()}
+    scales = layer_lr_scales(model, 0.5)
+    assert scales[id(first)] == 0.5 ** len(layers) and scales[id(last)] == 0.5
+    model.lock(**{side: True, f"{side}_unlocked": 1})
+    assert not first.requires_grad and last.requires_grad
+    assert sum(p.requires_grad for p in tower.parameters()) == sum(1 for _ in layers[-1].parameters())
+    model.lock()
+    model.requires_grad_(True)
+
+
+def test_imported_towers_lock_and_decay_layer_by_layer(imported):
     model, _, _ = load_checkpoint(str(imported))
     assert "image tower locked" in model.lock(image=True)  # ModifiedResNet: every parameter in a layer
     assert not any(p.requires_grad for p in model.image_backbone.parameters())
-    with pytest.raises(UserError, match="lock-text and layer-decay are not available"):
-        model.lock(text=True)  # token and positional embeddings sit outside the transformer's blocks
+    model.lock()
+    model.requires_grad_(True)
+    clip = model.text_tower.clip
+    check_layer_groups(model, "text", clip.token_embedding.weight, clip.text_projection)
+
+
+def test_open_clip_vit_image_tower_decays_from_its_patch_embedding():
+    import open_clip
+
+    from models.model import ContrastiveModel
+    from models.open_clip_tower import split_clip
+
+    clip = open_clip.model.CLIP(embed_dim=16, vision_cfg={"layers": 2, "width": 32, "patch_size": 8,
+                                                          "image_size": 32, "head_width": 16},
+                                text_cfg={"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                                          "layers": 2})
+    visual, dim, text, _ = split_clip(clip)
+    model = ContrastiveModel(visual, dim, text, 0)
+    check_layer_groups(model, "image", visual.conv1.weight, visual.proj)
+    check_layer_groups(model, "text", clip.token_embedding.weight, clip.text_projection)
 
 
 def test_training_keeps_the_imported_logit_scale(imported):
@@ -260,3 +301,46 @@ def test_a_half_precision_hugging_face_directory_imports_in_float32(tmp_path):
     with torch.no_grad():
         expected = _features(reference.float().get_image_features(pixel_values=pixels))
         assert (model.encode_image(pixels) - expected).abs().max() <= 1e-4
+
+
+def _torchscript_archive(state, path):
+    """A TorchScript archive holding ``state`` in half precision, with the three size entries OpenAI's
+    archives store beside the weights (as torch.jit.load sees OpenAI's RN50.pt)."""
+
+    class Holder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    root = Holder()
+    entries = {**{k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+               "input_resolution": torch.tensor(224), "context_length": torch.tensor(77),
+               "vocab_size": torch.tensor(49408)}
+    for name, tensor in entries.items():
+        *parents, leaf = name.split(".")
+        module = root
+        for part in parents:
+            if part not in module._modules:
+                module.add_module(part, Holder())
+            module = module._modules[part]
+        module.register_buffer(leaf, tensor.clone())
+    torch.jit.save(torch.jit.script(root), str(path))
+
+
+def test_openai_torchscript_archives_are_read_only_when_asked(open_clip_rn50, tmp_path):
+    clip, _ = open_clip_rn50
+    archive = tmp_path / "RN50.pt"
+    _torchscript_archive(clip.state_dict(), archive)
+    out = tmp_path / "from-jit.pt"
+    refused = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(archive),
+                         "--save-path", str(out))
+    assert refused.returncode == 2 and "clip-torchscript" in refused.stderr and not out.exists()
+    result = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(archive),
+                        "--clip-torchscript", "true", "--save-path", str(out))
+    assert result.returncode == 0, result.stderr
+    state = torch.load(out, weights_only=True)["state_dict"]  # the kit's own checkpoint: weights only
+    assert torch.equal(state["image_backbone.conv1.weight"], clip.visual.conv1.weight.detach().half().float())
+    assert torch.equal(state["text_tower.clip.token_embedding.weight"],
+                       clip.token_embedding.weight.detach().half().float())
+    wrong = run_script("init.py", "--clip-model", "chinese-clip:RN50", "--clip-checkpoint", str(archive),
+                       "--clip-torchscript", "true", "--save-path", str(out), "--overwrite", "true")
+    assert wrong.returncode == 2 and "open_clip" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -9,7 +9,11 @@ import time
 import pytest
 import torch
 
+from models.checkpoint import model_from_checkpoint
 from tests.conftest import ROOT, run_script
+from training.loop import _prepare_model
+from utils.config import load_config
+from utils.config_schema import TRAIN
 
 
 def train_args(checkpoint, dataset, out, *extra):
@@ -37,6 +41,14 @@ def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
     assert [item["epoch"] for item in history] == [1, 2]
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["training"]["epoch"] == 2 and "optimizer" in last["training"]
+    # learn-temperature (the demo's): a fine-tune from this model starts at its learned temperature, not 0.07
+    assert last["spec"]["learned-logit-scale"] is True
+    model, spec, _ = model_from_checkpoint(last)
+    learned = model.scale().item()
+    assert learned != pytest.approx(1 / 0.07)
+    _prepare_model(model, spec, {**load_config(TRAIN, "configs/demo/train.yaml", []), "channels-last": False},
+                   torch.device("cpu"), None)
+    assert model.scale().item() == learned
 
     output = tmp_path / "recall.json"
     result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tmp_path / "best.pt"),
@@ -158,8 +170,6 @@ def test_unwritable_output_fails_before_training(tiny_checkpoint, tiny_dataset, 
 
 def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
     from training import loop, step
-    from utils.config import load_config
-    from utils.config_schema import TRAIN
 
     real_loss, calls = step.contrastive_loss, {"n": 0}
 

@@ -1,4 +1,6 @@
 """WiSE-FT: weight-space interpolation of a zero-shot and a fine-tuned checkpoint, alpha swept on a split."""
+import json
+
 import pytest
 import torch
 
@@ -29,9 +31,9 @@ def test_interpolation_is_exact_at_the_ends_and_linear_between():
         interpolate_weights(start, {"w": end["w"]}, 0.5)
 
 
-def _recall(payload, dataset):
+def _recall(payload, dataset, split="valid"):
     model, spec, tokenizer = model_from_checkpoint(payload)
-    table = read_caption_table(str(dataset / "valid"))
+    table = read_caption_table(str(dataset / split))
     return mean_recall(evaluate_table(model, tokenizer, table, eval_transform(spec["image-size"]), 64, 0, CPU, None))
 
 
@@ -44,18 +46,26 @@ def test_sweep_reports_each_alpha_and_writes_the_best(tiny_checkpoint, tiny_data
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     fine_tuned = tmp_path / "fine.pt"
     save_checkpoint(str(fine_tuned), model, spec, payload["tokenizer"])
-    out = tmp_path / "wise.pt"
+    out, report = tmp_path / "wise.pt", tmp_path / "sweep.json"
+    splits = [str(tiny_dataset / "valid"), str(tiny_dataset / "train")]  # two domains to keep at once
     result = run_script("scripts/wise_ft.py", "--zero-shot", str(tiny_checkpoint), "--fine-tuned", str(fine_tuned),
-                        "--valid-data", str(tiny_dataset / "valid"), "--alphas", "0,0.5,1", "--out", str(out))
+                        "--valid-data", splits[0], "--valid-data", splits[1], "--alphas", "0,0.5,1",
+                        "--out", str(out), "--report", str(report))
     assert result.returncode == 0, result.stderr
-    rows = {float(line.split("|")[1]): float(line.split("|")[-2]) for line in result.stdout.splitlines()
-            if line.startswith("| 0") or line.startswith("| 1")}
-    assert set(rows) == {0.0, 0.5, 1.0}
-    assert rows[0.0] == pytest.approx(_recall(payload, tiny_dataset), abs=1e-4)
-    assert rows[1.0] == pytest.approx(_recall(read_checkpoint(str(fine_tuned)), tiny_dataset), abs=1e-4)
+    sweep = json.loads(report.read_text())
+    means = {row["alpha"]: {path: split["mean_recall"] for path, split in row["valid-data"].items()}
+             for row in sweep["sweep"]}
+    assert set(means) == {0.0, 0.5, 1.0} and all(set(row) == set(splits) for row in means.values())
+    for split in ("valid", "train"):
+        path = str(tiny_dataset / split)
+        assert means[0.0][path] == pytest.approx(_recall(payload, tiny_dataset, split), abs=1e-4)
+        assert means[1.0][path] == pytest.approx(_recall(read_checkpoint(str(fine_tuned)), tiny_dataset, split),
+                                                 abs=1e-4)
+    printed = [line for line in result.stdout.splitlines() if line.startswith("| 0 |")]
+    assert len(printed) == 2 and float(printed[0].split("|")[-2]) == pytest.approx(means[0.0][splits[0]], abs=1e-4)
+    best = max(means, key=lambda alpha: sum(means[alpha].values()))
     written = read_checkpoint(str(out))
-    best = max(rows, key=rows.get)
-    assert written["training"]["wise-ft"]["alpha"] == best
+    assert sweep["chosen-alpha"] == best and written["training"]["wise-ft"]["alpha"] == best
     expected = interpolate_weights(payload["state_dict"], read_checkpoint(str(fine_tuned))["state_dict"], best)
     for name, tensor in expected.items():
         assert torch.equal(written["state_dict"][name], tensor), name

@@ -90,9 +90,9 @@ def _prepare_model(model, spec, config, device, resumed):
     if resumed is None and not spec.get("learned-logit-scale"):
         model.set_temperature(config["temperature"], config["learn-temperature"])
     else:
-        if resumed is None:  # an imported CLIP learned its temperature: the key would throw that away
-            logger.info(f"temperature: {1 / model.scale().item():.4f}, the imported CLIP's learned one (the "
-                        f"temperature key applies to models built from two towers)")
+        if resumed is None:  # a CLIP or an earlier run learned its temperature: the key would throw that away
+            logger.info(f"temperature: {1 / model.scale().item():.4f}, the starting model's learned one (the "
+                        f"temperature key applies to models whose temperature was never learned)")
         model.logit_scale.requires_grad_(config["learn-temperature"])
     lock_notice = model.lock(config["lock-image"], config["lock-image-unlocked"], config["lock-text"],
                              config["lock-text-unlocked"])
@@ -120,6 +120,8 @@ def _train(config, job, device):
     steps_per_epoch = len(dataset) // batch_size
 
     lock_notice = _prepare_model(model, spec, config, device, resumed)
+    if config["learn-temperature"]:  # a later fine-tune starts from this run's temperature, as from a CLIP's
+        spec = {**spec, "learned-logit-scale": True}
     optimizer, scheduler = make_optimizer(model, config, device, steps_per_epoch * config["epochs"])
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, step, best, history = 0, 0, float("-inf"), []

@@ -26,6 +26,8 @@ INIT = Schema("configs/init.yaml", [
         nullable=True),
     Key("clip-checkpoint", "str", "that CLIP's weights file: an open_clip state dict (.pt/.bin/.safetensors) "
         "or a Chinese-CLIP release file", nullable=True),
+    Key("clip-torchscript", "bool", "also read OpenAI's TorchScript archives (open_clip:<name>-quickgelu) with "
+        "torch.jit.load, which runs code stored in the file: only for files from a source you trust"),
     Key("overwrite", "bool", "replace an existing save-path"),
     _SEED,
 ])

@@ -13,6 +13,7 @@ import os
 import torch
 from torch import nn
 
+from models.open_clip_tower import declare_vit_layers
 from utils.errors import UserError, first_line
 
 CN_CLIP_PREFIX = "chinese-clip:"
@@ -88,7 +89,7 @@ def create_cn_clip(struct, checkpoint=None):
 def split_cn_clip(clip):
     """(image tower, its output size, text tower) from cn_clip's CLIP."""
     text = ChineseClipText(clip.bert, clip.text_projection)
-    return clip.visual, text.output_dim, text
+    return declare_vit_layers(clip.visual), text.output_dim, text
 
 
 def build_cn_clip(config_json):

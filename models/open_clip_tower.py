@@ -112,16 +112,22 @@ def create_clip(name):
 
 
 def _vit_layer_groups(visual):
-    """open_clip VisionTransformer's layers, input side first: patch and position embeddings, blocks, head."""
+    """A CLIP ViT's layers, input side first: patch and position embeddings, blocks, head."""
     return [[visual.conv1, visual.class_embedding, visual.positional_embedding, visual.ln_pre],
             *visual.transformer.resblocks, [visual.ln_post, visual.proj]]
 
 
+def declare_vit_layers(visual):
+    """``visual``, given ``layer_groups()`` if it is a CLIP ViT (open_clip's or Chinese-CLIP's, which share
+    OpenAI's layout): its embeddings and projection sit outside its blocks. ModifiedResNets need none."""
+    if hasattr(visual, "class_embedding"):
+        visual.layer_groups = functools.partial(_vit_layer_groups, visual)
+    return visual
+
+
 def split_clip(clip):
     """(image tower, its output size, text tower, preprocess config) from one open_clip CLIP."""
-    visual = clip.visual
-    if hasattr(visual, "class_embedding"):  # a ViT: its embeddings and projection sit outside its blocks
-        visual.layer_groups = functools.partial(_vit_layer_groups, visual)
+    visual = declare_vit_layers(clip.visual)
     preprocess = dict(getattr(visual, "preprocess_cfg", {}))
     text = OpenClipText(clip)
     return visual, text.output_dim, text, preprocess

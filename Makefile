@@ -15,7 +15,7 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 
 install: $(STAMP)
 
-$(DEMO)/valid/captions.csv: scripts/make_demo_dataset.py | $(STAMP)
+$(DEMO)/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py | $(STAMP)
 	$(PY) scripts/make_demo_dataset.py --out $(DEMO) --overwrite
 
 pretrains/demo-roberta/config.json: $(DEMO)/valid/captions.csv scripts/make_demo_text_tower.py
@@ -26,7 +26,7 @@ demo: $(STAMP) pretrains/demo-roberta/config.json
 	$(PY) train.py --config configs/demo/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo/eval.yaml
 
-datasets/demo-zh/valid/captions.csv: scripts/make_demo_dataset.py | $(STAMP)
+datasets/demo-zh/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py | $(STAMP)
 	$(PY) scripts/make_demo_dataset.py --lang zh --out datasets/demo-zh --overwrite
 
 pretrains/demo-zh-bert/config.json: datasets/demo-zh/valid/captions.csv scripts/make_demo_text_tower.py

@@ -19,6 +19,8 @@ def main(argv):
     if os.path.exists(path) and not config["overwrite"]:
         raise UserError(f"{path} already exists; pass --overwrite true to replace it")
     torch.manual_seed(config["seed"])
+    if config["clip-torchscript"] and not config["clip-model"]:
+        raise UserError("clip-torchscript reads a CLIP archive: give clip-model open_clip:<name>-quickgelu too")
     if config["clip-model"]:
         model, spec, tokenizer = model_from_clip(config["clip-model"], config["clip-checkpoint"],
                                                  config["clip-torchscript"])

@@ -18,6 +18,9 @@ COLOR_WORDS = {
 CHINESE_COLORS = "红绿蓝黄橙紫粉棕褐黑白灰青金银彩"
 SIDE_WORDS = {"left", "right", "leftmost", "rightmost"}
 CHINESE_SIDES = "左右"
+# A mirrored image of writing no longer shows what its caption names (an "R" flipped is no R).
+TEXT_WORDS = {"letter", "letters", "text", "written", "writing", "word", "words", "sign", "logo", "digit", "digits"}
+CHINESE_TEXT = "字"
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -106,17 +109,19 @@ def captions_mention(captions, words, characters):
 def augmentation_policy(captions, flip_setting, color_setting):
     """Decide (flip, color) from the settings ("auto"/"on"/"off") and the captions; also a notice line.
 
-    auto: flipping is off if captions say left/right; color jitter is off if captions name colors.
+    auto: flipping is off if captions say left/right or mention letters or text; color jitter is off if
+    captions name colors.
     """
     decisions, notes = {}, []
-    for name, setting, words, chars, reason in (
-        ("flip", flip_setting, SIDE_WORDS, CHINESE_SIDES, "captions say left/right"),
-        ("color", color_setting, COLOR_WORDS, CHINESE_COLORS, "captions name colors"),
+    for name, setting, checks in (
+        ("flip", flip_setting, ((SIDE_WORDS, CHINESE_SIDES, "captions say left/right"),
+                                (TEXT_WORDS, CHINESE_TEXT, "captions mention letters or text"))),
+        ("color", color_setting, ((COLOR_WORDS, CHINESE_COLORS, "captions name colors"),)),
     ):
         if setting == "auto":
-            mentioned = captions_mention(captions, words, chars)
-            decisions[name] = not mentioned
-            notes.append(f"{name} {'off' if mentioned else 'on'} ({reason if mentioned else 'auto'})")
+            reason = next((why for words, chars, why in checks if captions_mention(captions, words, chars)), None)
+            decisions[name] = reason is None
+            notes.append(f"{name} {'off' if reason else 'on'} ({reason or 'auto'})")
         else:
             decisions[name] = setting == "on"
             notes.append(f"{name} {setting}")

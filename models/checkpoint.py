@@ -56,6 +56,13 @@ def make_spec(image_model, image_dim, text_config, text_pooling, embed_dim, imag
     }
 
 
+def same_architecture(spec, other):
+    """Whether two specs build the same model (whether its temperature was learned does not change it)."""
+    def shape(s):
+        return {key: value for key, value in s.items() if key != "learned-logit-scale"}
+    return shape(spec) == shape(other)
+
+
 def save_checkpoint(path, model, spec, tokenizer_files, training_state=None):
     """Write a checkpoint atomically. ``training_state``: optional dict of plain data and tensors."""
     payload = {

@@ -29,6 +29,10 @@ def model_from_clip(clip_model, clip_checkpoint, torchscript=False):
             model.logit_scale.copy_(logit_scale)
         return model
 
+    if torchscript and not (clip_model.startswith(OPEN_CLIP_PREFIX) and clip_model.endswith("-quickgelu")):
+        # OpenAI's models use QuickGELU; under another name the weights load but compute other features
+        raise UserError("clip-torchscript applies to OpenAI's archives, imported as open_clip:<name>-quickgelu "
+                        "(e.g. open_clip:RN50-quickgelu)")
     if clip_model.startswith(HF_DIRECTORY_PREFIX):
         if clip_checkpoint:
             raise UserError("clip-checkpoint is not used with hf:<directory>: the weights are the directory's")
@@ -39,8 +43,6 @@ def model_from_clip(clip_model, clip_checkpoint, torchscript=False):
                         f"CLIPModel or ChineseCLIPModel)")
     if not clip_checkpoint:
         raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
-    if torchscript and not clip_model.startswith(OPEN_CLIP_PREFIX):
-        raise UserError("clip-torchscript applies to OpenAI's archives, imported as open_clip:<name>-quickgelu")
     if clip_model.startswith(CN_CLIP_PREFIX):
         return model_from_cn_clip(clip_model[len(CN_CLIP_PREFIX):], clip_checkpoint, joint_model)
     return model_from_open_clip(clip_model[len(OPEN_CLIP_PREFIX):], clip_checkpoint, joint_model, torchscript)

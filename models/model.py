@@ -92,7 +92,11 @@ class ContrastiveModel(nn.Module):
             layers = [member if isinstance(member, nn.Module) else LayerGroup(member) for member in declared()]
         else:
             layers = _image_layers(tower) if side == "image" else _text_layers(tower.encoder)
-        covered = {id(p) for layer in layers for p in layer.parameters()}
+        layers = [layer for layer in layers if any(True for _ in layer.parameters())]
+        ids = [id(p) for layer in layers for p in layer.parameters()]
+        if len(ids) != len(set(ids)):  # a shared parameter would get two scales and two lock states
+            raise UserError(f"lock-{side} and layer-decay: a parameter of the {side} tower sits in two layers")
+        covered = set(ids)
         partial = getattr(tower, "imported", False) or any(True for _ in tower.parameters(recurse=False))
         if partial and any(id(p) not in covered for p in tower.parameters()):
             raise UserError(f"lock-{side} and layer-decay are not available for this {side} tower "

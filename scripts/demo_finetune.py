@@ -20,7 +20,7 @@ CONFIGS = "configs/demo-finetune"
 RUNS = "checkpoints/demo-finetune"
 DOMAINS = {"shapes (old)": "datasets/demo-finetune/shapes/valid", "glyphs (new)": "datasets/demo-finetune/glyphs/valid"}
 RECIPES = {
-    "naive": "naive: make demo's recipe (lr 2e-3)",
+    "naive": "naive: make demo's lr 2e-3, no warmup",
     "full": "full fine-tuning (lr 3e-4, warmup, layer decay 0.75, early stop)",
     "locked-image": "locked-image tuning (LiT: image tower frozen, lr 1e-3)",
 }

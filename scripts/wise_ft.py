@@ -20,11 +20,12 @@ import torch  # noqa: E402
 
 from data.caption_table import read_caption_table  # noqa: E402
 from data.transforms import preprocess_for  # noqa: E402
-from models.checkpoint import checkpoint_contents, model_from_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
+from models.checkpoint import (checkpoint_contents, model_from_checkpoint, read_checkpoint,  # noqa: E402
+                               same_architecture, save_checkpoint)
 from models.interpolate import interpolate_weights  # noqa: E402
 from training.evaluate import evaluate_table  # noqa: E402
 from training.recall import mean_recall  # noqa: E402
-from utils.atomic_file import atomic_write_json  # noqa: E402
+from utils.atomic_file import atomic_write_json, check_writable  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
@@ -59,13 +60,15 @@ def main(argv):
     for path in (args.out, args.report):
         if path and os.path.exists(path) and not args.overwrite:
             raise UserError(f"{path} already exists; pass --overwrite to replace it")
+        if path:
+            check_writable(path)  # before the sweep, not after it
     if args.alpha is None and not args.valid_data:
         raise UserError("give --valid-data to sweep --alphas, or --alpha to write one interpolation")
     start, end = read_checkpoint(args.zero_shot), read_checkpoint(args.fine_tuned)
     with checkpoint_contents():
         same_tokenizer = start["tokenizer"].keys() == end["tokenizer"].keys() and all(
             torch.equal(start["tokenizer"][name], end["tokenizer"][name]) for name in start["tokenizer"])
-        if start["spec"] != end["spec"] or not same_tokenizer:
+        if not same_architecture(start["spec"], end["spec"]) or not same_tokenizer:
             raise UserError(f"{args.zero_shot} and {args.fine_tuned} differ in architecture or tokenizer")
     model, spec, tokenizer = model_from_checkpoint(end)
     alphas = parse_alphas(args.alphas) if args.valid_data else []

@@ -9,6 +9,9 @@ def test_auto_turns_off_flip_for_left_right_and_jitter_for_colors():
     assert (flip, color) == (False, True)
     flip, color, _ = augmentation_policy(["a red bus on a street"], "auto", "auto")
     assert (flip, color) == (True, False)
+    flip, _, notice = augmentation_policy(["a stop sign by the road", "a bus"], "auto", "auto")
+    assert not flip and "captions mention letters or text" in notice  # mirrored writing is no longer that text
+    assert not augmentation_policy(["黄色背景上的字母K"], "auto", "auto")[0]
     flip, color, _ = augmentation_policy(["左边有一只红色的猫"], "auto", "auto")
     assert (flip, color) == (False, False)
     flip, color, _ = augmentation_policy(["a bright day", "copyright notice"], "auto", "auto")

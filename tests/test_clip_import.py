@@ -331,10 +331,13 @@ def test_openai_torchscript_archives_are_read_only_when_asked(open_clip_rn50, tm
     archive = tmp_path / "RN50.pt"
     _torchscript_archive(clip.state_dict(), archive)
     out = tmp_path / "from-jit.pt"
-    refused = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(archive),
+    refused = run_script("init.py", "--clip-model", "open_clip:RN50-quickgelu", "--clip-checkpoint", str(archive),
                          "--save-path", str(out))
     assert refused.returncode == 2 and "clip-torchscript" in refused.stderr and not out.exists()
-    result = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(archive),
+    gelu = run_script("init.py", "--clip-model", "open_clip:RN50", "--clip-checkpoint", str(archive),
+                      "--clip-torchscript", "true", "--save-path", str(out))
+    assert gelu.returncode == 2 and "-quickgelu" in gelu.stderr and not out.exists()  # OpenAI's activation
+    result = run_script("init.py", "--clip-model", "open_clip:RN50-quickgelu", "--clip-checkpoint", str(archive),
                         "--clip-torchscript", "true", "--save-path", str(out))
     assert result.returncode == 0, result.stderr
     state = torch.load(out, weights_only=True)["state_dict"]  # the kit's own checkpoint: weights only

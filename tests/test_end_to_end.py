@@ -1,6 +1,7 @@
 """init -> train -> eval through the real scripts on a tiny generated dataset."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -153,6 +154,33 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(uninterru
         assert other_split.returncode == 2 and "valid-data:" in other_split.stderr
 
 
+def kill_inside_an_epoch(args, out):
+    """Kill runs of ``args`` (checkpoint-every-steps 1) until last.pt holds a position inside an epoch; return
+    that training state. A kill can land just after an epoch's end, so a few delays are tried."""
+    for delay in (0.3, 0.9, 0.1, 1.6, 0.5):
+        shutil.rmtree(out, ignore_errors=True)
+        kill_during_run(args, out, after_seconds=delay)
+        state = torch.load(out / "last.pt", weights_only=True)["training"]
+        if state.get("epoch-progress") and state["epoch"] < 4:
+            return state
+    pytest.fail("no kill landed inside an epoch")
+
+
+def test_a_run_killed_inside_an_epoch_resumes_there_bit_for_bit(uninterrupted_run, tiny_checkpoint, tiny_dataset,
+                                                                tmp_path):
+    killed = tmp_path / "killed"
+    args = train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "4", "--num-workers", "2",
+                      "--checkpoint-every-steps", "1")
+    state = kill_inside_an_epoch(args, killed)
+    done = state["epoch-progress"]["batches"]
+    assert 0 < done < 3  # 48 images, batch 16: 3 steps per epoch
+
+    result = run_script(*args, "--resume", str(killed / "last.pt"))
+    assert result.returncode == 0, result.stderr
+    assert f"after batch {done} of epoch {state['epoch'] + 1}" in result.stdout
+    assert_same_run(uninterrupted_run, killed)  # same weights, same per-epoch losses and recalls
+
+
 def test_large_seeds_train(tiny_checkpoint, tiny_dataset, tmp_path):
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1", "--seed",
                                     str(2**31 - 1)))
@@ -198,7 +226,9 @@ def test_validate_first_logs_the_starting_model_and_early_stop_ends_a_stalled_ru
     history = [json.loads(line) for line in (tmp_path / "logs/metrics.jsonl").read_text().splitlines()]
     assert [item["epoch"] for item in history] == [0, 1, 2]  # stopped after 2 epochs without a better recall
     assert history[0]["train_loss"] is None and (tmp_path / "logs/curves.png").is_file()
-    assert torch.load(tmp_path / "best.pt", weights_only=True)["training"]["epoch"] == 0
+    epoch_zero = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert epoch_zero["training"]["epoch"] == 0
+    assert "learned-logit-scale" not in epoch_zero["spec"]  # nothing was learned yet: a fine-tune's key applies
 
     output = tmp_path / "start.json"
     evaluated = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tiny_checkpoint),

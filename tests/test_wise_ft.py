@@ -45,7 +45,8 @@ def test_sweep_reports_each_alpha_and_writes_the_best(tiny_checkpoint, tiny_data
         for parameter in model.parameters():  # a stand-in for fine-tuning: same architecture, moved weights
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     fine_tuned = tmp_path / "fine.pt"
-    save_checkpoint(str(fine_tuned), model, spec, payload["tokenizer"])
+    # as train.py with learn-temperature writes it: same architecture, the temperature marked as learned
+    save_checkpoint(str(fine_tuned), model, {**spec, "learned-logit-scale": True}, payload["tokenizer"])
     out, report = tmp_path / "wise.pt", tmp_path / "sweep.json"
     splits = [str(tiny_dataset / "valid"), str(tiny_dataset / "train")]  # two domains to keep at once
     result = run_script("scripts/wise_ft.py", "--zero-shot", str(tiny_checkpoint), "--fine-tuned", str(fine_tuned),
@@ -73,3 +74,17 @@ def test_sweep_reports_each_alpha_and_writes_the_best(tiny_checkpoint, tiny_data
     again = run_script("scripts/wise_ft.py", "--zero-shot", str(tiny_checkpoint), "--fine-tuned", str(fine_tuned),
                        "--alpha", "0.5", "--out", str(out))
     assert again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+
+    chosen = run_script("scripts/wise_ft.py", "--zero-shot", str(tiny_checkpoint), "--fine-tuned", str(fine_tuned),
+                        "--valid-data", splits[0], "--alphas", "0,1", "--alpha", "0.5", "--out", str(out),
+                        "--report", str(report), "--overwrite")
+    assert chosen.returncode == 0, chosen.stderr  # the sweep is reported, the given alpha is written
+    assert [row["alpha"] for row in json.loads(report.read_text())["sweep"]] == [0.0, 1.0, 0.5]
+    assert read_checkpoint(str(out))["training"]["wise-ft"]["alpha"] == 0.5
+
+    other = tmp_path / "other.pt"  # another architecture: refused, not interpolated
+    save_checkpoint(str(other), model, {**spec, "embed-dim": 64}, payload["tokenizer"])
+    refused = run_script("scripts/wise_ft.py", "--zero-shot", str(tiny_checkpoint), "--fine-tuned", str(other),
+                         "--alpha", "0.5", "--out", str(tmp_path / "mixed.pt"))
+    assert refused.returncode == 2 and "differ in architecture" in refused.stderr
+    assert not (tmp_path / "mixed.pt").exists()

@@ -7,12 +7,10 @@ import time
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from data.caption_table import read_caption_table
-from data.datasets import PairCollate, TrainImages
-from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
+from data.transforms import preprocess_for
 from models.checkpoint import model_from_checkpoint, save_checkpoint
 from training.evaluate import evaluate_table
 from training.optimizer import make_optimizer
@@ -20,6 +18,7 @@ from training.recall import mean_recall
 from training.resume import restore_training_state, rng_state, seed_everything, starting_checkpoint
 from training.run_log import RunLog
 from training.step import grad_cache_step, plain_step
+from training.train_data import training_data
 from utils.atomic_file import check_writable
 from utils.device import amp_dtype, precision_notice, resolve_device
 from utils.distributed import all_gather_objects, barrier, broadcast_buffers, init_distributed, shutdown
@@ -59,32 +58,6 @@ def train(config):
         shutdown()
 
 
-def _training_images(config, train_table, spec):
-    """The training dataset with the configured augmentation, and a line saying what augmentation is on."""
-    image_size = spec["image-size"]
-    if config["use-augment"]:
-        flip, color, notice = augmentation_policy(train_table.captions, config["augment-flip"],
-                                                  config["augment-color"])
-        transform = train_transform(image_size, config["augment-crop-scale"], flip, color, *normalization(spec))
-    else:
-        transform, notice = preprocess_for(spec), "augmentation: off"
-    if len(train_table.images) < 2:
-        raise UserError(f"{config['train-data']}: {len(train_table.images)} usable image(s); contrastive "
-                        f"training needs at least 2")
-    return TrainImages(train_table, transform, config["seed"], draft_size=image_size), notice
-
-
-def _global_batch(requested, dataset_size, world_size):
-    """(global batch, per-process batch): the requested batch, capped at the dataset, split over ranks."""
-    batch_size = min(requested, dataset_size)
-    if batch_size < requested:
-        logger.info(f"batch-size {requested} > {dataset_size} training images; using {batch_size}")
-    if batch_size % world_size:
-        raise UserError(f"batch-size {batch_size} is the global batch and must divide evenly over "
-                        f"{world_size} processes")
-    return batch_size, batch_size // world_size
-
-
 def _prepare_model(model, spec, config, device, resumed):
     """Temperature, locking, checkpointing and memory format, in place. Returns the towers' lock notice."""
     if resumed is None and not spec.get("learned-logit-scale"):
@@ -113,21 +86,18 @@ def _train(config, job, device):
     model, spec, tokenizer = model_from_checkpoint(payload)
     resumed = payload.get("training") if config["resume"] else None
 
-    train_table = read_caption_table(config["train-data"], strict=config["strict"])
+    pin_memory = device.type == "cuda"
+    data = training_data(config, spec, tokenizer, job, pin_memory)
     valid_table = read_caption_table(config["valid-data"], strict=config["strict"])
-    dataset, augmentation_notice = _training_images(config, train_table, spec)
-    batch_size, local_batch = _global_batch(config["batch-size"], len(dataset), job.world_size)
-    steps_per_epoch = len(dataset) // batch_size
+    local_batch, steps_per_epoch = data.local_batch, data.steps_per_epoch
 
     lock_notice = _prepare_model(model, spec, config, device, resumed)
-    if config["learn-temperature"]:  # a later fine-tune starts from this run's temperature, as from a CLIP's
-        spec = {**spec, "learned-logit-scale": True}
     optimizer, scheduler = make_optimizer(model, config, device, steps_per_epoch * config["epochs"])
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    start_epoch, step, best, history = 0, 0, float("-inf"), []
+    start_epoch, step, best, history, progress = 0, 0, float("-inf"), [], None
     if resumed is not None:
-        start_epoch, step, best, history = restore_training_state(resumed, optimizer, scheduler, scaler, job,
-                                                                  config["resume"])
+        start_epoch, step, best, history, progress = restore_training_state(resumed, optimizer, scheduler, scaler,
+                                                                            job, config["resume"])
 
     trained = model  # the module whose weights are saved; ``model`` may become a DDP/compiled wrapper
     if job.enabled:
@@ -135,29 +105,29 @@ def _train(config, job, device):
     if config["compile"]:
         model = torch.compile(model)
     workers = config["num-workers"]
-    pin_memory, persistent = device.type == "cuda", workers > 0
-    if job.enabled:
-        sampler = DistributedSampler(dataset, job.world_size, job.rank, shuffle=True, seed=config["seed"],
-                                     drop_last=True)
-    else:
-        sampler = RandomSampler(dataset, generator=torch.Generator())
-    # The loader draws its workers' base seed from its own generator, not the global one: a resumed run
-    # creates its iterator at another epoch than an uninterrupted run with persistent workers, and a draw
-    # from the global generator there would shift every later dropout mask.
-    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
-                        collate_fn=PairCollate(tokenizer), num_workers=workers, pin_memory=pin_memory,
-                        persistent_workers=persistent, prefetch_factor=4 if workers else None,
-                        generator=torch.Generator().manual_seed(config["seed"]))
-
     logger.info(precision_notice(device, config["use-amp"], dtype))
-    logger.info(speed_notice(config, device, dtype, pin_memory, persistent))
-    logger.info(augmentation_notice)
+    logger.info(speed_notice(config, device, dtype, pin_memory, workers > 0))
+    *notices, described = data.notices
+    for notice in notices:
+        logger.info(notice)
     logger.info(f"towers: {lock_notice}")
-    logger.info(f"training: {len(dataset)} images, {len(train_table.captions)} captions, global batch {batch_size}"
-                f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps_per_epoch} "
-                f"steps/epoch, epochs {start_epoch + 1}..{config['epochs']}")
+    logger.info(f"{described}, epochs {start_epoch + 1}..{config['epochs']}")
     log = RunLog(config["log-dir"], history, purge_step=step if resumed else None) if job.is_main else None
     scores = [item["mean_recall"] for item in history]  # every rank keeps them: all must stop together
+
+    def saved_spec(at_step):
+        # once it has learned, a later fine-tune starts from this run's temperature, as from a CLIP's
+        return {**spec, "learned-logit-scale": True} if config["learn-temperature"] and at_step > 0 else spec
+
+    def checkpoint_within(epoch, at_step, done):
+        """last-path inside epoch ``epoch`` (0-based) after ``done`` = {"batches", "loss_sum"} of it."""
+        rng_states = all_gather_objects(rng_state())
+        if job.is_main:
+            save_checkpoint(config["last-path"], trained, saved_spec(at_step), payload["tokenizer"], {
+                "epoch": epoch, "step": at_step, "epoch-progress": dict(done), "best-metric": best,
+                "history": log.history, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": rng_states, "config": dict(config)})
+        barrier()
 
     def validate(epoch, train_loss, samples_per_s, seconds):
         """Validate, log and save the epoch (0: the starting model); returns the new best mean recall."""
@@ -170,21 +140,20 @@ def _train(config, job, device):
                   "temperature": 1.0 / trained.scale().item(), "samples_per_s": samples_per_s,
                   "train_seconds": seconds, **metrics, "mean_recall": mean_recall(metrics)}
         scores.append(record["mean_recall"])
-        return validate_and_save(record, best, config, trained, spec, payload["tokenizer"], optimizer, scheduler,
-                                 scaler, job, log)
+        return validate_and_save(record, best, config, trained, saved_spec(step), payload["tokenizer"], optimizer,
+                                 scheduler, scaler, job, log)
 
     if config["validate-first"] and resumed is None:
         best = validate(0, None, None, 0.0)
     for epoch in range(start_epoch, config["epochs"]):
-        dataset.set_epoch(epoch)
-        if job.enabled:
-            sampler.set_epoch(epoch)
-        else:
-            sampler.generator.manual_seed(config["seed"] * 7919 + epoch)
+        data.set_epoch(epoch, progress["batches"] if progress else 0)
         started = time.perf_counter()
         step, loss_sum, batches, samples = train_one_epoch(
-            model, trained, loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job, log)
+            model, trained, data.loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job, log,
+            progress, data.steps_per_epoch, checkpoint_within)
+        progress = None
         seconds = time.perf_counter() - started
+        data.end_of_epoch(epoch)
         best = validate(epoch + 1, loss_sum / max(batches, 1), samples / seconds, seconds)
         if stop_early(scores, config["early-stop-patience"]):
             break
@@ -206,15 +175,20 @@ def stop_early(scores, patience):
 
 
 def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job,
-                    log):
+                    log, progress=None, steps_per_epoch=None, checkpoint_within=None):
     """One pass over ``loader``: forward, backward, clip, step.
 
     ``model`` is what runs the forward (maybe DDP/compiled), ``trained`` the plain module whose parameters
-    are clipped and whose logit scale is clamped. Returns (global step, summed loss, batches, samples).
+    are clipped and whose logit scale is clamped. ``progress`` ({"batches", "loss_sum"}) is what an
+    interrupted run did of this epoch (the loader starts after it); ``checkpoint_within(epoch, step, progress)``
+    is called every checkpoint-every-steps steps before the epoch's last. Returns (global step, summed loss,
+    batches, samples), the loss and batches including the interrupted part, the samples this call's alone.
     """
     model.train()
-    loss_sum, batches, samples, started = 0.0, 0, 0, time.perf_counter()
+    loss_sum, batches = (progress["loss_sum"], progress["batches"]) if progress else (0.0, 0)
+    samples, started, every = 0, time.perf_counter(), config["checkpoint-every-steps"]
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config['epochs']}", file=sys.stdout, mininterval=2,
+               total=steps_per_epoch - batches if steps_per_epoch else None, initial=0,
                disable=None if job.is_main else True, dynamic_ncols=True, leave=False)
     for images, input_ids in bar:
         images = images.to(device, non_blocking=True)
@@ -249,6 +223,8 @@ def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config
             log.step(step, loss_value, lr, 1.0 / trained.scale().item())
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
                         samples_per_s=f"{samples / (time.perf_counter() - started):.0f}")
+        if every and checkpoint_within and step % every == 0 and batches < (steps_per_epoch or 0):
+            checkpoint_within(epoch, step, {"batches": batches, "loss_sum": loss_sum})
     bar.close()
     return step, loss_sum, batches, samples
 

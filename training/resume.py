@@ -66,7 +66,8 @@ def starting_checkpoint(config):
 def restore_training_state(resumed, optimizer, scheduler, scaler, job, resume_path):
     """Load optimizer, schedule, scaler and this rank's random streams from a training checkpoint.
 
-    Returns (epoch, step, best metric, history) to continue from.
+    Returns (epoch, step, best metric, history, progress) to continue from; ``progress`` is None at an
+    epoch's end, else what the interrupted epoch had done: {"batches", "loss_sum"}.
     """
     optimizer.load_state_dict(resumed["optimizer"])
     scheduler.load_state_dict(resumed["scheduler"])
@@ -78,6 +79,8 @@ def restore_training_state(resumed, optimizer, scheduler, scaler, job, resume_pa
     else:
         logger.info(f"note: {resume_path} was written by {len(states)} process(es), this run has "
                     f"{job.world_size}; random streams restart from the seed")
-    logger.info(f"resumed {resume_path} at epoch {resumed['epoch']}, step {resumed['step']}, best mean recall "
-                f"{resumed['best-metric']:.4f}")
-    return resumed["epoch"], resumed["step"], resumed["best-metric"], resumed["history"]
+    progress = resumed.get("epoch-progress")
+    within = f" after batch {progress['batches']} of epoch {resumed['epoch'] + 1}" if progress else ""
+    logger.info(f"resumed {resume_path} at epoch {resumed['epoch']}{within}, step {resumed['step']}, best mean "
+                f"recall {resumed['best-metric']:.4f}")
+    return resumed["epoch"], resumed["step"], resumed["best-metric"], resumed["history"], progress

@@ -48,7 +48,7 @@ TRAIN = Schema("configs/train.yaml", [
     _train("use-amp", "bool", "automatic mixed precision on CUDA (bf16 where supported, else fp16)",
            run_defining=True),
     _train("use-augment", "bool", "random crops and the augmentations allowed below", run_defining=True),
-    _train("augment-flip", "str", "horizontal flip; auto = only if no caption says left/right", run_defining=True,
+    _train("augment-flip", "str", "horizontal flip; auto = only if no caption says left/right or mentions letters/text", run_defining=True,
            choices=("auto", "on", "off")),
     _train("augment-color", "str", "color jitter; auto = only if no caption names a color", run_defining=True,
            choices=("auto", "on", "off")),
@@ -92,7 +92,15 @@ TRAIN = Schema("configs/train.yaml", [
            nullable=True),
     _train("overwrite", "bool", "start a new run even if best-path or last-path exist", run_defining=False),
     _train("log-dir", "str", "metrics.jsonl, metrics.csv, TensorBoard events, curves.png", run_defining=False),
-    _train("train-data", "str", "training dataset folder (images/ + captions.csv)", run_defining=True),
+    _train("train-data", "str", "training dataset folder (images/ + captions.csv), or webdataset shards: "
+           "'dir/{00000..00099}.tar', several joined with '::', local paths or fsspec URLs", run_defining=True),
+    _train("checkpoint-every-steps", "int", "also write last-path every N steps inside an epoch, with the data "
+           "position, so a killed run resumes mid-epoch exactly (0 = at epoch ends only)", run_defining=False,
+           minimum=0),
+    _train("train-num-samples", "int", "samples per epoch of train-data shards (default: from sizes.json or "
+           "img2dataset's *_stats.json)", run_defining=True, nullable=True, minimum=1),
+    _train("caption-key", "str", "where a shard sample's captions are: txt (its .txt file) or keys of its .json "
+           "(e.g. captions: a list, one drawn per epoch); several comma-separated", run_defining=True),
     # The best checkpoint is chosen by recall on this split: another split makes best-metric incomparable.
     _train("valid-data", "str", "validation dataset folder", run_defining=True),
     replace(_STRICT, run_defining=False),

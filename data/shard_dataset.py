@@ -1,0 +1,211 @@
+"""Training batches streamed from webdataset tar shards, the same on every run for a (seed, epoch).
+
+webdataset reads the tars (``tar_file_expander`` + ``group_by_keys``); this module decides who reads what:
+each (rank, worker role) "slot" reads its own share of the shards in an order drawn from (seed, epoch),
+shuffles within a buffer, and yields whole batches. Every rank yields exactly ``batches`` batches per epoch,
+whatever the shard sizes and however many samples are bad, so no rank ever waits on another. A slot that
+runs out of shards before its quota starts its shards again (in a new order).
+"""
+import io
+import json
+import logging
+import random
+import zlib
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from data.datasets import item_seed
+from data.image_file import ImageProblem, open_image_rgb
+from data.shard_source import open_shard
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+MAX_SLOTS = 1024  # ranks x workers whose bad-sample counts are kept
+
+
+def sample_captions(sample, caption_keys):
+    """Every caption of a webdataset sample under ``caption_keys`` ("txt": the .txt file; any other name: that
+    key of the .json, a string or a list of strings). ValueError if there is none or the JSON is bad."""
+    captions, meta = [], None
+    for key in caption_keys:
+        if key == "txt":
+            if "txt" in sample:
+                captions.append(sample["txt"].decode("utf-8").strip())
+            continue
+        if meta is None:
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+        value = meta.get(key) if isinstance(meta, dict) else None
+        captions += [value] if isinstance(value, str) else [v for v in value or [] if isinstance(v, str)]
+    captions = [caption.strip() for caption in captions if caption and caption.strip()]
+    if not captions:
+        raise ValueError(f"no caption under {', '.join(caption_keys)}")
+    return captions
+
+
+def _image_bytes(sample):
+    for extension in IMAGE_EXTENSIONS:
+        if extension in sample:
+            return sample[extension]
+    raise ValueError("no image file in the sample")
+
+
+def _shuffled(samples, size, rng):
+    """A buffer shuffle (as webdataset's), drawing from ``rng`` so the order is a function of its seed."""
+    buffer = []
+    for sample in samples:
+        buffer.append(sample)
+        if len(buffer) >= size:
+            index = rng.randrange(len(buffer))
+            buffer[index], buffer[-1] = buffer[-1], buffer[index]
+            yield buffer.pop()
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def role_batches(batches, roles, role):
+    """How many of ``batches`` (indices 0..batches-1) fall to ``role`` when batch k comes from role k % roles."""
+    return batches // roles + (1 if role < batches % roles else 0)
+
+
+class ShardBatches(IterableDataset):
+    """Batches (images [b,3,S,S], input_ids [b,L]) of this rank, b = the per-process batch.
+
+    Batch k of an epoch comes from worker role k % W, which is the order DataLoader takes batches from its
+    W workers. ``set_epoch(epoch, first_batch)`` starts the next iteration at any batch of the epoch: each
+    role skips the batches it made before, and worker i plays role (i + first_batch) % W, so the batches that
+    follow are the ones an uninterrupted run would have given.
+    """
+
+    def __init__(self, urls, transform, collate, caption_keys, seed, rank, world_size, local_batch, batches,
+                 buffer=256, draft_size=None):
+        self.urls, self.transform, self.collate = list(urls), transform, collate
+        self.caption_keys, self.seed, self.rank, self.world_size = list(caption_keys), seed, rank, world_size
+        self.local_batch, self.batches, self.buffer, self.draft_size = local_batch, batches, buffer, draft_size
+        # Shared memory: persistent workers see the next epoch's settings without being restarted.
+        self.position = torch.zeros(2, dtype=torch.long).share_memory_()  # epoch, first batch
+        self.bad = torch.zeros(MAX_SLOTS, dtype=torch.long).share_memory_()  # this epoch's bad samples per worker
+
+    def set_epoch(self, epoch, first_batch=0):
+        """Call before creating the epoch's DataLoader iterator."""
+        self.position[0], self.position[1] = epoch, first_batch
+        self.bad.zero_()
+
+    def bad_samples(self):
+        """Bad samples this rank's workers skipped so far in the epoch (undecodable, no caption, bad JSON)."""
+        return int(self.bad.sum())
+
+    def _samples(self, epoch, slot, slots, worker, rng):
+        """This slot's samples, pass after pass over its shards (a pass's shard order drawn from the seed),
+        shuffled within each pass: a sample comes back only after every other sample of the slot."""
+        def skip_shard(error):
+            self.bad[worker] += 1
+            logger.warning(f"shard read error, rest of the shard skipped: {str(error)[:200]}")
+            return True
+
+        for pass_number in range(1_000_000):
+            order = list(range(len(self.urls)))
+            random.Random(item_seed(self.seed, epoch, pass_number)).shuffle(order)
+            split_shards = len(self.urls) >= slots  # else every slot reads all shards, keeping every slots-th
+            mine = order[slot::slots] if split_shards else order
+            found = 0
+            for sample in _shuffled(self._pass(mine, split_shards, slot, slots, skip_shard), self.buffer, rng):
+                found += 1
+                yield sample
+            if not found:
+                raise UserError(f"no sample could be read from the shards of rank {self.rank} (slot {slot})")
+
+    def _pass(self, mine, split_shards, slot, slots, skip_shard):
+        """One pass over the shards ``mine`` (indices into urls): every sample of them, or, when all slots
+        read all shards, every slots-th sample from the ``slot``-th on."""
+        from webdataset.tariterators import group_by_keys, tar_file_expander
+
+        counter = 0
+        for index in mine:
+            url = self.urls[index]
+            try:
+                stream = open_shard(url)
+            except (OSError, UserError) as error:
+                skip_shard(error)
+                continue
+            with stream:
+                files = tar_file_expander([{"url": url, "stream": stream}], handler=skip_shard)
+                for sample in group_by_keys(files, handler=skip_shard):
+                    counter += 1
+                    if split_shards or (counter - 1) % slots == slot:
+                        yield sample
+
+    def _decoded(self, sample, epoch, worker):
+        """(image [3,S,S], caption) of a sample, augmented from (seed, epoch, key); None if it is bad."""
+        key = f"{sample.get('__url__', '')}/{sample['__key__']}"
+        seed = item_seed(self.seed, epoch, zlib.crc32(key.encode("utf-8")))
+        try:
+            captions = sample_captions(sample, self.caption_keys)
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                image = self.transform(open_image_rgb(io.BytesIO(_image_bytes(sample)), self.draft_size))
+        except (ImageProblem, ValueError, UnicodeDecodeError) as problem:
+            self.bad[worker] += 1
+            if int(self.bad[worker]) <= 5:  # rate-limited: the epoch's count is reported after it
+                logger.warning(f"skipped sample '{key}': {str(problem)[:200]}")
+            return None
+        return image, captions[random.Random(seed).randrange(len(captions))]
+
+    def __iter__(self):
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        epoch, first = int(self.position[0]), int(self.position[1])
+        role = (worker + first) % workers
+        quota = role_batches(self.batches, workers, role)
+        done = role_batches(first, workers, role)
+        slot, slots = self.rank * workers + role, self.world_size * workers
+        if slots > MAX_SLOTS:
+            raise UserError(f"{slots} data-loading slots (processes x num-workers): at most {MAX_SLOTS}")
+        rng = random.Random(item_seed(self.seed, epoch, 1_000_000 + slot))
+        samples = self._samples(epoch, slot, slots, worker % MAX_SLOTS, rng)
+        made, items = 0, []
+        for sample in samples:
+            if made >= quota:
+                return
+            item = self._decoded(sample, epoch, worker % MAX_SLOTS)
+            if item is None:
+                continue
+            items.append(item)
+            if len(items) == self.local_batch:
+                if made >= done:  # batches before ``first`` were made by the interrupted run
+                    yield self.collate(items)
+                made, items = made + 1, []
+
+
+def first_captions(urls, caption_keys, limit=2000):
+    """Up to ``limit`` captions from the first readable shard: what augmentation's auto policy looks at."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    captions = []
+    for url in urls:
+        try:
+            with open_shard(url) as stream:
+                files = tar_file_expander([{"url": url, "stream": stream}], handler=lambda error: True)
+                for sample in group_by_keys(files, handler=lambda error: True):
+                    try:
+                        captions += sample_captions(sample, caption_keys)
+                    except (ValueError, UnicodeDecodeError):
+                        continue
+                    if len(captions) >= limit:
+                        return captions
+        except (OSError, UserError):
+            continue
+        if captions:
+            return captions
+    return captions
+
+
+def shard_notice(urls, samples, world_size, workers):
+    """One line on how the shards are split."""
+    slots = world_size * max(workers, 1)
+    split = ("each of the slots reads its own shards" if len(urls) >= slots else
+             f"fewer shards than slots ({len(urls)} < {slots}): every slot reads all shards and keeps its share")
+    return (f"shards: {len(urls)} file(s), {samples} samples per epoch, {slots} slot(s) "
+            f"(processes x workers); {split}")
+

@@ -1,0 +1,94 @@
+"""Where webdataset shards are: a pattern (with brace expansion), several joined with '::', local or fsspec
+URLs, and how many samples they hold (sizes.json, img2dataset's *_stats.json, or the train-num-samples key)."""
+import json
+import logging
+import os
+import posixpath
+
+from utils.errors import UserError, first_line
+
+logger = logging.getLogger(__name__)
+SOURCE_SEPARATOR = "::"
+URL_SCHEMES = ("file://", "http://", "https://", "s3://", "gs://", "gcs://")
+
+
+def is_shard_source(value):
+    """Whether a train-data / valid-data value names shards (else: a dataset folder)."""
+    return any(part.strip().endswith(".tar") or part.strip().startswith(URL_SCHEMES)
+               for part in value.split(SOURCE_SEPARATOR))
+
+
+def expand_shards(value):
+    """Every shard URL of ``value``, in order: each '::'-separated part brace-expanded
+    ('dir/{00000..00099}.tar'). UserError for an empty part or a pattern that names no .tar file."""
+    import braceexpand
+
+    urls = []
+    for part in value.split(SOURCE_SEPARATOR):
+        part = part.strip()
+        if not part:
+            raise UserError(f"'{value}': an empty source between '{SOURCE_SEPARATOR}'")
+        expanded = list(braceexpand.braceexpand(part))
+        bad = [url for url in expanded if not url.endswith(".tar")]
+        if bad:
+            raise UserError(f"'{part}' expands to '{bad[0]}', which is no .tar shard (give a dataset folder, or "
+                            f"shards such as dir/{{00000..00099}}.tar)")
+        urls += expanded
+    return urls
+
+
+def open_shard(url):
+    """A binary stream of one shard: local paths directly, URLs through fsspec (s3://, gs://, http(s)://
+    need their fsspec protocol package, e.g. s3fs)."""
+    if not url.startswith(URL_SCHEMES):
+        return open(url, "rb")
+    import fsspec
+
+    try:
+        return fsspec.open(url, "rb").open()
+    except ImportError as error:
+        raise UserError(f"reading '{url}' needs an fsspec protocol package: {first_line(error)}") from None
+
+
+def _read_json(url):
+    try:
+        with open_shard(url) as handle:
+            return json.load(handle)
+    except (OSError, ValueError, UserError):
+        return None
+
+
+def shard_sizes(urls):
+    """Samples per shard, from sizes.json beside the shards (open_clip's convention) or from img2dataset's
+    NNNNN_stats.json ("successes"); None where neither says. One read per folder for sizes.json."""
+    folders = {}
+    sizes = []
+    for url in urls:
+        folder, name = posixpath.split(url) if url.startswith(URL_SCHEMES) else os.path.split(url)
+        if folder not in folders:
+            join = posixpath.join if url.startswith(URL_SCHEMES) else os.path.join
+            folders[folder] = _read_json(join(folder, "sizes.json")) or {}
+        size = folders[folder].get(name)
+        if size is None:
+            join = posixpath.join if url.startswith(URL_SCHEMES) else os.path.join
+            stats = _read_json(join(folder, name[:-len(".tar")] + "_stats.json"))
+            size = stats.get("successes") if isinstance(stats, dict) else None
+        sizes.append(int(size) if isinstance(size, int) and size >= 0 else None)
+    return sizes
+
+
+def epoch_samples(value, num_samples=None):
+    """(shard URLs, samples per epoch) of a shard source. ``num_samples`` (train-num-samples) wins; otherwise
+    every shard's size must be known. UserError naming a missing shard or the missing sizes."""
+    urls = expand_shards(value)
+    local_missing = [url for url in urls if not url.startswith(URL_SCHEMES) and not os.path.isfile(url)]
+    if local_missing:
+        raise UserError(f"shard '{local_missing[0]}' not found ({len(local_missing)} of {len(urls)} missing)")
+    if num_samples:
+        return urls, num_samples
+    sizes = shard_sizes(urls)
+    unknown = [url for url, size in zip(urls, sizes) if size is None]
+    if unknown:
+        raise UserError(f"the number of samples in '{unknown[0]}' is unknown (no sizes.json or "
+                        f"{os.path.basename(unknown[0])[:-4]}_stats.json beside it): set train-num-samples")
+    return urls, sum(sizes)

@@ -1,0 +1,124 @@
+"""Write a dataset folder (images/ + captions.csv) as webdataset tar shards in img2dataset's layout.
+
+    python scripts/make_shards.py --data datasets/train --out datasets/train-shards --samples-per-shard 1000
+
+Each image is one sample: KEY.<its extension> (the file's own bytes), KEY.txt (its first caption) and KEY.json
+({"key", "filename", "caption", "captions": every caption of the image, "width", "height"}). Beside the shards:
+NNNNN_stats.json as img2dataset writes them (count, successes, ...) and sizes.json ({"NNNNN.tar": samples}), so
+the number of samples per epoch is known without reading the tars. Images that fail to decode are left out and
+counted. Each shard is written to a temporary name and renamed when complete.
+"""
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a file: make the project's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from data.caption_table import read_caption_table  # noqa: E402
+from data.image_file import ImageProblem, open_image_rgb  # noqa: E402
+from scripts.dataset_writer import fail, item_logger, setup_script_logging  # noqa: E402
+from utils.atomic_file import atomic_write, atomic_write_json  # noqa: E402
+
+logger = logging.getLogger(__name__)
+EXTENSIONS = {".jpeg": "jpg", ".jpg": "jpg", ".png": "png", ".webp": "webp", ".gif": "gif", ".bmp": "bmp",
+              ".tif": "tiff", ".tiff": "tiff"}
+
+
+def shard_samples(table):
+    """(sample dict for webdataset's TarWriter, None) per usable image, or (None, reason) for one left out."""
+    for record in table.images:
+        extension = EXTENSIONS.get(os.path.splitext(record.filename)[1].lower())
+        if extension is None:
+            yield None, (record.filename, "extension not one webdataset decoders know")
+            continue
+        try:
+            with open(record.path, "rb") as handle:
+                data = handle.read()
+            width, height = open_image_rgb(io.BytesIO(data)).size
+        except (ImageProblem, OSError) as error:
+            yield None, (record.filename, str(error))
+            continue
+        yield {extension: data, "txt": record.captions[0],
+               "json": {"filename": record.filename, "caption": record.captions[0],
+                        "captions": list(record.captions), "width": width, "height": height}}, None
+
+
+def write_shard(path, samples, shard_index):
+    """Write ``samples`` to the tar ``path`` atomically; keys follow img2dataset: shard number + position."""
+    import webdataset
+
+    def write(stream):
+        with webdataset.TarWriter(stream) as writer:
+            for position, sample in enumerate(samples):
+                key = f"{shard_index:05d}{position:04d}"
+                writer.write({"__key__": key, **sample, "json": {"key": key, **sample["json"]}})
+
+    atomic_write(path, write)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="dataset folder: images/ + captions.csv")
+    parser.add_argument("--out", required=True, help="folder for the shards")
+    parser.add_argument("--samples-per-shard", type=int, default=1000)
+    parser.add_argument("--overwrite", action="store_true", help="write into an --out that already has shards")
+    parser.add_argument("--quiet", action="store_true", help="no line per image left out")
+    args = parser.parse_args(argv)
+    setup_script_logging(args.quiet)
+    if not 1 <= args.samples_per_shard <= 10_000:
+        fail("--samples-per-shard: give 1 to 10000 (img2dataset's keys hold 4 digits of position)")
+    if os.path.isfile(os.path.join(args.out, "sizes.json")) and not args.overwrite:
+        fail(f"{args.out} already holds shards (sizes.json); pass --overwrite to replace them")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        fail(f"--out {args.out} is a file, not a folder")
+    table = read_caption_table(args.data)
+    if not table.images:
+        fail(f"{args.data}: no usable image")
+    os.makedirs(args.out, exist_ok=True)
+    sizes, left_out, shard, started = {}, [], [], time.time()
+
+    def flush():
+        index = len(sizes)
+        name = f"{index:05d}.tar"
+        write_shard(os.path.join(args.out, name), shard, index)
+        atomic_write_json(os.path.join(args.out, f"{index:05d}_stats.json"), {
+            "count": len(shard), "successes": len(shard), "failed_to_download": 0, "failed_to_resize": 0,
+            "start_time": started, "end_time": time.time()})
+        sizes[name] = len(shard)
+        shard.clear()
+
+    for sample, problem in shard_samples(table):
+        if problem:
+            left_out.append(problem)
+            item_logger.warning(f"left out {problem[0]}: {problem[1]}")
+            continue
+        shard.append(sample)
+        if len(shard) == args.samples_per_shard:
+            flush()
+    if shard:
+        flush()
+    if not sizes:
+        fail(f"{args.data}: every image failed to decode; no shard written")
+    previous = os.path.join(args.out, "sizes.json")
+    if os.path.isfile(previous):  # --overwrite with fewer shards than before: a pattern must not find old ones
+        with open(previous, encoding="utf-8") as handle:
+            stale = [name for name in json.load(handle) if name not in sizes]
+        for name in stale:
+            for path in (name, name.replace(".tar", "_stats.json")):
+                if os.path.isfile(os.path.join(args.out, path)):
+                    os.remove(os.path.join(args.out, path))
+    atomic_write_json(os.path.join(args.out, "sizes.json"), sizes)
+    last = len(sizes) - 1
+    logger.info(f"wrote {args.out}: {sum(sizes.values())} samples in {len(sizes)} shard(s), "
+                f"pattern '{os.path.join(args.out, '{00000..%05d}.tar' % last)}'"
+                + (f"; {len(left_out)} image(s) left out" if left_out else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Webdataset shards in img2dataset's layout, written from a dataset folder and read back with webdataset."""
+import json
+import shutil
+
+import pytest
+import torch
+import webdataset
+
+from data.caption_table import read_caption_table
+from scripts.make_shards import main as make_shards
+from tests.conftest import run_script, truncated_png_bytes
+
+
+def _read_back(pattern):
+    return {sample["__key__"]: sample for sample in webdataset.WebDataset(pattern, shardshuffle=False)}
+
+
+def test_shards_hold_every_image_and_all_its_captions(tiny_dataset, tmp_path):
+    out = tmp_path / "shards"
+    assert make_shards(["--data", str(tiny_dataset / "train"), "--out", str(out), "--samples-per-shard", "20"]) == 0
+    sizes = json.loads((out / "sizes.json").read_text())
+    assert sizes == {"00000.tar": 20, "00001.tar": 20, "00002.tar": 8}
+    assert json.loads((out / "00002_stats.json").read_text())["successes"] == 8
+    samples = _read_back(str(out / "{00000..00002}.tar"))
+    assert len(samples) == 48 and "000010019" in samples and "000020007" in samples  # img2dataset's keys
+    table = read_caption_table(str(tiny_dataset / "train"))
+    by_name = {record.filename: record for record in table.images}
+    for key, sample in samples.items():
+        meta = json.loads(sample["json"])
+        record = by_name[meta["filename"]]
+        assert meta["key"] == key and meta["captions"] == record.captions
+        assert sample["txt"].decode() == record.captions[0]
+        with open(record.path, "rb") as handle:
+            assert sample["png"] == handle.read()  # the file's own bytes, not re-encoded
+
+
+def test_undecodable_images_are_left_out_and_an_existing_set_is_kept(tiny_dataset, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset / "valid", data)
+    (data / "images" / "000003.png").write_bytes(truncated_png_bytes())
+    out = tmp_path / "shards"
+    assert make_shards(["--data", str(data), "--out", str(out), "--samples-per-shard", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "000003.png" in captured.err and "1 image(s) left out" in captured.out
+    assert sum(json.loads((out / "sizes.json").read_text()).values()) == 15
+    assert all(json.loads(s["json"])["filename"] != "000003.png" for s in _read_back(str(out / "{00000..00002}.tar")).values())
+
+    before = (out / "00000.tar").read_bytes()
+    with pytest.raises(SystemExit) as refused:  # no --overwrite: nothing touched
+        make_shards(["--data", str(data), "--out", str(out)])
+    assert refused.value.code == 2
+    assert "--overwrite" in capsys.readouterr().err and (out / "00000.tar").read_bytes() == before
+    assert make_shards(["--data", str(data), "--out", str(out), "--overwrite"]) == 0  # now one shard of 15
+    assert json.loads((out / "sizes.json").read_text()) == {"00000.tar": 15}
+    assert sorted(p.name for p in out.iterdir()) == ["00000.tar", "00000_stats.json", "sizes.json"]
+
+
+def _shards(tiny_dataset, tmp_path, per_shard):
+    out = tmp_path / f"shards-{per_shard}"
+    assert make_shards(["--data", str(tiny_dataset / "train"), "--out", str(out), "--samples-per-shard",
+                        str(per_shard), "--quiet"]) == 0
+    sizes = json.loads((out / "sizes.json").read_text())
+    return [str(out / name) for name in sizes], sum(sizes.values())
+
+
+def _names(items):
+    """A collate that keeps what identifies each sample: the 'caption' read from the JSON's filename key."""
+    return [caption for _, caption in items]
+
+
+def _epoch(urls, rank, world_size, workers, local_batch, batches, epoch=0, first=0, transform=None, collate=_names,
+           keys=("filename",)):
+    from data.shard_dataset import ShardBatches
+
+    dataset = ShardBatches(urls, transform or (lambda image: torch.zeros(1)), collate, list(keys), seed=7,
+                           rank=rank, world_size=world_size, local_batch=local_batch, batches=batches)
+    dataset.set_epoch(epoch, first)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+    return list(loader), dataset
+
+
+@pytest.mark.parametrize("per_shard", [12, 48])  # a shard per slot; one shard for all slots
+def test_ranks_and_workers_split_an_epoch_without_overlap(tiny_dataset, tmp_path, per_shard):
+    urls, samples = _shards(tiny_dataset, tmp_path, per_shard)
+    world_size, workers, local_batch = 2, 2, 4
+    batches = samples // (world_size * local_batch)
+    seen = []
+    for rank in range(world_size):
+        epoch, _ = _epoch(urls, rank, world_size, workers, local_batch, batches)
+        assert len(epoch) == batches and all(len(batch) == local_batch for batch in epoch)  # no rank waits
+        seen += [name for batch in epoch for name in batch]
+    assert sorted(seen) == sorted(f"{i:06d}.png" for i in range(48))  # each sample once, on one rank only
+    again, _ = _epoch(urls, 0, world_size, workers, local_batch, batches)
+    later, _ = _epoch(urls, 0, world_size, workers, local_batch, batches, epoch=1)
+    assert again == _epoch(urls, 0, world_size, workers, local_batch, batches)[0] and later != again
+
+
+def test_an_epoch_started_mid_way_gives_the_batches_an_uninterrupted_one_would(tiny_dataset, tmp_path):
+    from data.transforms import train_transform
+
+    urls, _ = _shards(tiny_dataset, tmp_path, 10)  # uneven: 10, 10, 10, 10, 8
+    augment = train_transform(32, 0.5, True, True, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+    def pairs(items):
+        return torch.stack([image for image, _ in items]), [caption for _, caption in items]
+
+    full, _ = _epoch(urls, 0, 1, 2, 4, 11, transform=augment, collate=pairs)
+    for first in (3, 4):  # resumed at a batch of either worker
+        rest, _ = _epoch(urls, 0, 1, 2, 4, 11, first=first, transform=augment, collate=pairs)
+        assert len(rest) == 11 - first
+        for (images, names), (expected_images, expected_names) in zip(rest, full[first:]):
+            assert names == expected_names and torch.equal(images, expected_images)
+
+
+def test_bad_samples_and_a_truncated_shard_are_skipped_and_counted(tiny_dataset, tmp_path, capfd):
+    urls, _ = _shards(tiny_dataset, tmp_path, 12)
+    bad = tmp_path / "bad.tar"
+    with webdataset.TarWriter(str(bad)) as writer:
+        good = next(iter(webdataset.WebDataset(urls[0], shardshuffle=False)))
+        writer.write({"__key__": "a", "png": truncated_png_bytes(), "json": {"filename": "a"}})  # undecodable
+        writer.write({"__key__": "b", "png": good["png"], "json": b"{not json"})                # bad JSON
+        writer.write({"__key__": "c", "png": good["png"], "json": {"other": 1}})                # no caption
+        writer.write({"__key__": "d", "png": good["png"], "json": {"filename": "ok-d"}})
+    cut = tmp_path / "cut.tar"
+    data = open(urls[1], "rb").read()
+    cut.write_bytes(data[: len(data) // 2])  # a shard cut off in mid-file
+    epoch, dataset = _epoch([urls[0], str(bad), str(cut), urls[2]], 0, 1, 2, 4, 6)
+    assert len(epoch) == 6 and all(len(batch) == 4 for batch in epoch)
+    names = [name for batch in epoch for name in batch]
+    assert "ok-d" in names and "a" not in names
+    assert dataset.bad_samples() >= 4  # counted by the workers, read by the training process for its report
+    main_process, dataset = _epoch([urls[0], str(bad), str(cut), urls[2]], 0, 1, 0, 4, 6)
+    assert len(main_process) == 6 and all(len(batch) == 4 for batch in main_process)
+    assert dataset.bad_samples() >= 4  # 3 bad samples and the cut shard, counted for the epoch report
+    logged = capfd.readouterr().err  # one line per bad sample (the first few per worker), with its reason
+    assert "bad.tar/a': cannot decode" in logged and "bad.tar/c': no caption" in logged
+
+
+def test_train_py_from_shards_with_workers(tiny_checkpoint, tiny_dataset, tmp_path):
+    _shards(tiny_dataset, tmp_path, 12)
+    pattern = str(tmp_path / "shards-12" / "{00000..00003}.tar")
+    result = run_script("train.py", "--config", "configs/demo/train.yaml", "--load-path", str(tiny_checkpoint),
+                        "--train-data", pattern, "--caption-key", "captions", "--valid-data",
+                        str(tiny_dataset / "valid"), "--best-path", str(tmp_path / "best.pt"), "--last-path",
+                        str(tmp_path / "last.pt"), "--log-dir", str(tmp_path / "logs"), "--batch-size", "16",
+                        "--num-workers", "2", "--epochs", "2", "--warmup-steps", "2")
+    assert result.returncode == 0, result.stderr
+    assert "training: 48 samples from shards, global batch 16, 3 steps/epoch" in result.stdout
+    history = [json.loads(line) for line in (tmp_path / "logs/metrics.jsonl").read_text().splitlines()]
+    assert [item["step"] for item in history] == [3, 6]
+    missing = run_script("train.py", "--config", "configs/demo/train.yaml", "--load-path", str(tiny_checkpoint),
+                         "--train-data", str(tmp_path / "shards-12" / "{00000..00009}.tar"), "--valid-data",
+                         str(tiny_dataset / "valid"), "--best-path", str(tmp_path / "b2.pt"), "--last-path",
+                         str(tmp_path / "l2.pt"), "--log-dir", str(tmp_path / "logs2"))
+    assert missing.returncode == 2 and "00004.tar' not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_training_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
+    from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch
+
+    _shards(tiny_dataset, tmp_path, 10)  # 5 uneven shards for 2 workers
+
+    def args(out, *extra):
+        return ["train.py", "--config", "configs/demo/train.yaml", "--load-path", str(tiny_checkpoint),
+                "--train-data", str(tmp_path / "shards-10" / "{00000..00004}.tar"), "--valid-data",
+                str(tiny_dataset / "valid"), "--best-path", str(out / "best.pt"), "--last-path", str(out / "last.pt"),
+                "--log-dir", str(out / "logs"), "--batch-size", "16", "--num-workers", "2", "--epochs", "4",
+                "--warmup-steps", "2", *extra]
+
+    straight = tmp_path / "straight"
+    result = run_script(*args(straight))
+    assert result.returncode == 0, result.stderr
+    killed = tmp_path / "killed"
+    state = kill_inside_an_epoch(args(killed, "--checkpoint-every-steps", "1"), killed)
+    resumed = run_script(*args(killed, "--checkpoint-every-steps", "1"), "--resume", str(killed / "last.pt"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after batch {state['epoch-progress']['batches']} of epoch" in resumed.stdout
+    assert_same_run(straight, killed)

@@ -1,0 +1,129 @@
+"""The training data of a run: a dataset folder or webdataset shards, behind one loader interface."""
+import itertools
+import logging
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
+
+from data.caption_table import read_caption_table
+from data.datasets import PairCollate, TrainImages
+from data.shard_dataset import ShardBatches, first_captions, shard_notice
+from data.shard_source import epoch_samples, is_shard_source
+from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def global_batch(requested, dataset_size, world_size):
+    """(global batch, per-process batch): the requested batch, capped at the dataset, split over ranks."""
+    batch_size = min(requested, dataset_size)
+    if batch_size < requested:
+        logger.info(f"batch-size {requested} > {dataset_size} training images; using {batch_size}")
+    if batch_size % world_size:
+        raise UserError(f"batch-size {batch_size} is the global batch and must divide evenly over "
+                        f"{world_size} processes")
+    return batch_size, batch_size // world_size
+
+
+def _transform(config, spec, captions, source):
+    """The training transform and a line saying what augmentation is on (auto decided from ``captions``)."""
+    if not config["use-augment"]:
+        return preprocess_for(spec), "augmentation: off"
+    flip, color, notice = augmentation_policy(captions, config["augment-flip"], config["augment-color"])
+    transform = train_transform(spec["image-size"], config["augment-crop-scale"], flip, color, *normalization(spec))
+    return transform, notice + source
+
+
+class StartAt(Sampler):
+    """``sampler``'s order from its ``skip``-th index on: an epoch resumed after its first batches."""
+
+    def __init__(self, sampler):
+        self.sampler, self.skip = sampler, 0
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self):
+        return len(self.sampler) - self.skip
+
+
+class TrainData:
+    """What the loop needs of its data: ``loader`` (batches of (images [b,3,S,S], input_ids [b,L]), b the
+    per-process batch), ``batch_size`` (global), ``local_batch``, ``steps_per_epoch``, the notices to log, and
+    ``set_epoch`` before each epoch's iterator."""
+
+    def __init__(self, dataset, loader, sampler, batch_size, local_batch, steps_per_epoch, notices, seed):
+        self.dataset, self.loader, self.sampler = dataset, loader, sampler
+        self.batch_size, self.local_batch, self.steps_per_epoch = batch_size, local_batch, steps_per_epoch
+        self.notices, self.seed = notices, seed
+
+    def set_epoch(self, epoch, first_batch=0):
+        """Before each epoch's iterator: its order, and the batch it starts at (> 0 when resumed mid-epoch)."""
+        if isinstance(self.dataset, ShardBatches):
+            self.dataset.set_epoch(epoch, first_batch)
+            return
+        self.dataset.set_epoch(epoch)
+        inner = self.sampler.sampler
+        if isinstance(inner, DistributedSampler):
+            inner.set_epoch(epoch)
+        else:
+            inner.generator.manual_seed(self.seed * 7919 + epoch)
+        self.sampler.skip = first_batch * self.local_batch
+
+    def end_of_epoch(self, epoch):
+        """Report the epoch's skipped samples (shards only: a folder's bad images are replaced and logged)."""
+        if isinstance(self.dataset, ShardBatches) and self.dataset.bad_samples():
+            logger.warning(f"epoch {epoch + 1}: {self.dataset.bad_samples()} bad sample(s) skipped on this "
+                           f"process (undecodable image, no caption, bad JSON or a truncated shard)")
+
+
+def training_data(config, spec, tokenizer, job, pin_memory):
+    """The run's TrainData from ``train-data``: a folder (images/ + captions.csv) or shards."""
+    workers = config["num-workers"]
+    loader_options = {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0,
+                      "prefetch_factor": 4 if workers else None,
+                      # its own generator, not the global one: a resumed run creates its iterator at another
+                      # epoch than an uninterrupted run, and a global draw there would shift every later mask
+                      "generator": torch.Generator().manual_seed(config["seed"])}
+    if is_shard_source(config["train-data"]):
+        return _shard_data(config, spec, tokenizer, job, loader_options)
+    table = read_caption_table(config["train-data"], strict=config["strict"])
+    transform, augmentation = _transform(config, spec, table.captions, "")
+    if len(table.images) < 2:
+        raise UserError(f"{config['train-data']}: {len(table.images)} usable image(s); contrastive "
+                        f"training needs at least 2")
+    dataset = TrainImages(table, transform, config["seed"], draft_size=spec["image-size"])
+    batch_size, local_batch = global_batch(config["batch-size"], len(dataset), job.world_size)
+    if job.enabled:
+        sampler = StartAt(DistributedSampler(dataset, job.world_size, job.rank, shuffle=True, seed=config["seed"],
+                                             drop_last=True))
+    else:
+        sampler = StartAt(RandomSampler(dataset, generator=torch.Generator()))
+    loader = DataLoader(dataset, batch_size=local_batch, sampler=sampler, drop_last=True,
+                        collate_fn=PairCollate(tokenizer), **loader_options)
+    steps = len(dataset) // batch_size
+    described = (f"training: {len(dataset)} images, {len(table.captions)} captions, global batch {batch_size}"
+                 f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps} steps/epoch")
+    return TrainData(dataset, loader, sampler, batch_size, local_batch, steps, [augmentation, described],
+                     config["seed"])
+
+
+def _shard_data(config, spec, tokenizer, job, loader_options):
+    urls, samples = epoch_samples(config["train-data"], config["train-num-samples"])
+    caption_keys = [key.strip() for key in config["caption-key"].split(",") if key.strip()]
+    if not caption_keys:
+        raise UserError("caption-key: give txt or one or more .json keys")
+    transform, augmentation = _transform(config, spec, first_captions(urls, caption_keys),
+                                         " (decided from the first shard's captions)")
+    batch_size, local_batch = global_batch(config["batch-size"], samples, job.world_size)
+    steps = samples // batch_size
+    if samples < 2:
+        raise UserError(f"{config['train-data']}: {samples} sample(s); contrastive training needs at least 2")
+    dataset = ShardBatches(urls, transform, PairCollate(tokenizer), caption_keys, config["seed"], job.rank,
+                           job.world_size, local_batch, steps, draft_size=spec["image-size"])
+    loader = DataLoader(dataset, batch_size=None, **loader_options)
+    described = (f"training: {samples} samples from shards, global batch {batch_size}"
+                 f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps} steps/epoch")
+    notices = [augmentation, shard_notice(urls, samples, job.world_size, loader_options["num_workers"]), described]
+    return TrainData(dataset, loader, None, batch_size, local_batch, steps, notices, config["seed"])

@@ -22,7 +22,7 @@ from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
-MAX_SLOTS = 1024  # ranks x workers whose bad-sample counts are kept
+MAX_WORKERS = 256  # per process, whose bad-sample counts are kept apart
 
 
 def sample_captions(sample, caption_keys):
@@ -37,7 +37,10 @@ def sample_captions(sample, caption_keys):
         if meta is None:
             meta = json.loads(sample["json"]) if "json" in sample else {}
         value = meta.get(key) if isinstance(meta, dict) else None
-        captions += [value] if isinstance(value, str) else [v for v in value or [] if isinstance(v, str)]
+        if isinstance(value, str):
+            captions.append(value)
+        elif isinstance(value, list):
+            captions += [v for v in value if isinstance(v, str)]
     captions = [caption.strip() for caption in captions if caption and caption.strip()]
     if not captions:
         raise ValueError(f"no caption under {', '.join(caption_keys)}")
@@ -79,13 +82,15 @@ class ShardBatches(IterableDataset):
     """
 
     def __init__(self, urls, transform, collate, caption_keys, seed, rank, world_size, local_batch, batches,
-                 buffer=256, draft_size=None):
+                 buffer=256, draft_size=None, resampled_weights=None):
         self.urls, self.transform, self.collate = list(urls), transform, collate
+        # resampled mode: every slot draws shards with replacement, with these weights (one per URL)
+        self.resampled_weights = list(resampled_weights) if resampled_weights else None
         self.caption_keys, self.seed, self.rank, self.world_size = list(caption_keys), seed, rank, world_size
         self.local_batch, self.batches, self.buffer, self.draft_size = local_batch, batches, buffer, draft_size
         # Shared memory: persistent workers see the next epoch's settings without being restarted.
         self.position = torch.zeros(2, dtype=torch.long).share_memory_()  # epoch, first batch
-        self.bad = torch.zeros(MAX_SLOTS, dtype=torch.long).share_memory_()  # this epoch's bad samples per worker
+        self.bad = torch.zeros(MAX_WORKERS, dtype=torch.long).share_memory_()  # this epoch's bad samples, per worker
 
     def set_epoch(self, epoch, first_batch=0):
         """Call before creating the epoch's DataLoader iterator."""
@@ -98,12 +103,16 @@ class ShardBatches(IterableDataset):
 
     def _samples(self, epoch, slot, slots, worker, rng):
         """This slot's samples, pass after pass over its shards (a pass's shard order drawn from the seed),
-        shuffled within each pass: a sample comes back only after every other sample of the slot."""
+        shuffled within each pass: a sample comes back only after every other sample of the slot. Resampled:
+        shards drawn with replacement by weight, as open_clip's --dataset-resampled, from a stream of the slot."""
         def skip_shard(error):
             self.bad[worker] += 1
             logger.warning(f"shard read error, rest of the shard skipped: {str(error)[:200]}")
             return True
 
+        if self.resampled_weights:
+            yield from _shuffled(self._resampled(epoch, slot, skip_shard), self.buffer, rng)
+            return
         for pass_number in range(1_000_000):
             order = list(range(len(self.urls)))
             random.Random(item_seed(self.seed, epoch, pass_number)).shuffle(order)
@@ -115,6 +124,19 @@ class ShardBatches(IterableDataset):
                 yield sample
             if not found:
                 raise UserError(f"no sample could be read from the shards of rank {self.rank} (slot {slot})")
+
+    def _resampled(self, epoch, slot, skip_shard):
+        draws = random.Random(item_seed(self.seed, epoch, 2_000_000 + slot))
+        empty = 0
+        while True:
+            index = draws.choices(range(len(self.urls)), weights=self.resampled_weights)[0]
+            found = 0
+            for sample in self._pass([index], True, slot, 1, skip_shard):
+                found += 1
+                yield sample
+            empty = 0 if found else empty + 1
+            if empty > 3 * len(self.urls) + 10:
+                raise UserError(f"no sample could be read from the shards drawn for rank {self.rank} (slot {slot})")
 
     def _pass(self, mine, split_shards, slot, slots, skip_shard):
         """One pass over the shards ``mine`` (indices into urls): every sample of them, or, when all slots
@@ -152,38 +174,59 @@ class ShardBatches(IterableDataset):
             return None
         return image, captions[random.Random(seed).randrange(len(captions))]
 
+
+    def _usable(self, sample, worker):
+        """Whether ``_decoded`` would use the sample, without transforming it (for batches a resumed run skips:
+        they were made before the interruption, only which samples they took matters)."""
+        try:
+            sample_captions(sample, self.caption_keys)
+            open_image_rgb(io.BytesIO(_image_bytes(sample)), self.draft_size)
+            return True
+        except (ImageProblem, ValueError, UnicodeDecodeError):
+            self.bad[worker] += 1
+            return False
+
     def __iter__(self):
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        worker_cell = worker % MAX_WORKERS
         epoch, first = int(self.position[0]), int(self.position[1])
         role = (worker + first) % workers
         quota = role_batches(self.batches, workers, role)
         done = role_batches(first, workers, role)
+        if done >= quota:  # nothing left for this role: open no shard at all
+            return
         slot, slots = self.rank * workers + role, self.world_size * workers
-        if slots > MAX_SLOTS:
-            raise UserError(f"{slots} data-loading slots (processes x num-workers): at most {MAX_SLOTS}")
         rng = random.Random(item_seed(self.seed, epoch, 1_000_000 + slot))
-        samples = self._samples(epoch, slot, slots, worker % MAX_SLOTS, rng)
-        made, items = 0, []
-        for sample in samples:
-            if made >= quota:
-                return
-            item = self._decoded(sample, epoch, worker % MAX_SLOTS)
-            if item is None:
+        made, items, bad_in_a_row = 0, [], 0
+        limit = max(1000, 2 * self.batches * self.local_batch)
+        for sample in self._samples(epoch, slot, slots, worker_cell, rng):
+            skipping = made < done  # batches before ``first`` were made by the interrupted run
+            item = self._usable(sample, worker_cell) if skipping else self._decoded(sample, epoch, worker_cell)
+            if not item:
+                bad_in_a_row += 1
+                if bad_in_a_row > limit:  # e.g. a caption-key no sample has: stop instead of reading forever
+                    raise UserError(f"{bad_in_a_row} samples in a row were unusable (last: "
+                                    f"'{sample.get('__key__')}' of {sample.get('__url__')}); check the shards and "
+                                    f"caption-key {','.join(self.caption_keys)}")
                 continue
+            bad_in_a_row = 0
             items.append(item)
             if len(items) == self.local_batch:
-                if made >= done:  # batches before ``first`` were made by the interrupted run
+                if not skipping:
                     yield self.collate(items)
                 made, items = made + 1, []
+                if made == quota:
+                    return
 
 
 def first_captions(urls, caption_keys, limit=2000):
-    """Up to ``limit`` captions from the first readable shard: what augmentation's auto policy looks at."""
+    """Up to ``limit`` captions from the first shard that has any: what augmentation's auto policy looks at.
+    UserError when no shard has a caption under ``caption_keys``."""
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     captions = []
-    for url in urls:
+    for url in urls[:3]:
         try:
             with open_shard(url) as stream:
                 files = tar_file_expander([{"url": url, "stream": stream}], handler=lambda error: True)
@@ -198,14 +241,20 @@ def first_captions(urls, caption_keys, limit=2000):
             continue
         if captions:
             return captions
-    return captions
+    raise UserError(f"no sample of the shards ({urls[0]} ...) has a caption under caption-key "
+                    f"'{','.join(caption_keys)}' (txt: the .txt file; any other name: a key of the .json)")
 
 
-def shard_notice(urls, samples, world_size, workers):
+def shard_notice(urls, samples, world_size, workers, resampled_weights=None):
     """One line on how the shards are split."""
     slots = world_size * max(workers, 1)
-    split = ("each of the slots reads its own shards" if len(urls) >= slots else
-             f"fewer shards than slots ({len(urls)} < {slots}): every slot reads all shards and keeps its share")
+    if resampled_weights:
+        split = "resampled: every slot draws shards with replacement" + (
+            "" if len(set(resampled_weights)) == 1 else ", weighted by source")
+    elif len(urls) >= slots:
+        split = "each of the slots reads its own shards"
+    else:
+        split = f"fewer shards than slots ({len(urls)} < {slots}): every slot reads all shards and keeps its share"
     return (f"shards: {len(urls)} file(s), {samples} samples per epoch, {slots} slot(s) "
             f"(processes x workers); {split}")
 

@@ -21,20 +21,42 @@ def is_shard_source(value):
 def expand_shards(value):
     """Every shard URL of ``value``, in order: each '::'-separated part brace-expanded
     ('dir/{00000..00099}.tar'). UserError for an empty part or a pattern that names no .tar file."""
+    return [url for source in expand_sources(value) for url in source]
+
+
+def shard_weights(value, weights):
+    """One sampling weight per shard URL of ``value``: each source's weight from ``weights`` ('1::3', one per
+    '::' source, as open_clip's upsampling factors) given to every shard of that source."""
+    sources = expand_sources(value)
+    try:
+        factors = [float(part) for part in weights.split(SOURCE_SEPARATOR)]
+    except ValueError:
+        raise UserError(f"train-data-weights: expected numbers joined with '::', got '{weights}'") from None
+    if len(factors) != len(sources) or any(not factor > 0 for factor in factors):
+        raise UserError(f"train-data-weights: give {len(sources)} positive number(s) joined with '::', one per "
+                        f"train-data source; got '{weights}'")
+    return [factor for factor, source in zip(factors, sources) for _ in source]
+
+
+def expand_sources(value):
+    """The shard URLs of each '::'-separated source of ``value``, brace-expanded."""
     import braceexpand
 
-    urls = []
+    sources = []
     for part in value.split(SOURCE_SEPARATOR):
         part = part.strip()
         if not part:
             raise UserError(f"'{value}': an empty source between '{SOURCE_SEPARATOR}'")
-        expanded = list(braceexpand.braceexpand(part))
+        try:
+            expanded = list(braceexpand.braceexpand(part))
+        except ValueError as error:  # unbalanced braces and the like
+            raise UserError(f"'{part}': not a shard pattern ({first_line(error)})") from None
         bad = [url for url in expanded if not url.endswith(".tar")]
         if bad:
             raise UserError(f"'{part}' expands to '{bad[0]}', which is no .tar shard (give a dataset folder, or "
                             f"shards such as dir/{{00000..00099}}.tar)")
-        urls += expanded
-    return urls
+        sources.append(expanded)
+    return sources
 
 
 def open_shard(url):
@@ -46,16 +68,19 @@ def open_shard(url):
 
     try:
         return fsspec.open(url, "rb").open()
-    except ImportError as error:
-        raise UserError(f"reading '{url}' needs an fsspec protocol package: {first_line(error)}") from None
+    except (ImportError, ValueError) as error:  # no package for the protocol, or an unknown protocol
+        raise UserError(f"reading '{url}' needs an fsspec protocol package (aiohttp for http(s), s3fs, gcsfs): "
+                        f"{first_line(error)}") from None
 
 
 def _read_json(url):
+    """The JSON at ``url`` as a dict, or None when there is none or it is not a JSON object."""
     try:
         with open_shard(url) as handle:
-            return json.load(handle)
-    except (OSError, ValueError, UserError):
+            data = json.load(handle)
+    except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def shard_sizes(urls):
@@ -84,6 +109,12 @@ def epoch_samples(value, num_samples=None):
     local_missing = [url for url in urls if not url.startswith(URL_SCHEMES) and not os.path.isfile(url)]
     if local_missing:
         raise UserError(f"shard '{local_missing[0]}' not found ({len(local_missing)} of {len(urls)} missing)")
+    remote = next((url for url in urls if url.startswith(URL_SCHEMES)), None)
+    if remote:  # fail here, not in every data-loading worker: a protocol package missing, a server down
+        try:
+            open_shard(remote).close()
+        except OSError as error:
+            raise UserError(f"cannot read shard '{remote}': {first_line(error)}") from None
     if num_samples:
         return urls, num_samples
     sizes = shard_sizes(urls)

@@ -10,9 +10,9 @@ counted. Each shard is written to a temporary name and renamed when complete.
 """
 import argparse
 import io
-import json
 import logging
 import os
+import re
 import sys
 import time
 
@@ -25,6 +25,7 @@ from scripts.dataset_writer import fail, item_logger, setup_script_logging  # no
 from utils.atomic_file import atomic_write, atomic_write_json  # noqa: E402
 
 logger = logging.getLogger(__name__)
+SHARD_FILE = re.compile(r"^\d{5}(\.tar|_stats\.json)$|^sizes\.json$")  # what this script (and img2dataset) writes
 EXTENSIONS = {".jpeg": "jpg", ".jpg": "jpg", ".png": "png", ".webp": "webp", ".gif": "gif", ".bmp": "bmp",
               ".tif": "tiff", ".tiff": "tiff"}
 
@@ -72,10 +73,12 @@ def main(argv=None):
     setup_script_logging(args.quiet)
     if not 1 <= args.samples_per_shard <= 10_000:
         fail("--samples-per-shard: give 1 to 10000 (img2dataset's keys hold 4 digits of position)")
-    if os.path.isfile(os.path.join(args.out, "sizes.json")) and not args.overwrite:
-        fail(f"{args.out} already holds shards (sizes.json); pass --overwrite to replace them")
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         fail(f"--out {args.out} is a file, not a folder")
+    existing = sorted(name for name in (os.listdir(args.out) if os.path.isdir(args.out) else [])
+                      if SHARD_FILE.match(name))
+    if existing and not args.overwrite:
+        fail(f"{args.out} already holds shards ({existing[0]}, ...); pass --overwrite to replace them")
     table = read_caption_table(args.data)
     if not table.images:
         fail(f"{args.data}: no usable image")
@@ -104,14 +107,11 @@ def main(argv=None):
         flush()
     if not sizes:
         fail(f"{args.data}: every image failed to decode; no shard written")
-    previous = os.path.join(args.out, "sizes.json")
-    if os.path.isfile(previous):  # --overwrite with fewer shards than before: a pattern must not find old ones
-        with open(previous, encoding="utf-8") as handle:
-            stale = [name for name in json.load(handle) if name not in sizes]
-        for name in stale:
-            for path in (name, name.replace(".tar", "_stats.json")):
-                if os.path.isfile(os.path.join(args.out, path)):
-                    os.remove(os.path.join(args.out, path))
+    # --overwrite with fewer shards than before: a pattern must not find the old ones
+    for name in existing:
+        if name.endswith(".tar") and name not in sizes or name.endswith("_stats.json") and \
+                name.replace("_stats.json", ".tar") not in sizes:
+            os.remove(os.path.join(args.out, name))
     atomic_write_json(os.path.join(args.out, "sizes.json"), sizes)
     last = len(sizes) - 1
     logger.info(f"wrote {args.out}: {sum(sizes.values())} samples in {len(sizes)} shard(s), "

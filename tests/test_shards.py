@@ -8,6 +8,7 @@ import webdataset
 
 from data.caption_table import read_caption_table
 from scripts.make_shards import main as make_shards
+from utils.errors import UserError
 from tests.conftest import run_script, truncated_png_bytes
 
 
@@ -69,11 +70,12 @@ def _names(items):
 
 
 def _epoch(urls, rank, world_size, workers, local_batch, batches, epoch=0, first=0, transform=None, collate=_names,
-           keys=("filename",)):
+           keys=("filename",), weights=None):
     from data.shard_dataset import ShardBatches
 
     dataset = ShardBatches(urls, transform or (lambda image: torch.zeros(1)), collate, list(keys), seed=7,
-                           rank=rank, world_size=world_size, local_batch=local_batch, batches=batches)
+                           rank=rank, world_size=world_size, local_batch=local_batch, batches=batches,
+                           resampled_weights=weights)
     dataset.set_epoch(epoch, first)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
     return list(loader), dataset
@@ -120,6 +122,7 @@ def test_bad_samples_and_a_truncated_shard_are_skipped_and_counted(tiny_dataset,
         writer.write({"__key__": "a", "png": truncated_png_bytes(), "json": {"filename": "a"}})  # undecodable
         writer.write({"__key__": "b", "png": good["png"], "json": b"{not json"})                # bad JSON
         writer.write({"__key__": "c", "png": good["png"], "json": {"other": 1}})                # no caption
+        writer.write({"__key__": "e", "png": good["png"], "json": {"filename": 5}})                # no string
         writer.write({"__key__": "d", "png": good["png"], "json": {"filename": "ok-d"}})
     cut = tmp_path / "cut.tar"
     data = open(urls[1], "rb").read()
@@ -131,7 +134,10 @@ def test_bad_samples_and_a_truncated_shard_are_skipped_and_counted(tiny_dataset,
     assert dataset.bad_samples() >= 4  # counted by the workers, read by the training process for its report
     main_process, dataset = _epoch([urls[0], str(bad), str(cut), urls[2]], 0, 1, 0, 4, 6)
     assert len(main_process) == 6 and all(len(batch) == 4 for batch in main_process)
-    assert dataset.bad_samples() >= 4  # 3 bad samples and the cut shard, counted for the epoch report
+    assert dataset.bad_samples() >= 5  # 4 bad samples and the cut shard, counted for the epoch report
+    from data.shard_dataset import first_captions
+    with pytest.raises(UserError, match="caption-key 'nope'"):  # a key no sample has: said at once, no hang
+        first_captions(urls, ["nope"])
     logged = capfd.readouterr().err  # one line per bad sample (the first few per worker), with its reason
     assert "bad.tar/a': cannot decode" in logged and "bad.tar/c': no caption" in logged
 
@@ -164,15 +170,100 @@ def test_training_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_ch
         return ["train.py", "--config", "configs/demo/train.yaml", "--load-path", str(tiny_checkpoint),
                 "--train-data", str(tmp_path / "shards-10" / "{00000..00004}.tar"), "--valid-data",
                 str(tiny_dataset / "valid"), "--best-path", str(out / "best.pt"), "--last-path", str(out / "last.pt"),
-                "--log-dir", str(out / "logs"), "--batch-size", "16", "--num-workers", "2", "--epochs", "4",
+                "--log-dir", str(out / "logs"), "--batch-size", "8", "--num-workers", "2", "--epochs", "3",
                 "--warmup-steps", "2", *extra]
 
     straight = tmp_path / "straight"
     result = run_script(*args(straight))
     assert result.returncode == 0, result.stderr
     killed = tmp_path / "killed"
-    state = kill_inside_an_epoch(args(killed, "--checkpoint-every-steps", "1"), killed)
+    # an odd batch: the resumed loader's workers play rotated roles for the rest of that epoch, then not
+    state = kill_inside_an_epoch(args(killed, "--checkpoint-every-steps", "1"), killed, lambda batches: batches % 2)
+    other = run_script(*args(killed, "--checkpoint-every-steps", "1", "--num-workers", "1"), "--resume",
+                       str(killed / "last.pt"))
+    assert other.returncode == 2 and "num-workers 2" in other.stderr  # its position means nothing with 1 worker
     resumed = run_script(*args(killed, "--checkpoint-every-steps", "1"), "--resume", str(killed / "last.pt"))
     assert resumed.returncode == 0, resumed.stderr
     assert f"after batch {state['epoch-progress']['batches']} of epoch" in resumed.stdout
     assert_same_run(straight, killed)
+
+
+def test_torchrun_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
+    from tests.test_distributed import torchrun
+    from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch
+
+    _shards(tiny_dataset, tmp_path, 10)
+
+    def args(out, port, *extra):  # 2 processes x 2 persistent workers: 4 slots over 5 uneven shards
+        return torchrun(port, "train.py", "--config", "configs/demo/train.yaml", "--load-path", str(tiny_checkpoint),
+                        "--train-data", str(tmp_path / "shards-10" / "{00000..00004}.tar"), "--valid-data",
+                        str(tiny_dataset / "valid"), "--best-path", str(out / "best.pt"), "--last-path",
+                        str(out / "last.pt"), "--log-dir", str(out / "logs"), "--batch-size", "8",
+                        "--num-workers", "2", "--epochs", "2", "--warmup-steps", "2", *extra)
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    result = run_script(*args(straight, 29531))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "global batch 8 (2 processes x 4), 6 steps/epoch" in result.stdout
+    state = kill_inside_an_epoch(lambda attempt: args(killed, 29540 + attempt, "--checkpoint-every-steps", "1"),
+                                 killed, lambda batches: batches % 2)
+    assert len(state["rng"]) == 2  # each rank's random streams, taken at the same step
+    resumed = run_script(*args(killed, 29539, "--checkpoint-every-steps", "1"), "--resume", str(killed / "last.pt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count(f"after batch {state['epoch-progress']['batches']} of epoch") == 1  # rank 0 reports
+    assert_same_run(straight, killed)
+
+
+def test_shards_stream_over_http_as_from_disk(tiny_dataset, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from data.shard_source import epoch_samples
+
+    urls, samples = _shards(tiny_dataset, tmp_path, 12)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "shards-12"))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        remote, remote_samples = epoch_samples(base + "/{00000..00003}.tar")  # sizes.json read over HTTP too
+        assert remote_samples == samples == 48 and remote[0] == base + "/00000.tar"
+        over_http, _ = _epoch(remote, 0, 1, 2, 4, 12)
+        from_disk, _ = _epoch(urls, 0, 1, 2, 4, 12)
+        assert over_http == from_disk  # the same samples in the same order
+        gone, dataset = _epoch(remote + [base + "/00009.tar"], 0, 1, 0, 4, 12)  # a shard the server lacks
+        assert len(gone) == 12 and dataset.bad_samples() >= 1  # skipped and counted, the epoch complete
+    finally:
+        server.shutdown()
+
+
+def test_resampled_sources_are_drawn_by_their_weights(tiny_dataset, tmp_path):
+    from data.shard_source import expand_shards, shard_weights
+
+    train, _ = _shards(tiny_dataset, tmp_path, 12)  # 4 shards of train images
+    valid = tmp_path / "valid-shards"
+    assert make_shards(["--data", str(tiny_dataset / "valid"), "--out", str(valid), "--samples-per-shard", "8",
+                        "--quiet"]) == 0  # 2 shards of valid images (the same file names as 16 train images)
+    value = str(tmp_path / "shards-12" / "{00000..00003}.tar") + "::" + str(valid / "{00000..00001}.tar")
+    urls = expand_shards(value)
+    assert shard_weights(value, "1::4") == [1.0] * 4 + [4.0] * 2
+
+    def valid_share(weights):
+        epoch, _ = _epoch(urls, 0, 1, 2, 4, 60, weights=weights, keys=("txt",))
+        names = [caption for batch in epoch for caption in batch]
+        assert len(names) == 240
+        valid_captions = {row.captions[0] for row in read_caption_table(str(tiny_dataset / "valid")).images}
+        return sum(name in valid_captions for name in names) / len(names)
+
+    plain, weighted = valid_share([1.0] * 6), valid_share(shard_weights(value, "1::4"))
+    # by shard weight and size: 0.25 of the samples from valid unweighted, 0.57 with weight 4
+    assert 0.1 < plain < 0.4 and 0.4 < weighted < 0.75, (plain, weighted)
+
+    full, _ = _epoch(urls, 0, 1, 2, 4, 10, weights=[1.0] * 6)
+    later, _ = _epoch(urls, 0, 1, 2, 4, 10, first=5, weights=[1.0] * 6)
+    assert later == full[5:]  # resampled epochs resume mid-way too
+    for bad in ("1", "1::0", "a::b"):
+        with pytest.raises(UserError, match="train-data-weights"):
+            shard_weights(value, bad)

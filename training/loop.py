@@ -98,6 +98,12 @@ def _train(config, job, device):
     if resumed is not None:
         start_epoch, step, best, history, progress = restore_training_state(resumed, optimizer, scheduler, scaler,
                                                                             job, config["resume"])
+        # Inside an epoch the data position is a position in that run's split over processes and workers.
+        if progress and (progress.get("world-size"), progress.get("num-workers")) != (job.world_size,
+                                                                                      config["num-workers"]):
+            raise UserError(f"{config['resume']} stopped inside an epoch with {progress.get('world-size')} "
+                            f"process(es) x num-workers {progress.get('num-workers')}; resume it with the same, "
+                            f"or from a checkpoint written at an epoch's end")
 
     trained = model  # the module whose weights are saved; ``model`` may become a DDP/compiled wrapper
     if job.enabled:
@@ -224,7 +230,8 @@ def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
                         samples_per_s=f"{samples / (time.perf_counter() - started):.0f}")
         if every and checkpoint_within and step % every == 0 and batches < (steps_per_epoch or 0):
-            checkpoint_within(epoch, step, {"batches": batches, "loss_sum": loss_sum})
+            checkpoint_within(epoch, step, {"batches": batches, "loss_sum": loss_sum, "world-size": job.world_size,
+                                            "num-workers": config["num-workers"]})
     bar.close()
     return step, loss_sum, batches, samples
 

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from data.caption_table import read_caption_table
 from data.datasets import PairCollate, TrainImages
 from data.shard_dataset import ShardBatches, first_captions, shard_notice
-from data.shard_source import epoch_samples, is_shard_source
+from data.shard_source import epoch_samples, is_shard_source, shard_weights
 from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
 from utils.errors import UserError
 
@@ -120,10 +120,18 @@ def _shard_data(config, spec, tokenizer, job, loader_options):
     steps = samples // batch_size
     if samples < 2:
         raise UserError(f"{config['train-data']}: {samples} sample(s); contrastive training needs at least 2")
+    weights = None
+    if config["train-data-weights"] and not config["resampled"]:
+        raise UserError("train-data-weights applies to resampled shards: set resampled true as well")
+    if config["resampled"]:
+        weights = (shard_weights(config["train-data"], config["train-data-weights"])
+                   if config["train-data-weights"] else [1.0] * len(urls))
     dataset = ShardBatches(urls, transform, PairCollate(tokenizer), caption_keys, config["seed"], job.rank,
-                           job.world_size, local_batch, steps, draft_size=spec["image-size"])
+                           job.world_size, local_batch, steps, draft_size=spec["image-size"],
+                           resampled_weights=weights)
     loader = DataLoader(dataset, batch_size=None, **loader_options)
     described = (f"training: {samples} samples from shards, global batch {batch_size}"
                  f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps} steps/epoch")
-    notices = [augmentation, shard_notice(urls, samples, job.world_size, loader_options["num_workers"]), described]
+    notices = [augmentation, shard_notice(urls, samples, job.world_size, loader_options["num_workers"], weights),
+               described]
     return TrainData(dataset, loader, None, batch_size, local_batch, steps, notices, config["seed"])

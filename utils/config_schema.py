@@ -99,6 +99,10 @@ TRAIN = Schema("configs/train.yaml", [
            minimum=0),
     _train("train-num-samples", "int", "samples per epoch of train-data shards (default: from sizes.json or "
            "img2dataset's *_stats.json)", run_defining=True, nullable=True, minimum=1),
+    _train("resampled", "bool", "train-data shards drawn with replacement (open_clip's --dataset-resampled); "
+           "an epoch is then train-num-samples or the shards' total", run_defining=True),
+    _train("train-data-weights", "str", "resampled: one weight per '::' source of train-data, e.g. '1::3'",
+           run_defining=True, nullable=True),
     _train("caption-key", "str", "where a shard sample's captions are: txt (its .txt file) or keys of its .json "
            "(e.g. captions: a list, one drawn per epoch); several comma-separated", run_defining=True),
     # The best checkpoint is chosen by recall on this split: another split makes best-metric incomparable.

@@ -1,7 +1,7 @@
 """Evaluate R@1/5/10 image->text and text->image on a dataset (configs/eval.yaml)."""
 import logging
 
-from data.caption_table import read_caption_table
+from data.shard_table import read_eval_table
 from data.transforms import preprocess_for
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from training.evaluate import evaluate_table
@@ -20,7 +20,7 @@ def main(argv):
     device = resolve_device(config["device"])
     dtype = amp_dtype(device, config["use-amp"])
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(config["model-path"]))
-    table = read_caption_table(config["valid-data"], strict=config["strict"])
+    table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"])
     logger.info(precision_notice(device, config["use-amp"], dtype))
     metrics = evaluate_table(model.to(device), tokenizer, table, preprocess_for(spec),
                              config["batch-size"], config["num-workers"], device, dtype)

@@ -20,6 +20,7 @@ class ImageRecord:
     filename: str
     path: str
     captions: list = field(default_factory=list)
+    data: bytes = None  # the encoded image, when it comes from a shard rather than a file at ``path``
 
 
 @dataclass

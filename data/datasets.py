@@ -1,4 +1,5 @@
 """PyTorch datasets over a CaptionTable and the collate function that tokenizes captions."""
+import io
 import logging
 
 import torch
@@ -13,7 +14,8 @@ logger = logging.getLogger(__name__)
 def _load(record, transform, draft_size=None):
     """Transformed image tensor, or None (with a one-line report) if the file cannot be decoded."""
     try:
-        return transform(open_image_rgb(record.path, draft_size))
+        source = io.BytesIO(record.data) if record.data is not None else record.path
+        return transform(open_image_rgb(source, draft_size))
     except ImageProblem as problem:
         logger.warning(f"skipped image '{record.filename}': {problem}")
         return None

@@ -47,7 +47,7 @@ def sample_captions(sample, caption_keys):
     return captions
 
 
-def _image_bytes(sample):
+def image_bytes(sample):
     for extension in IMAGE_EXTENSIONS:
         if extension in sample:
             return sample[extension]
@@ -166,7 +166,7 @@ class ShardBatches(IterableDataset):
             captions = sample_captions(sample, self.caption_keys)
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(seed)
-                image = self.transform(open_image_rgb(io.BytesIO(_image_bytes(sample)), self.draft_size))
+                image = self.transform(open_image_rgb(io.BytesIO(image_bytes(sample)), self.draft_size))
         except (ImageProblem, ValueError, UnicodeDecodeError) as problem:
             self.bad[worker] += 1
             if int(self.bad[worker]) <= 5:  # rate-limited: the epoch's count is reported after it
@@ -180,7 +180,7 @@ class ShardBatches(IterableDataset):
         they were made before the interruption, only which samples they took matters)."""
         try:
             sample_captions(sample, self.caption_keys)
-            open_image_rgb(io.BytesIO(_image_bytes(sample)), self.draft_size)
+            open_image_rgb(io.BytesIO(image_bytes(sample)), self.draft_size)
             return True
         except (ImageProblem, ValueError, UnicodeDecodeError):
             self.bad[worker] += 1

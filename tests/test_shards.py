@@ -142,18 +142,36 @@ def test_bad_samples_and_a_truncated_shard_are_skipped_and_counted(tiny_dataset,
     assert "bad.tar/a': cannot decode" in logged and "bad.tar/c': no caption" in logged
 
 
-def test_train_py_from_shards_with_workers(tiny_checkpoint, tiny_dataset, tmp_path):
+def test_train_py_and_eval_py_from_shards(tiny_checkpoint, tiny_dataset, tmp_path):
     _shards(tiny_dataset, tmp_path, 12)
     pattern = str(tmp_path / "shards-12" / "{00000..00003}.tar")
+    valid = tmp_path / "valid-shards"
+    assert make_shards(["--data", str(tiny_dataset / "valid"), "--out", str(valid), "--samples-per-shard", "6",
+                        "--quiet"]) == 0
+    valid_pattern = str(valid / "{00000..00002}.tar")
+
+    # eval.py on shards (every caption of each sample) measures what it measures on the folder
+    recalls = {}
+    for name, source in (("folder", str(tiny_dataset / "valid")), ("shards", valid_pattern)):
+        done = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tiny_checkpoint),
+                          "--valid-data", source, "--caption-key", "captions", "--num-workers", "2",
+                          "--output", str(tmp_path / f"{name}.json"))
+        assert done.returncode == 0, done.stderr
+        recalls[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert recalls["shards"]["images"] == 16 and recalls["shards"]["captions"] == 80
+    for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
+        assert recalls["shards"][key] == pytest.approx(recalls["folder"][key], abs=1e-9), key
+
     result = run_script("train.py", "--config", "configs/demo/train.yaml", "--load-path", str(tiny_checkpoint),
                         "--train-data", pattern, "--caption-key", "captions", "--valid-data",
-                        str(tiny_dataset / "valid"), "--best-path", str(tmp_path / "best.pt"), "--last-path",
+                        valid_pattern, "--best-path", str(tmp_path / "best.pt"), "--last-path",
                         str(tmp_path / "last.pt"), "--log-dir", str(tmp_path / "logs"), "--batch-size", "16",
                         "--num-workers", "2", "--epochs", "2", "--warmup-steps", "2")
     assert result.returncode == 0, result.stderr
     assert "training: 48 samples from shards, global batch 16, 3 steps/epoch" in result.stdout
     history = [json.loads(line) for line in (tmp_path / "logs/metrics.jsonl").read_text().splitlines()]
     assert [item["step"] for item in history] == [3, 6]
+    assert history[-1]["images"] == 16 and history[-1]["captions"] == 80  # validated on the valid shards
     missing = run_script("train.py", "--config", "configs/demo/train.yaml", "--load-path", str(tiny_checkpoint),
                          "--train-data", str(tmp_path / "shards-12" / "{00000..00009}.tar"), "--valid-data",
                          str(tiny_dataset / "valid"), "--best-path", str(tmp_path / "b2.pt"), "--last-path",

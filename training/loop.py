@@ -9,7 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from data.caption_table import read_caption_table
+from data.shard_table import read_eval_table
 from data.transforms import preprocess_for
 from models.checkpoint import model_from_checkpoint, save_checkpoint
 from training.evaluate import evaluate_table
@@ -88,7 +88,7 @@ def _train(config, job, device):
 
     pin_memory = device.type == "cuda"
     data = training_data(config, spec, tokenizer, job, pin_memory)
-    valid_table = read_caption_table(config["valid-data"], strict=config["strict"])
+    valid_table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"])
     local_batch, steps_per_epoch = data.local_batch, data.steps_per_epoch
 
     lock_notice = _prepare_model(model, spec, config, device, resumed)

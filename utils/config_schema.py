@@ -106,7 +106,8 @@ TRAIN = Schema("configs/train.yaml", [
     _train("caption-key", "str", "where a shard sample's captions are: txt (its .txt file) or keys of its .json "
            "(e.g. captions: a list, one drawn per epoch); several comma-separated", run_defining=True),
     # The best checkpoint is chosen by recall on this split: another split makes best-metric incomparable.
-    _train("valid-data", "str", "validation dataset folder", run_defining=True),
+    _train("valid-data", "str", "validation dataset folder, or webdataset shards (each sample with all its "
+           "captions under caption-key)", run_defining=True),
     replace(_STRICT, run_defining=False),
     replace(_SEED, run_defining=True),
     replace(_DEVICE, run_defining=False),
@@ -117,7 +118,9 @@ EVAL = Schema("configs/eval.yaml", [
     Key("num-workers", "int", "data-loading worker processes", minimum=0, maximum=256),
     Key("use-amp", "bool", "automatic mixed precision on CUDA"),
     Key("model-path", "str", "checkpoint to evaluate"),
-    Key("valid-data", "str", "dataset folder (images/ + captions.csv)"),
+    Key("valid-data", "str", "dataset folder (images/ + captions.csv), or webdataset shards"),
+    Key("caption-key", "str", "shards: where a sample's captions are: txt or .json keys (e.g. captions), "
+        "comma-separated"),
     Key("output", "str", "also write the recalls as JSON to this path", nullable=True),
     _STRICT,
     _DEVICE,

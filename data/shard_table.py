@@ -1,0 +1,62 @@
+"""A validation split from webdataset shards, read into memory as the CaptionTable evaluation takes.
+
+Each sample is one image with every caption under caption-key (the .txt file, or .json keys such as
+"captions"), so R@k counts each image's captions as a folder split does. The image bytes stay encoded in
+memory; validation splits are small (COCO's 5k images: about 0.8 GB of JPEG).
+"""
+import logging
+import os
+
+from data.caption_table import CaptionTable, ImageRecord, read_caption_table
+from data.shard_dataset import image_bytes, sample_captions
+from data.shard_source import epoch_samples, is_shard_source, open_shard
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def read_shard_table(value, caption_keys, strict=False):
+    """CaptionTable of the shards ``value`` (pattern, '::'-joined, URLs). A sample without an image or a
+    caption is skipped and counted (strict: UserError listing them); UserError when none is usable."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    urls, _ = epoch_samples(value, num_samples=1)  # the count is not needed: every sample is read
+    images, skipped = [], []
+
+    def unreadable(error):
+        skipped.append(f"shard read error: {str(error)[:200]}")
+        return True
+
+    for url in urls:
+        with open_shard(url) as stream:
+            files = tar_file_expander([{"url": url, "stream": stream}], handler=unreadable)
+            for sample in group_by_keys(files, handler=unreadable):
+                name = f"{os.path.basename(url)}/{sample['__key__']}"
+                try:
+                    captions = sample_captions(sample, caption_keys)
+                    data = image_bytes(sample)
+                except (ValueError, UnicodeDecodeError) as problem:
+                    skipped.append(f"{name}: skipped: {str(problem)[:200]}")
+                    continue
+                images.append(ImageRecord(filename=name, path=url, captions=captions, data=data))
+    if strict and skipped:
+        raise UserError(f"{value}: {len(skipped)} problem(s) (strict: true):\n" + "\n".join(skipped))
+    for message in skipped[:20]:
+        logger.warning(message)
+    pairs = sum(len(record.captions) for record in images)
+    logger.info(f"{value}: {pairs} pairs over {len(images)} images from {len(urls)} shard(s)"
+                + (f"; skipped {len(skipped)}" if skipped else ""))
+    if not images:
+        raise UserError(f"{value}: no sample with an image and a caption under caption-key "
+                        f"'{','.join(caption_keys)}'")
+    return CaptionTable(value, images, skipped)
+
+
+def read_eval_table(value, strict=False, caption_key="txt"):
+    """The CaptionTable of a dataset folder or of shards (captions under ``caption_key``, comma-separated)."""
+    if not is_shard_source(value):
+        return read_caption_table(value, strict=strict)
+    keys = [key.strip() for key in caption_key.split(",") if key.strip()]
+    if not keys:
+        raise UserError("caption-key: give txt or one or more .json keys")
+    return read_shard_table(value, keys, strict)

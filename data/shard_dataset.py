@@ -17,7 +17,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from data.datasets import item_seed
 from data.image_file import ImageProblem, open_image_rgb
-from data.shard_source import open_shard
+from data.shard_source import shard_samples
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -141,22 +141,15 @@ class ShardBatches(IterableDataset):
     def _pass(self, mine, split_shards, slot, slots, skip_shard):
         """One pass over the shards ``mine`` (indices into urls): every sample of them, or, when all slots
         read all shards, every slots-th sample from the ``slot``-th on."""
-        from webdataset.tariterators import group_by_keys, tar_file_expander
-
         counter = 0
         for index in mine:
-            url = self.urls[index]
             try:
-                stream = open_shard(url)
-            except (OSError, UserError) as error:
-                skip_shard(error)
-                continue
-            with stream:
-                files = tar_file_expander([{"url": url, "stream": stream}], handler=skip_shard)
-                for sample in group_by_keys(files, handler=skip_shard):
+                for sample in shard_samples(self.urls[index], skip_shard):
                     counter += 1
                     if split_shards or (counter - 1) % slots == slot:
                         yield sample
+            except (OSError, UserError) as error:  # the shard could not be opened
+                skip_shard(error)
 
     def _decoded(self, sample, epoch, worker):
         """(image [3,S,S], caption) of a sample, augmented from (seed, epoch, key); None if it is bad."""
@@ -223,20 +216,16 @@ class ShardBatches(IterableDataset):
 def first_captions(urls, caption_keys, limit=2000):
     """Up to ``limit`` captions from the first shard that has any: what augmentation's auto policy looks at.
     UserError when no shard has a caption under ``caption_keys``."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
     captions = []
     for url in urls[:3]:
         try:
-            with open_shard(url) as stream:
-                files = tar_file_expander([{"url": url, "stream": stream}], handler=lambda error: True)
-                for sample in group_by_keys(files, handler=lambda error: True):
-                    try:
-                        captions += sample_captions(sample, caption_keys)
-                    except (ValueError, UnicodeDecodeError):
-                        continue
-                    if len(captions) >= limit:
-                        return captions
+            for sample in shard_samples(url, lambda error: True):
+                try:
+                    captions += sample_captions(sample, caption_keys)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if len(captions) >= limit:
+                    return captions
         except (OSError, UserError):
             continue
         if captions:

@@ -73,6 +73,17 @@ def open_shard(url):
                         f"{first_line(error)}") from None
 
 
+def shard_samples(url, handler):
+    """The samples of one shard as webdataset groups its files (dicts keyed by extension, plus __key__ and
+    __url__); ``handler(error)`` decides on read errors inside the tar (True: go on). The shard is closed when
+    the iteration ends or stops; opening it may raise OSError or UserError."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    with open_shard(url) as stream:
+        files = tar_file_expander([{"url": url, "stream": stream}], handler=handler)
+        yield from group_by_keys(files, handler=handler)
+
+
 def _read_json(url):
     """The JSON at ``url`` as a dict, or None when there is none or it is not a JSON object."""
     try:

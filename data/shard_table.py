@@ -9,7 +9,7 @@ import os
 
 from data.caption_table import CaptionTable, ImageRecord, read_caption_table
 from data.shard_dataset import image_bytes, sample_captions
-from data.shard_source import epoch_samples, is_shard_source, open_shard
+from data.shard_source import epoch_samples, is_shard_source, shard_samples
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -18,8 +18,6 @@ logger = logging.getLogger(__name__)
 def read_shard_table(value, caption_keys, strict=False):
     """CaptionTable of the shards ``value`` (pattern, '::'-joined, URLs). A sample without an image or a
     caption is skipped and counted (strict: UserError listing them); UserError when none is usable."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
-
     urls, _ = epoch_samples(value, num_samples=1)  # the count is not needed: every sample is read
     images, skipped = [], []
 
@@ -28,17 +26,15 @@ def read_shard_table(value, caption_keys, strict=False):
         return True
 
     for url in urls:
-        with open_shard(url) as stream:
-            files = tar_file_expander([{"url": url, "stream": stream}], handler=unreadable)
-            for sample in group_by_keys(files, handler=unreadable):
-                name = f"{os.path.basename(url)}/{sample['__key__']}"
-                try:
-                    captions = sample_captions(sample, caption_keys)
-                    data = image_bytes(sample)
-                except (ValueError, UnicodeDecodeError) as problem:
-                    skipped.append(f"{name}: skipped: {str(problem)[:200]}")
-                    continue
-                images.append(ImageRecord(filename=name, path=url, captions=captions, data=data))
+        for sample in shard_samples(url, unreadable):
+            name = f"{os.path.basename(url)}/{sample['__key__']}"
+            try:
+                captions = sample_captions(sample, caption_keys)
+                data = image_bytes(sample)
+            except (ValueError, UnicodeDecodeError) as problem:
+                skipped.append(f"{name}: skipped: {str(problem)[:200]}")
+                continue
+            images.append(ImageRecord(filename=name, path=url, captions=captions, data=data))
     if strict and skipped:
         raise UserError(f"{value}: {len(skipped)} problem(s) (strict: true):\n" + "\n".join(skipped))
     for message in skipped[:20]:

@@ -79,8 +79,8 @@ chromium:
 # The demo model behind the web service, on an index of the demo valid split (run `make demo` first).
 serve: $(STAMP)
 	@test -f checkpoints/demo/best.pt || (echo "no checkpoints/demo/best.pt: run 'make demo' first" && exit 2)
-	test -f checkpoints/demo/index/meta.json || $(PY) index.py --model-path checkpoints/demo/best.pt \
-		--data $(DEMO)/valid --out checkpoints/demo/index
+	test -f checkpoints/demo/index/items.arrow || (rm -rf checkpoints/demo/index && $(PY) index.py \
+		--model-path checkpoints/demo/best.pt --data $(DEMO)/valid --out checkpoints/demo/index)
 	$(PY) serve.py --model-path checkpoints/demo/best.pt --index checkpoints/demo/index
 
 clean-demo:

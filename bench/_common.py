@@ -60,3 +60,31 @@ def result(name, ours, ref, better, unit):
     """The one line every bench ends with. better: "higher" or "lower" (which way is good for ``ours``)."""
     ratio = ours / ref if better == "higher" else ref / ours
     print(f"RESULT {name} ours={ours:.4g} ref={ref:.4g} ratio={ratio:.3f} {unit}")
+
+
+def run_script(*args, torchrun=False):
+    """Run a repo script (under a 2-process torchrun if asked); exit with its stderr if it fails. -> stdout."""
+    import subprocess
+
+    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561"] if torchrun else []
+    done = subprocess.run([sys.executable, *launcher, *args], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(args[:1])} failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def demo_dataset_shards_and_model(directory, images, valid, per_shard):
+    """Generated demo images (train/valid folders), shards of the train split and an untrained demo model,
+    all under ``directory``. -> (data folder, shard pattern, init checkpoint)."""
+    data = os.path.join(directory, "data")
+    run_script("scripts/make_demo_dataset.py", "--out", data, "--train", str(images), "--valid", str(valid))
+    shard_dir = os.path.join(directory, "shards")
+    run_script("scripts/make_shards.py", "--data", os.path.join(data, "train"), "--out", shard_dir,
+               "--samples-per-shard", str(per_shard), "--quiet")
+    shards = len([name for name in os.listdir(shard_dir) if name.endswith(".tar")])
+    text = os.path.join(directory, "text")
+    run_script("scripts/make_demo_text_tower.py", "--captions", os.path.join(data, "train", "captions.csv"),
+               "--out", text)
+    model = os.path.join(directory, "init.pt")
+    run_script("init.py", "--config", "configs/demo/init.yaml", "--text-model", text, "--save-path", model)
+    return data, os.path.join(shard_dir, "{00000..%05d}.tar" % (shards - 1)), model

@@ -2,9 +2,12 @@
 
 A file that cannot be decoded is logged as a warning and left out; it never stops a run.
 """
+import io
 import logging
 import os
 import sys
+import tarfile
+from itertools import islice
 
 from tqdm import tqdm
 
@@ -39,24 +42,37 @@ def image_folder(root):
     return classes, samples
 
 
+class EncodedImage(bytes):
+    """An image file's bytes (from inside a shard) with the label warnings name it by."""
+
+    def __new__(cls, data, label):
+        instance = super().__new__(cls, data)
+        instance.label = label
+        return instance
+
+
 def decoded_batches(entries, batch_size, progress=None):
     """Yield (RGB images, their entries) for each run of ``batch_size`` entries, in order.
 
-    entries: a list of tuples whose first element is an image path. Files that cannot be decoded are
-    logged and left out (with their entries); a run with no decodable file yields nothing.
+    entries: an iterable of tuples whose first element is an image path or an EncodedImage. Images that
+    cannot be decoded are logged and left out (with their entries); a run with none decodable yields nothing.
     progress: a description for a progress bar over the runs (None: no bar).
     """
-    starts = range(0, len(entries), batch_size)
-    for start in tqdm(starts, desc=progress, disable=None, file=sys.stdout) if progress else starts:
-        images, kept = [], []
-        for entry in entries[start:start + batch_size]:
-            try:
-                images.append(open_image_rgb(entry[0]))
-                kept.append(entry)
-            except ImageProblem as problem:
-                logger.warning(f"skipped {entry[0]}: {problem}")
-        if images:
-            yield images, kept
+    total = -(-len(entries) // batch_size) if hasattr(entries, "__len__") else None
+    iterator = iter(entries)
+    with tqdm(total=total, desc=progress, disable=None if progress else True, file=sys.stdout) as bar:
+        while run := list(islice(iterator, batch_size)):
+            bar.update(1)
+            images, kept = [], []
+            for entry in run:
+                source = entry[0]
+                try:
+                    images.append(open_image_rgb(io.BytesIO(source) if isinstance(source, bytes) else source))
+                    kept.append(entry)
+                except ImageProblem as problem:
+                    logger.warning(f"skipped {getattr(source, 'label', source)}: {problem}")
+            if images:
+                yield images, kept
 
 
 def open_image_argument(path):
@@ -65,3 +81,21 @@ def open_image_argument(path):
         return open_image_rgb(path)
     except ImageProblem as problem:
         raise UserError(f"--image {path}: {problem}") from None
+
+
+def open_gallery_image(file, draft_size=None):
+    """An indexed item's image from its gallery ``file``: a path, or "<shard>#<member>" for an image inside
+    a local webdataset shard (read with tarfile). Raises ImageProblem when it is gone or remote."""
+    shard, separator, member = file.rpartition("#")
+    if not (separator and shard.endswith(".tar")):
+        return open_image_rgb(file, draft_size=draft_size)
+    if shard.startswith("file://"):
+        shard = shard[len("file://"):]
+    elif "://" in shard:
+        raise ImageProblem("the image is inside a remote shard; images are shown from local files and shards")
+    try:
+        with tarfile.open(shard) as tar:
+            data = tar.extractfile(member).read()
+    except (OSError, KeyError, AttributeError, tarfile.TarError) as error:
+        raise ImageProblem(f"cannot read {member} from {shard}: {error}") from None
+    return open_image_rgb(io.BytesIO(data), draft_size=draft_size)

@@ -1,7 +1,7 @@
 """Text/image queries against an index folder: the one search path behind search.py and serve.py."""
 from retrieval.encoder import load_encoder
 from retrieval.gallery import Gallery
-from retrieval.vector_search import VectorIndex
+from retrieval.vector_search import stored_or_built
 from utils.errors import UserError
 
 
@@ -18,13 +18,13 @@ class Searcher:
         self.encoder = load_encoder(model_path, onnx_dir, device)
         if self.encoder.fingerprint != self.gallery.meta.get("fingerprint"):
             raise UserError(f"index '{index_dir}' was built with another model than {model_path}")
-        self.vector_index = VectorIndex(self.gallery.image_features, **vector_index_kwargs)
+        self.vector_index = stored_or_built(index_dir, self.gallery.meta, self.gallery.image_features,
+                                            vector_index_kwargs)
 
     def _results(self, query, k):
         scores, rows = self.vector_index.search(query[None, :], k)
         items = self.gallery.items
-        return [{"id": int(row), "score": float(score), "file": items[row]["file"], "name": items[row]["name"],
-                 "captions": items[row]["captions"]} for score, row in zip(scores[0], rows[0]) if row >= 0]
+        return [{**items[row], "score": float(score)} for score, row in zip(scores[0], rows[0]) if row >= 0]
 
     def search_text(self, text, k):
         if not text or not text.strip():

@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from data.image_file import UPLOAD_FORMATS, ImageProblem, open_image_rgb
+from retrieval.image_files import open_gallery_image
 from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, parse_labels, parse_templates, rank_labels
 from service.body_limit import BodySizeLimit
 from utils.errors import UserError
@@ -58,7 +59,7 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
     @lru_cache(maxsize=2048)
     def thumbnail(item_id):
         with decode_slots:  # gallery files can be large photos: bounded like uploads
-            image = open_image_rgb(items[item_id]["file"], draft_size=thumbnail_size)
+            image = open_gallery_image(items[item_id]["file"], draft_size=thumbnail_size)
             image.thumbnail((thumbnail_size, thumbnail_size))
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=85)

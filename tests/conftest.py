@@ -92,14 +92,14 @@ def tiny_checkpoint(tiny_text_tower, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_index(tiny_checkpoint, tiny_dataset, tmp_path_factory):
-    """An index folder of the tiny valid split (16 images, 80 captions), built with the library calls index.py
+    """An index folder of the tiny valid split (16 images, 80 captions), built with the library call index.py
     makes."""
     from retrieval.encoder import TorchEncoder
-    from retrieval.gallery import add_to_gallery, find_sources, open_or_create
+    from retrieval.gallery_build import build_index
+    from utils.distributed import Distributed
 
     out = tmp_path_factory.mktemp("index") / "idx"
-    encoder = TorchEncoder(str(tiny_checkpoint))
-    gallery = open_or_create(str(out), encoder)
-    add_to_gallery(gallery, encoder, find_sources(str(tiny_dataset / "valid")), 8)
-    gallery.save(str(out))
+    config = {"out": str(out), "data": str(tiny_dataset / "valid"), "caption-key": "txt", "batch-size": 8,
+              "search": "exact"}
+    build_index(config, TorchEncoder(str(tiny_checkpoint)), Distributed())
     return out

@@ -170,21 +170,44 @@ def test_templates_with_stray_braces_and_huge_uploads_are_handled(client, tiny_d
     assert response.status_code == 400 and "too large" in response.text
 
 
+def _rewrite_items(directory, edit):
+    """Replace items.arrow of an index folder with edit(list of row dicts)'s rows."""
+    from retrieval.item_table import ItemTable, ItemWriter, item_batch
+
+    rows = ItemTable.open(str(directory / "items.arrow")).table.to_pylist()
+    writer = ItemWriter(str(directory / "items.arrow.new"))
+    writer.write(item_batch([(row["file"], row["name"], row["captions"]) for row in edit(rows)]))
+    writer.close()
+    (directory / "items.arrow.new").replace(directory / "items.arrow")
+
+
 def test_thumbnail_of_a_deleted_file_is_a_404_without_server_paths(tiny_index, tmp_path):
     import shutil
 
-    from retrieval.gallery import Gallery
-
     copy = tmp_path / "idx"
     shutil.copytree(tiny_index, copy)
-    gallery = Gallery.load(str(copy))
-    gallery.items[0]["file"] = str(tmp_path / "gone.png")
-    gallery.save(str(copy))
+    _rewrite_items(copy, lambda rows: [{**rows[0], "file": str(tmp_path / "gone.png")}] + rows[1:])
     response = TestClient(create_app(Searcher(str(copy)))).get("/api/items/0/thumbnail")
     assert response.status_code == 404 and "gone.png" not in response.text and str(tmp_path) not in response.text
 
 
 def test_a_half_written_index_is_refused(tiny_index, tmp_path):
+    import shutil
+
+    from retrieval.gallery import Gallery
+    from utils.errors import UserError
+
+    copy = tmp_path / "idx"
+    shutil.copytree(tiny_index, copy)
+    _rewrite_items(copy, lambda rows: rows[:-1])  # as if killed between two file writes
+    with pytest.raises(UserError, match="disagree"):
+        Gallery.load(str(copy))
+    (copy / "image_features.npy").write_bytes(b"truncated")
+    with pytest.raises(UserError, match="damaged"):
+        Gallery.load(str(copy))
+
+
+def test_an_index_of_the_old_format_asks_for_a_rebuild(tiny_index, tmp_path):
     import json
     import shutil
 
@@ -193,12 +216,9 @@ def test_a_half_written_index_is_refused(tiny_index, tmp_path):
 
     copy = tmp_path / "idx"
     shutil.copytree(tiny_index, copy)
-    items = json.loads((copy / "items.json").read_text())
-    (copy / "items.json").write_text(json.dumps(items[:-1]))  # as if killed between two file writes
-    with pytest.raises(UserError, match="disagree"):
-        Gallery.load(str(copy))
-    (copy / "embeddings.safetensors").write_bytes(b"truncated")
-    with pytest.raises(UserError, match="damaged"):
+    meta = json.loads((copy / "meta.json").read_text())
+    (copy / "meta.json").write_text(json.dumps({**meta, "format": "contrastive-index/1"}))
+    with pytest.raises(UserError, match="rebuild it with index.py"):
         Gallery.load(str(copy))
 
 

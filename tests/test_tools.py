@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from retrieval.encoder import OnnxEncoder, TorchEncoder
+from retrieval.item_table import ItemTable
 from retrieval.vector_search import VectorIndex, recall_against_exact
 from tests.conftest import run_script
 
@@ -24,8 +25,8 @@ def test_index_a_plain_folder_then_add_only_new_images(tiny_checkpoint, tiny_dat
     shutil.copy(tiny_dataset / "valid" / "images" / "000002.png", folder / "sub" / "new.png")
     second = run_script("index.py", "--model-path", str(tiny_checkpoint), "--data", str(folder), "--out", str(out))
     assert second.returncode == 0 and "added 1 image(s); 3 images" in second.stdout
-    items = json.loads((out / "items.json").read_text())
-    assert [item["name"] for item in items] == ["000000.png", "000001.png", "sub/new.png"]
+    items = ItemTable.open(str(out / "items.arrow"))
+    assert [items[row]["name"] for row in range(len(items))] == ["000000.png", "000001.png", "sub/new.png"]
 
     found = run_script("search.py", "--index", str(out), "--image", str(folder / "000001.png"), "--k", "2",
                        "--json", "true")

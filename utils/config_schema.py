@@ -127,20 +127,25 @@ EVAL = Schema("configs/eval.yaml", [
 ])
 
 _SEARCH_KIND = Key("search", "str", "exact, or a FAISS index for large galleries",
-                   choices=("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf"))
+                   choices=("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf", "faiss-ivfpq"))
 _FAISS = [
     _SEARCH_KIND,
     Key("hnsw-m", "int", "FAISS HNSW graph degree", minimum=4, maximum=256),
     Key("hnsw-ef-search", "int", "FAISS HNSW search breadth", minimum=1, maximum=4096),
     Key("ivf-nlist", "int", "FAISS IVF lists", minimum=1, maximum=1_000_000),
     Key("ivf-nprobe", "int", "FAISS IVF lists probed per query", minimum=1, maximum=1_000_000),
+    Key("ivfpq-m", "int", "FAISS IVF-PQ sub-quantisers: bytes per vector at 8 bits; must divide the embedding size",
+        minimum=1, maximum=4096),
+    Key("ivfpq-bits", "int", "FAISS IVF-PQ bits per sub-quantiser code", minimum=1, maximum=16),
 ]
 _ONNX = Key("onnx-dir", "str", "run the encoders from export.py's ONNX files (ONNX Runtime, CPU)",
             nullable=True)
 
 INDEX = Schema("configs/index.yaml", [
     Key("model-path", "str", "checkpoint whose encoders embed the gallery"),
-    Key("data", "str", "dataset folder (images/ + captions.csv) or a folder of images"),
+    Key("data", "str", "dataset folder (images/ + captions.csv), a folder of images, or webdataset shards "
+        "('dir/{00000..00099}.tar', '::'-joined, fsspec URLs)"),
+    Key("caption-key", "str", "shards: captions from txt (the .txt file) or .json keys, comma-separated"),
     Key("out", "str", "index folder; an existing index of the same model is extended"),
     Key("batch-size", "int", "images per encoding batch", minimum=1, maximum=65536),
     *_FAISS,

@@ -1,0 +1,109 @@
+"""index.py's work: embed a gallery source into an index folder, alone or as one process of a torchrun job.
+
+Each process embeds its contiguous share of the source into a part folder (INDEX_DIR/.building/rank-R); rank
+0 then merges the existing gallery and the parts, in rank order, into the index files, so the result equals
+a one-process run's. Memory stays bounded: parts are streamed to disk and merged in fixed-size chunks.
+"""
+import logging
+import os
+import shutil
+import time
+from itertools import islice
+
+import numpy as np
+
+from retrieval.gallery import BUILD_DIR, Gallery, open_or_create
+from retrieval.gallery_sources import GallerySource
+from retrieval.gallery_writer import PartWriter, read_part, write_gallery
+from retrieval.image_files import decoded_batches
+from retrieval.vector_search import VectorIndex, exact_recall_notice, vector_index_settings
+from utils.atomic_file import atomic_write_json
+from utils.distributed import all_gather_objects, barrier
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+KNOWN_CHECK_ROWS = 4096  # entries looked up in the existing gallery at a time
+
+
+def _new_entries(entries, items, present):
+    """The entries whose file is not yet an item of ``items``; ``present[0]`` counts the others."""
+    iterator = iter(entries)
+    while run := list(islice(iterator, KNOWN_CHECK_ROWS)):
+        known = items.contains_files([entry[1] for entry in run])
+        present[0] += sum(known)
+        yield from (entry for entry, seen in zip(run, known) if not seen)
+
+
+def embed_share(encoder, entries, items, part_dir, batch_size, progress=None):
+    """Embed ``entries`` (gallery_sources entries) that ``items`` lacks into a part folder.
+
+    Returns (added, already present); images that cannot be decoded are logged and left out.
+    """
+    writer = PartWriter(part_dir, encoder.embed_dim)
+    present = [0]
+    for images, kept in decoded_batches(_new_entries(entries, items, present), batch_size, progress):
+        rows = [(file, name, captions) for _, file, name, captions in kept]
+        captions = [caption for _, _, captions in rows for caption in captions]
+        text_parts = [encoder.encode_texts(captions[start:start + batch_size])
+                      for start in range(0, len(captions), batch_size)]
+        text = np.concatenate(text_parts) if text_parts else np.zeros((0, encoder.embed_dim), np.float32)
+        writer.add(rows, encoder.encode_images(images), text)
+    writer.close()
+    return writer.images, present[0]
+
+
+def build_index(config, encoder, distributed):
+    """Extend (or create) the index folder ``config["out"]`` with ``config["data"]``; every process of a
+    torchrun job calls this. Returns the merged Gallery on rank 0, None elsewhere."""
+    out = config["out"]
+    build_dir = os.path.join(out, BUILD_DIR)
+    if distributed.is_main:
+        gallery = open_or_create(out, encoder)
+        shutil.rmtree(build_dir, ignore_errors=True)  # parts of a run that was killed
+    barrier()
+    if not distributed.is_main:
+        gallery = (Gallery.load(out) if os.path.isfile(os.path.join(out, "meta.json"))
+                   else Gallery.empty(encoder.fingerprint, encoder.model_path, encoder.embed_dim))
+    source = GallerySource(config["data"], config["caption-key"])
+    part_dir = os.path.join(build_dir, f"rank-{distributed.rank:05d}")
+    started = time.perf_counter()
+    added, present = embed_share(encoder, source.share(distributed.rank, distributed.world_size), gallery.items,
+                                 part_dir, config["batch-size"], "embedding" if distributed.is_main else None)
+    counts = all_gather_objects((added, present))
+    seconds = time.perf_counter() - started  # after the gather: the slowest process's time
+    if not distributed.is_main:
+        return None
+    if distributed.world_size > 1:
+        logger.info(f"images embedded by each process: {', '.join(str(count[0]) for count in counts)}")
+    parts = [gallery] + [read_part(os.path.join(build_dir, f"rank-{rank:05d}"))
+                         for rank in range(distributed.world_size)]
+    added, present = sum(count[0] for count in counts), sum(count[1] for count in counts)
+    if not len(gallery.items) and not added:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise UserError(f"no image in '{config['data']}' could be decoded; nothing indexed")
+    meta = {key: value for key, value in gallery.meta.items() if key != "vector-index"}
+    write_gallery(out, meta, parts)
+    shutil.rmtree(build_dir, ignore_errors=True)
+    merged = Gallery.load(out)
+    logger.info(f"{out}: added {added} image(s); {len(merged.items)} images and {len(merged.text_item)} captions "
+                f"indexed ({present} already present); embedding took {seconds:.1f} s, "
+                f"{added / max(seconds, 1e-9):.1f} images/s")
+    store_vector_index(out, merged, config)
+    return merged
+
+
+def store_vector_index(out, gallery, config):
+    """Build the FAISS index config["search"] asks for, print its recall@10 against exact search, store it as
+    vectors.faiss and record its build settings in meta.json (exact: remove a stored one)."""
+    path = os.path.join(out, "vectors.faiss")
+    if config["search"] == "exact":
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    vector_index = VectorIndex(gallery.image_features, **vector_index_settings(config))
+    recall = exact_recall_notice(vector_index)
+    vector_index.save(path)
+    gallery.meta["vector-index"] = {**vector_index.build, "images": len(gallery.items), "recall@10": recall}
+    atomic_write_json(os.path.join(out, "meta.json"), gallery.meta)
+    logger.info(f"{config['search']}: recall@10 against exact search {recall:.3f} (gallery items as queries); "
+                f"stored in {path}")

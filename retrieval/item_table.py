@@ -1,0 +1,79 @@
+"""Gallery item metadata in a memory-mapped Arrow file (items.arrow), as clip-retrieval keeps it.
+
+One row per gallery image, row number = item id = row of image_features. Columns: file (local path, or
+"<shard URL>#<member>" for an image inside a webdataset shard), name (what web clients see), captions
+(list of strings). Opening maps the file and reads nothing else, so a 10M-item gallery opens in
+milliseconds and only the rows looked at are paged in.
+"""
+import pyarrow as pa
+import pyarrow.compute as pc
+
+SCHEMA = pa.schema([("file", pa.string()), ("name", pa.string()), ("captions", pa.list_(pa.string()))])
+BATCH_ROWS = 65_536  # rows per record batch: keeps each string column chunk far below Arrow's 2 GiB offsets
+
+
+class ItemTable:
+    """table[row] -> {"id", "file", "name", "captions"}; len(table); contains_files(files) -> bool mask."""
+
+    def __init__(self, table):
+        self.table = table
+
+    @classmethod
+    def open(cls, path):
+        """Memory-map ``path``; raises pyarrow errors for a damaged file (Gallery.load reports them)."""
+        table = pa.ipc.open_file(pa.memory_map(path, "r")).read_all()
+        if not table.schema.equals(SCHEMA):
+            raise ValueError(f"unexpected columns {table.schema.names}")
+        return cls(table)
+
+    @classmethod
+    def empty(cls):
+        return cls(SCHEMA.empty_table())
+
+    def __len__(self):
+        return self.table.num_rows
+
+    def __getitem__(self, row):
+        row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(f"no item {row}")
+        record = self.table.slice(row, 1).to_pylist()[0]
+        return {"id": row, **record}
+
+    def contains_files(self, files):
+        """Which of ``files`` (list of str) are already items, as a list of bool."""
+        if not len(self) or not files:
+            return [False] * len(files)
+        return pc.is_in(pa.array(files, pa.string()), value_set=self.table.column("file")).to_pylist()
+
+    def batches(self):
+        """The table as record batches of at most BATCH_ROWS rows, in row order."""
+        return self.table.to_batches()  # the chunks ItemWriter wrote: no copy of a memory-mapped table
+
+
+def item_batch(rows):
+    """A record batch of ``rows`` [(file, name, captions)]."""
+    files, names, captions = zip(*rows) if rows else ((), (), ())
+    return pa.record_batch([pa.array(files, pa.string()), pa.array(names, pa.string()),
+                            pa.array(captions, pa.list_(pa.string()))], schema=SCHEMA)
+
+
+class ItemWriter:
+    """Streams record batches into an Arrow IPC file (uncompressed, so it can be memory-mapped).
+
+    target: a path (opened and closed here) or a binary stream (left open: atomic_write syncs and closes it).
+    """
+
+    def __init__(self, target):
+        self.owned = isinstance(target, str)
+        self.sink = pa.OSFile(target, "wb") if self.owned else target
+        self.writer = pa.ipc.new_file(self.sink, SCHEMA)
+
+    def write(self, batch):
+        if batch.num_rows:
+            self.writer.write_batch(batch)
+
+    def close(self):
+        self.writer.close()
+        if self.owned:
+            self.sink.close()

@@ -1,0 +1,113 @@
+"""index.py for big galleries: torchrun shares, webdataset shards, the memory-mapped index folder, IVF-PQ."""
+import json
+import logging
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from retrieval.gallery import Gallery
+from retrieval.searcher import Searcher
+from retrieval.vector_search import VectorIndex, recall_against_exact
+from scripts.make_shards import main as make_shards
+from service.app import create_app
+from tests.conftest import run_script, truncated_png_bytes
+from tests.test_distributed import torchrun
+
+
+def _index(tiny_checkpoint, data, out, *extra, port=None):
+    args = ("index.py", "--model-path", str(tiny_checkpoint), "--data", str(data), "--out", str(out),
+            "--batch-size", "3", *extra)
+    result = run_script(*(torchrun(port, *args) if port else args))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def _contents(out):
+    gallery = Gallery.load(str(out))
+    items = [gallery.items[row] for row in range(len(gallery.items))]
+    return gallery, items
+
+
+@pytest.mark.parametrize("kind", ["folder", "shards"])
+def test_two_processes_index_what_one_does_in_the_same_order(tiny_checkpoint, tiny_dataset, tmp_path, kind):
+    data = tiny_dataset / "valid"
+    if kind == "shards":  # 3 shards, 7 + 7 + 2 samples: the ranks get 1 and 2 shards; one sample undecodable
+        import shutil
+
+        folder = tmp_path / "valid"
+        shutil.copytree(data, folder)
+        (folder / "images" / "000009.png").write_bytes(truncated_png_bytes())
+        assert make_shards(["--data", str(folder), "--out", str(tmp_path / "shards"), "--samples-per-shard", "7",
+                            "--quiet"]) == 0
+        data = str(tmp_path / "shards" / "{00000..00002}.tar")
+        extra, shares = ("--caption-key", "captions"), "7, 8"
+    else:
+        extra, shares = (), "8, 8"
+    one = _index(tiny_checkpoint, data, tmp_path / "one", *extra)
+    two = _index(tiny_checkpoint, data, tmp_path / "two", *extra, port=29531 if kind == "folder" else 29532)
+    assert "distributed: gloo, 2 process(es)" in two.stdout and f"embedded by each process: {shares}" in two.stdout
+    (first, first_items), (second, second_items) = _contents(tmp_path / "one"), _contents(tmp_path / "two")
+    assert first_items == second_items and len(first_items) == (16 if kind == "folder" else 15)
+    assert all(len(item["captions"]) == 5 for item in first_items)
+    np.testing.assert_allclose(first.image_features, second.image_features, atol=1e-5)
+    np.testing.assert_allclose(first.text_features, second.text_features, atol=1e-5)
+    assert np.array_equal(first.text_item, second.text_item) and first.text_item.tolist() == sorted(first.text_item)
+    assert not (tmp_path / "two" / ".building").exists()
+    if kind == "shards":  # items inside local shards: found by search, shown by the service
+        assert first_items[0]["file"].endswith("00000.tar#000000000.png") and first_items[0]["name"] == "00000.tar/000000000"
+        client = TestClient(create_app(Searcher(str(tmp_path / "two"))))
+        response = client.get("/api/items/14/thumbnail")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+        found = client.get("/api/search/text", params={"q": first_items[3]["captions"][0], "k": 15}).json()
+        assert {result["file"] for result in found["results"]} == {item["name"] for item in first_items}
+
+
+def test_an_interrupted_build_leaves_the_index_usable_and_is_cleaned_up(tiny_checkpoint, tiny_dataset, tmp_path):
+    out = tmp_path / "idx"
+    (out / ".building" / "rank-00000").mkdir(parents=True)  # what a run killed while embedding leaves
+    (out / ".building" / "rank-00000" / "image.f32").write_bytes(b"\0" * 128)
+    _index(tiny_checkpoint, tiny_dataset / "valid", out)
+    gallery, items = _contents(out)
+    assert len(items) == 16 and not (out / ".building").exists()
+    assert isinstance(gallery.image_features, np.memmap)  # opened without reading the embeddings
+
+
+def test_ivfpq_is_built_once_by_index_py_and_used_by_the_service(tiny_checkpoint, tiny_dataset, tmp_path, caplog):
+    out = tmp_path / "idx"
+    settings = ("--search", "faiss-ivfpq", "--ivfpq-m", "8", "--ivfpq-bits", "2", "--ivf-nlist", "1")
+    result = _index(tiny_checkpoint, tiny_dataset / "valid", out, *settings)
+    assert "faiss-ivfpq: recall@10 against exact search" in result.stdout and (out / "vectors.faiss").is_file()
+    meta = json.loads((out / "meta.json").read_text())["vector-index"]
+    assert meta == {"kind": "faiss-ivfpq", "ivfpq-m": 8, "ivfpq-bits": 2, "ivf-nlist": 1, "images": 16,
+                    "recall@10": meta["recall@10"]} and 0 < meta["recall@10"] <= 1
+    with caplog.at_level(logging.INFO):
+        stored = Searcher(str(out), kind="faiss-ivfpq", ivfpq_m=8, ivfpq_bits=2, ivf_nlist=1)
+        assert "building one in memory" not in caplog.text
+        assert stored.vector_index.faiss_index.code_size == 2  # 8 codes of 2 bits: 2 bytes per image
+        other = Searcher(str(out), kind="faiss-ivfpq", ivfpq_m=4, ivfpq_bits=2, ivf_nlist=1)
+        assert "building one in memory" in caplog.text and other.vector_index.faiss_index.code_size == 1
+    query = stored.gallery.image_features[5]
+    assert stored.vector_index.search(query[None], 16)[1][0].tolist() != []  # every item reachable
+    _index(tiny_checkpoint, tiny_dataset / "valid", out)  # rebuilt for exact search: the stored index goes
+    assert not (out / "vectors.faiss").exists() and "vector-index" not in json.loads((out / "meta.json").read_text())
+
+    bad = run_script("index.py", "--model-path", str(tiny_checkpoint), "--data", str(tiny_dataset / "valid"),
+                     "--out", str(tmp_path / "bad"), "--search", "faiss-ivfpq", "--ivfpq-m", "5")
+    assert bad.returncode == 2 and "ivfpq-m 5 must divide the embedding size 32" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_ivfpq_codes_are_m_bytes_and_find_most_exact_neighbours():
+    generator = np.random.default_rng(0)
+    centres = generator.normal(size=(50, 32))
+    features = (centres[generator.integers(0, 50, 10000)] + 0.3 * generator.normal(size=(10000, 32))).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    queries = features[:200]
+    pq = VectorIndex(features, "faiss-ivfpq", ivf_nlist=16, ivf_nprobe=16, ivfpq_m=32, ivfpq_bits=8)
+    assert pq.faiss_index.code_size == 32 and pq.build["ivf-nlist"] == 16
+    coarse = VectorIndex(features, "faiss-ivfpq", ivf_nlist=16, ivf_nprobe=16, ivfpq_m=4, ivfpq_bits=8)
+    fine, rough = recall_against_exact(pq, queries), recall_against_exact(coarse, queries)
+    assert fine > 0.8 and rough < fine  # more bytes per vector, closer to exact
+    with pytest.raises(Exception, match="needs at least 256 images"):
+        VectorIndex(features[:100], "faiss-ivfpq", ivfpq_m=16, ivfpq_bits=8)

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install demo demo-zh demo-pretrained demo-finetune test serve chromium clean-demo
+.PHONY: install install-cloud demo demo-zh demo-pretrained demo-finetune test serve chromium clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Optional: fsspec's s3:// and gs:// protocols, for shards on object storage.
+install-cloud: $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-cloud.txt
 
 $(DEMO)/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py | $(STAMP)
 	$(PY) scripts/make_demo_dataset.py --out $(DEMO) --overwrite

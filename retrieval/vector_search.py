@@ -5,6 +5,7 @@ index.py writes to disk, optionally with the FAISS index itself (vectors.faiss) 
 trained and encoded once, not at every start of the service.
 """
 import logging
+import mmap
 import os
 
 import numpy as np
@@ -19,14 +20,22 @@ ADD_ROWS = 65_536            # vectors added to a FAISS index at a time, from th
 
 
 DEFAULT_SETTINGS = {"kind": "exact", "hnsw_m": 32, "hnsw_ef_search": 128, "ivf_nlist": 1024, "ivf_nprobe": 32,
-                    "ivfpq_m": 32, "ivfpq_bits": 8}
+                    "ivfpq_m": 64, "ivfpq_bits": 8, "ivfpq_rerank": 50}
 
 
 def vector_index_settings(config):
     """The vector index keys of a config (search, hnsw-*, ivf-*, ivfpq-*), as VectorIndex keyword arguments."""
     return {"kind": config["search"], "hnsw_m": config["hnsw-m"], "hnsw_ef_search": config["hnsw-ef-search"],
             "ivf_nlist": config["ivf-nlist"], "ivf_nprobe": config["ivf-nprobe"], "ivfpq_m": config["ivfpq-m"],
-            "ivfpq_bits": config["ivfpq-bits"]}
+            "ivfpq_bits": config["ivfpq-bits"], "ivfpq_rerank": config["ivfpq-rerank"]}
+
+
+def _random_access(array):
+    """Tell the kernel that ``array``'s file is read at random rows (re-ranking reads a few hundred scattered
+    rows per query): without it, each row read pulls in the read-ahead window around it too."""
+    mapping = getattr(array, "_mmap", None) or getattr(getattr(array, "base", None), "_mmap", None)
+    if mapping is not None and hasattr(mmap, "MADV_RANDOM"):
+        mapping.madvise(mmap.MADV_RANDOM)
 
 
 def ivf_lists(requested, count):
@@ -54,15 +63,20 @@ class VectorIndex:
     exact: one matrix product per query batch, chunked over the gallery for bounded memory.
     faiss-*: a FAISS index with inner-product metric (embeddings are L2-normalised, so this is cosine).
     faiss-ivfpq: product-quantised codes, ivfpq-m bytes per vector (at ivfpq-bits 8) instead of 4 x D, trained
-    on a bounded sample: the memory for a 10M-image gallery at m 64 is about 0.7 GB instead of 20 GB.
+    on a bounded sample: the memory for a 10M-image gallery at m 64 is about 0.7 GB instead of 20 GB. The best
+    k x ivfpq-rerank candidates are re-scored with the stored float vectors (read from the memory-mapped
+    file: only those rows), which restores most of the recall the codes lose.
     """
 
     def __init__(self, features, kind="exact", hnsw_m=32, hnsw_ef_search=128, ivf_nlist=1024, ivf_nprobe=32,
-                 ivfpq_m=32, ivfpq_bits=8, faiss_index=None):
+                 ivfpq_m=64, ivfpq_bits=8, ivfpq_rerank=50, faiss_index=None):
         if kind not in KINDS:
             raise UserError(f"search kind '{kind}' unknown; choose one of {', '.join(KINDS)}")
         self.features = features if isinstance(features, np.memmap) else np.ascontiguousarray(features, np.float32)
         self.kind = kind
+        self.rerank = ivfpq_rerank if kind == "faiss-ivfpq" else 0
+        if self.rerank and isinstance(self.features, np.memmap):
+            _random_access(self.features)
         self.build = {"kind": kind}  # what the stored index was built with (meta.json "vector-index")
         self.faiss_index = faiss_index
         if kind != "exact" and faiss_index is None and len(self.features):
@@ -127,7 +141,7 @@ class VectorIndex:
             raise UserError(f"cannot write '{path}': {error}") from None
 
     @classmethod
-    def load(cls, path, features, kind, hnsw_ef_search=128, ivf_nprobe=32, **_build_settings):
+    def load(cls, path, features, kind, hnsw_ef_search=128, ivf_nprobe=32, ivfpq_rerank=50, **_build_settings):
         """The FAISS index index.py stored at ``path`` over ``features``."""
         import faiss
 
@@ -137,7 +151,8 @@ class VectorIndex:
             raise UserError(f"'{path}' is damaged ({str(error).splitlines()[0]}); rebuild the index") from None
         if faiss_index.ntotal != len(features):
             raise UserError(f"'{path}' holds {faiss_index.ntotal} vectors, the gallery {len(features)}; rebuild it")
-        return cls(features, kind, hnsw_ef_search=hnsw_ef_search, ivf_nprobe=ivf_nprobe, faiss_index=faiss_index)
+        return cls(features, kind, hnsw_ef_search=hnsw_ef_search, ivf_nprobe=ivf_nprobe, ivfpq_rerank=ivfpq_rerank,
+                   faiss_index=faiss_index)
 
     def __len__(self):
         return len(self.features)
@@ -148,7 +163,7 @@ class VectorIndex:
         if k == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         if self.faiss_index is not None:
-            return self.faiss_index.search(queries, k)
+            return self._reranked(queries, k) if self.rerank else self.faiss_index.search(queries, k)
         query = torch.from_numpy(queries)
         best_scores, best_rows = None, None
         chunk = max(1, 2 ** 24 // max(1, len(queries)))
@@ -162,6 +177,18 @@ class VectorIndex:
                 scores, rows = keep.values, rows.gather(1, keep.indices)
             best_scores, best_rows = scores, rows
         return best_scores.numpy(), best_rows.numpy()
+
+
+    def _reranked(self, queries, k):
+        """FAISS's best k x rerank candidates per query, re-scored exactly; the best k of them."""
+        _, candidates = self.faiss_index.search(queries, min(len(self.features), k * self.rerank))
+        rows = np.unique(candidates[candidates >= 0])
+        vectors = np.asarray(self.features[rows], np.float32)  # [R, D]: only the candidates' rows are read
+        gathered = vectors[np.searchsorted(rows, np.maximum(candidates, rows[0]))]  # [Q, C, D]
+        scores = np.einsum("qd,qcd->qc", queries, gathered)
+        scores[candidates < 0] = -np.inf  # FAISS pads with -1 when a probe finds fewer than C
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1)
 
 
 def recall_against_exact(vector_index, queries, k=10):
@@ -180,17 +207,21 @@ def exact_recall_notice(vector_index, sample=200, k=10):
 
 
 def stored_or_built(directory, gallery_meta, features, settings):
-    """The vector index for a gallery: index.py's stored vectors.faiss when it was built with ``settings``'
-    kind and build keys for these very vectors, else one built now (logged)."""
+    """The vector index for a gallery: index.py's stored vectors.faiss when it is of ``settings``' kind and
+    holds these very vectors (its own build settings then apply; search-time ones come from ``settings``),
+    else one built now from ``settings`` (logged)."""
     settings = {**DEFAULT_SETTINGS, **settings}
     kind = settings["kind"]
     stored = gallery_meta.get("vector-index") or {}
     path = os.path.join(directory, "vectors.faiss")
-    wanted = build_keys(settings, len(features))
-    if kind != "exact" and os.path.isfile(path) and stored.get("images") == len(features) and all(
-            stored.get(key) == value for key, value in wanted.items()):
+    if kind == "exact":
+        return VectorIndex(features, **settings)
+    if stored.get("kind") == kind and stored.get("images") == len(features) and os.path.isfile(path):
+        built = {key: value for key, value in stored.items() if key not in ("kind", "images", "recall@10")}
+        wanted = build_keys(settings, len(features))
+        if any(wanted.get(key) != value for key, value in built.items()):
+            logger.info(f"{directory}: using the stored {kind} index as index.py built it "
+                        f"({', '.join(f'{key} {value}' for key, value in built.items())}), not this config's")
         return VectorIndex.load(path, features, **settings)
-    if kind != "exact":
-        logger.info(f"{directory}: no stored {kind} index with these settings; building one in memory "
-                    f"(index.py --search {kind} stores it)")
+    logger.info(f"{directory}: no stored {kind} index; building one in memory (index.py --search {kind} stores it)")
     return VectorIndex(features, **settings)

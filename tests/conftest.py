@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny generated dataset, a tiny text tower and a tiny joint checkpoint; shared helpers."""
-import io
 import contextlib
+import io
 import os
 import socket
 import subprocess
@@ -103,3 +103,19 @@ def tiny_index(tiny_checkpoint, tiny_dataset, tmp_path_factory):
               "search": "exact"}
     build_index(config, TorchEncoder(str(tiny_checkpoint)), Distributed())
     return out
+
+
+@contextlib.contextmanager
+def http_server(directory):
+    """A loopback HTTP server over ``directory`` for the length of the block; yields its base URL."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()

@@ -11,7 +11,7 @@ from retrieval.searcher import Searcher
 from retrieval.vector_search import VectorIndex, recall_against_exact
 from scripts.make_shards import main as make_shards
 from service.app import create_app
-from tests.conftest import run_script, truncated_png_bytes
+from tests.conftest import http_server, run_script, truncated_png_bytes
 from tests.test_distributed import torchrun
 
 
@@ -63,6 +63,29 @@ def test_two_processes_index_what_one_does_in_the_same_order(tiny_checkpoint, ti
         assert {result["file"] for result in found["results"]} == {item["name"] for item in first_items}
 
 
+def test_a_gallery_streamed_from_shards_over_http(tiny_checkpoint, tiny_dataset, tmp_path):
+    from retrieval.encoder import TorchEncoder
+    from retrieval.gallery_build import build_index
+    from utils.distributed import Distributed
+
+    assert make_shards(["--data", str(tiny_dataset / "valid"), "--out", str(tmp_path / "shards"),
+                        "--samples-per-shard", "10", "--quiet"]) == 0
+    encoder = TorchEncoder(str(tiny_checkpoint))
+    config = {"data": str(tmp_path / "shards" / "{00000..00001}.tar"), "caption-key": "txt", "batch-size": 4,
+              "search": "exact"}
+    local = build_index({**config, "out": str(tmp_path / "local")}, encoder, Distributed())
+    with http_server(tmp_path / "shards") as base:
+        remote = build_index({**config, "data": base + "/{00000..00001}.tar", "out": str(tmp_path / "remote")},
+                             encoder, Distributed())
+    np.testing.assert_allclose(remote.image_features, local.image_features, atol=1e-6)
+    assert remote.items[15]["file"] == base + "/00001.tar#000010005.png" and remote.items[15]["captions"] == \
+        local.items[15]["captions"] and len(local.items[15]["captions"]) == 1
+    client = TestClient(create_app(Searcher(str(tmp_path / "remote"))))
+    response = client.get("/api/items/3/thumbnail")  # the server is gone; nothing is fetched for a thumbnail
+    assert response.status_code == 404 and "no longer available" in response.text
+    assert client.get("/api/search/text", params={"q": "a red circle"}).status_code == 200
+
+
 def test_an_interrupted_build_leaves_the_index_usable_and_is_cleaned_up(tiny_checkpoint, tiny_dataset, tmp_path):
     out = tmp_path / "idx"
     (out / ".building" / "rank-00000").mkdir(parents=True)  # what a run killed while embedding leaves
@@ -85,8 +108,11 @@ def test_ivfpq_is_built_once_by_index_py_and_used_by_the_service(tiny_checkpoint
         stored = Searcher(str(out), kind="faiss-ivfpq", ivfpq_m=8, ivfpq_bits=2, ivf_nlist=1)
         assert "building one in memory" not in caplog.text
         assert stored.vector_index.faiss_index.code_size == 2  # 8 codes of 2 bits: 2 bytes per image
-        other = Searcher(str(out), kind="faiss-ivfpq", ivfpq_m=4, ivfpq_bits=2, ivf_nlist=1)
-        assert "building one in memory" in caplog.text and other.vector_index.faiss_index.code_size == 1
+        other = Searcher(str(out), kind="faiss-ivfpq", ivfpq_m=4, ivfpq_bits=2, ivf_nlist=1)  # what index.py built wins
+        assert "as index.py built it (ivfpq-m 8" in caplog.text and other.vector_index.faiss_index.code_size == 2
+        built_now = Searcher(str(out), kind="faiss-hnsw")
+        assert "no stored faiss-hnsw index; building one in memory" in caplog.text
+        assert built_now.vector_index.faiss_index.ntotal == 16
     query = stored.gallery.image_features[5]
     assert stored.vector_index.search(query[None], 16)[1][0].tolist() != []  # every item reachable
     _index(tiny_checkpoint, tiny_dataset / "valid", out)  # rebuilt for exact search: the stored index goes
@@ -104,10 +130,17 @@ def test_ivfpq_codes_are_m_bytes_and_find_most_exact_neighbours():
     features = (centres[generator.integers(0, 50, 10000)] + 0.3 * generator.normal(size=(10000, 32))).astype(np.float32)
     features /= np.linalg.norm(features, axis=1, keepdims=True)
     queries = features[:200]
-    pq = VectorIndex(features, "faiss-ivfpq", ivf_nlist=16, ivf_nprobe=16, ivfpq_m=32, ivfpq_bits=8)
-    assert pq.faiss_index.code_size == 32 and pq.build["ivf-nlist"] == 16
-    coarse = VectorIndex(features, "faiss-ivfpq", ivf_nlist=16, ivf_nprobe=16, ivfpq_m=4, ivfpq_bits=8)
-    fine, rough = recall_against_exact(pq, queries), recall_against_exact(coarse, queries)
+    def recall(m, rerank):
+        index = VectorIndex(features, "faiss-ivfpq", ivf_nlist=16, ivf_nprobe=16, ivfpq_m=m, ivfpq_rerank=rerank)
+        assert index.faiss_index.code_size == m and index.build["ivf-nlist"] == 16  # m bytes per vector
+        return recall_against_exact(index, queries), index
+
+    fine, rough = recall(32, 0)[0], recall(4, 0)[0]
     assert fine > 0.8 and rough < fine  # more bytes per vector, closer to exact
+    reranked, index = recall(4, 10)
+    assert reranked > rough + 0.3  # the 40 best by code, re-scored with the stored vectors
+    scores, rows = index.search(queries[:5], 10)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries[:5] @ features.T, rows, 1), rtol=1e-5)
+    assert (np.diff(scores, axis=1) <= 0).all()
     with pytest.raises(Exception, match="needs at least 256 images"):
         VectorIndex(features[:100], "faiss-ivfpq", ivfpq_m=16, ivfpq_bits=8)

@@ -9,7 +9,7 @@ import webdataset
 from data.caption_table import read_caption_table
 from scripts.make_shards import main as make_shards
 from utils.errors import UserError
-from tests.conftest import run_script, truncated_png_bytes
+from tests.conftest import http_server, run_script, truncated_png_bytes
 
 
 def _read_back(pattern):
@@ -233,19 +233,10 @@ def test_torchrun_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_ch
 
 
 def test_shards_stream_over_http_as_from_disk(tiny_dataset, tmp_path):
-    import functools
-    import http.server
-    import threading
-
     from data.shard_source import epoch_samples
 
     urls, samples = _shards(tiny_dataset, tmp_path, 12)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "shards-12"))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with http_server(tmp_path / "shards-12") as base:
         remote, remote_samples = epoch_samples(base + "/{00000..00003}.tar")  # sizes.json read over HTTP too
         assert remote_samples == samples == 48 and remote[0] == base + "/00000.tar"
         over_http, _ = _epoch(remote, 0, 1, 2, 4, 12)
@@ -253,8 +244,6 @@ def test_shards_stream_over_http_as_from_disk(tiny_dataset, tmp_path):
         assert over_http == from_disk  # the same samples in the same order
         gone, dataset = _epoch(remote + [base + "/00009.tar"], 0, 1, 0, 4, 12)  # a shard the server lacks
         assert len(gone) == 12 and dataset.bad_samples() >= 1  # skipped and counted, the epoch complete
-    finally:
-        server.shutdown()
 
 
 def test_resampled_sources_are_drawn_by_their_weights(tiny_dataset, tmp_path):

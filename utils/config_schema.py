@@ -137,6 +137,8 @@ _FAISS = [
     Key("ivfpq-m", "int", "FAISS IVF-PQ sub-quantisers: bytes per vector at 8 bits; must divide the embedding size",
         minimum=1, maximum=4096),
     Key("ivfpq-bits", "int", "FAISS IVF-PQ bits per sub-quantiser code", minimum=1, maximum=16),
+    Key("ivfpq-rerank", "int", "FAISS IVF-PQ: re-score the best k x this many candidates with the stored "
+        "float vectors (0: off)", minimum=0, maximum=1000),
 ]
 _ONNX = Key("onnx-dir", "str", "run the encoders from export.py's ONNX files (ONNX Runtime, CPU)",
             nullable=True)

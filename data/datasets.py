@@ -26,25 +26,39 @@ def item_seed(seed, epoch, index):
     return ((seed * 1_000_003 + epoch) * 1_000_003 + index) % 2 ** 63
 
 
-class TrainImages(Dataset):
-    """One item per image, paired with one of its captions drawn afresh each epoch.
+def draw_captions(captions, count, rng):
+    """``count`` of ``captions`` drawn with ``rng`` (random.Random): one caption as a str, several as a list,
+    distinct while there are enough (an image with fewer captions repeats some)."""
+    if count == 1:
+        return captions[rng.randrange(len(captions))]
+    if len(captions) >= count:
+        return rng.sample(captions, count)
+    return rng.sample(captions, len(captions)) + [captions[rng.randrange(len(captions))]
+                                                  for _ in range(count - len(captions))]
 
-    Iterating over images (not rows) means no image appears twice in a batch, so the diagonal of the
-    similarity matrix is the only positive. Item: (image [3,S,S], caption str).
+
+class TrainImages(Dataset):
+    """One item per image, paired with one of its captions drawn afresh each epoch (``captions_per_image``
+    k > 1: k of them, distinct while the image has k).
+
+    Iterating over images (not rows) means no image appears twice in a batch, so an image's own captions
+    are its only positives. Item: (image [3,S,S], caption str, or a list of k captions).
 
     An image that fails to decode is replaced by the next decodable image in dataset order (with that image's
     caption and this item's augmentation), the same on every rank and worker, and logged once: batches keep
     their size, so every torchrun rank runs the same collectives with the same shapes.
     """
 
-    def __init__(self, table, transform, seed, draft_size=None):
+    def __init__(self, table, transform, seed, draft_size=None, captions_per_image=1):
         self.records = table.images
+        self.captions_per_image = captions_per_image
         self.transform = transform
         self.seed = seed
         self.draft_size = draft_size
         self.counts = torch.tensor([len(record.captions) for record in self.records])
         # Shared memory: persistent DataLoader workers see each epoch's new draw without being restarted.
-        self.choice = torch.zeros(len(self.records), dtype=torch.long).share_memory_()
+        shape = (len(self.records),) if captions_per_image == 1 else (len(self.records), captions_per_image)
+        self.choice = torch.zeros(shape, dtype=torch.long).share_memory_()
         self.epoch = torch.zeros(1, dtype=torch.long).share_memory_()
         # Images found undecodable, by any worker: reported once, then skipped without another attempt.
         self.broken = torch.zeros(len(self.records), dtype=torch.bool).share_memory_()
@@ -57,7 +71,16 @@ class TrainImages(Dataset):
         """
         self.epoch.fill_(epoch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        self.choice.copy_((torch.rand(len(self.records), generator=generator) * self.counts).long())
+        if self.captions_per_image == 1:
+            self.choice.copy_((torch.rand(len(self.records), generator=generator) * self.counts).long())
+            return
+        # k distinct captions per image: a random order of its captions (scores past its count sort last),
+        # cycled when it has fewer than k
+        most = int(self.counts.max())
+        scores = torch.rand(len(self.records), most, generator=generator)
+        scores[torch.arange(most)[None, :] >= self.counts[:, None]] = 2.0
+        order = scores.argsort(dim=1)[:, :min(most, self.captions_per_image)]
+        self.choice.copy_(order[:, torch.arange(self.captions_per_image) % order.shape[1]] % self.counts[:, None])
 
     def __len__(self):
         return len(self.records)
@@ -83,7 +106,10 @@ class TrainImages(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(item_seed(self.seed, int(self.epoch), index))
             image, source = self._decoded(index)
-        return image, self.records[source].captions[int(self.choice[source])]
+        captions = self.records[source].captions
+        if self.captions_per_image == 1:
+            return image, captions[int(self.choice[source])]
+        return image, [captions[int(choice)] for choice in self.choice[source]]
 
 
 class EvalImages(Dataset):
@@ -101,14 +127,16 @@ class EvalImages(Dataset):
 
 
 class PairCollate:
-    """Batch of (image, caption) -> (images [B,3,S,S], input_ids [B,L])."""
+    """Batch of (image, caption or list of k captions) -> (images [B,3,S,S], input_ids [B*k,L]), the
+    captions image-major (image i's are rows i*k .. i*k+k-1), as the objectives expect."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, items):
         images, captions = zip(*items)
-        return torch.stack(images), self.tokenizer(list(captions))
+        flat = [text for caption in captions for text in ([caption] if isinstance(caption, str) else caption)]
+        return torch.stack(images), self.tokenizer(flat)
 
 
 def collate_images(items):

@@ -15,7 +15,7 @@ import zlib
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from data.datasets import item_seed
+from data.datasets import draw_captions, item_seed
 from data.image_file import ImageProblem, open_image_rgb
 from data.shard_source import shard_samples
 from utils.errors import UserError
@@ -82,12 +82,13 @@ class ShardBatches(IterableDataset):
     """
 
     def __init__(self, urls, transform, collate, caption_keys, seed, rank, world_size, local_batch, batches,
-                 buffer=256, draft_size=None, resampled_weights=None):
+                 buffer=256, draft_size=None, resampled_weights=None, captions_per_image=1):
         self.urls, self.transform, self.collate = list(urls), transform, collate
         # resampled mode: every slot draws shards with replacement, with these weights (one per URL)
         self.resampled_weights = list(resampled_weights) if resampled_weights else None
         self.caption_keys, self.seed, self.rank, self.world_size = list(caption_keys), seed, rank, world_size
         self.local_batch, self.batches, self.buffer, self.draft_size = local_batch, batches, buffer, draft_size
+        self.captions_per_image = captions_per_image
         # Shared memory: persistent workers see the next epoch's settings without being restarted.
         self.position = torch.zeros(2, dtype=torch.long).share_memory_()  # epoch, first batch
         self.bad = torch.zeros(MAX_WORKERS, dtype=torch.long).share_memory_()  # this epoch's bad samples, per worker
@@ -152,7 +153,8 @@ class ShardBatches(IterableDataset):
                 skip_shard(error)
 
     def _decoded(self, sample, epoch, worker):
-        """(image [3,S,S], caption) of a sample, augmented from (seed, epoch, key); None if it is bad."""
+        """(image [3,S,S], caption or captions_per_image of them) of a sample, augmented from (seed, epoch,
+        key); None if it is bad."""
         key = f"{sample.get('__url__', '')}/{sample['__key__']}"
         seed = item_seed(self.seed, epoch, zlib.crc32(key.encode("utf-8")))
         try:
@@ -165,7 +167,7 @@ class ShardBatches(IterableDataset):
             if int(self.bad[worker]) <= 5:  # rate-limited: the epoch's count is reported after it
                 logger.warning(f"skipped sample '{key}': {str(problem)[:200]}")
             return None
-        return image, captions[random.Random(seed).randrange(len(captions))]
+        return image, draw_captions(captions, self.captions_per_image, random.Random(seed))
 
 
     def _usable(self, sample, worker):

@@ -25,7 +25,14 @@ FORMAT = "contrastive-checkpoint/1"
 
 def build_model(spec):
     """Random-weight ContrastiveModel for a spec dict (see ``make_spec``; an imported CLIP's spec names
-    ``open_clip:<model>``)."""
+    ``open_clip:<model>``; "logit-bias": a model trained with loss siglip)."""
+    model = _build_model(spec)
+    if spec.get("logit-bias"):
+        model.enable_logit_bias()
+    return model
+
+
+def _build_model(spec):
     if spec["image-model"].startswith(OPEN_CLIP_PREFIX):
         visual, dim, text, _ = split_clip(create_clip(spec["image-model"][len(OPEN_CLIP_PREFIX):]))
         return ContrastiveModel(visual, dim, text, spec["pad-token-id"], spec["embed-dim"])

@@ -1,18 +1,141 @@
-"""The original project's training objective."""
+"""Training objectives over a batch's image-text similarities, chosen by the ``loss`` key.
+
+Every objective takes image_features [N, D] and text_features [T, D] (L2-normalised, all ranks' rows when
+gathered) and ``owner`` [T]: the image row of each text. With one caption per image, T == N and owner is
+arange(N); with ``captions-per-image`` k, T == k N and an image's k captions are all its positives.
+"""
+import math
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+LOSSES = ("infonce", "siglip", "max-violation")
+SIGLIP_INIT_SCALE = 10.0   # Zhai et al. 2023: logit scale log 10 ...
+SIGLIP_INIT_BIAS = -10.0   # ... and bias -10, so that the many negatives start near probability 0
+
+
+def default_owner(image_features, text_features):
+    """owner [T] for texts laid out image-major: image i's captions are rows i*k .. i*k+k-1."""
+    images, texts = image_features.shape[0], text_features.shape[0]
+    if texts % images:
+        raise ValueError(f"{texts} texts for {images} images: not a whole number of captions per image")
+    return torch.arange(images, device=image_features.device).repeat_interleave(texts // images)
+
+
+def _positive_log_likelihood(logits, positive, beta):
+    """Mean over rows of log(sum of the positives' probability) for logits [R, C], positive [R, C] bool.
+
+    beta > 0 (HN-NCE, Radenovic et al. 2023): each row's negatives are weighted by
+    w_j = n_neg * softmax_j(beta * logits_j) over the negatives (mean weight 1, harder negatives heavier).
+    beta == 0 is plain (multi-positive) InfoNCE.
+    """
+    masked = torch.finfo(logits.dtype).min
+    positives = torch.logsumexp(logits.masked_fill(~positive, masked), dim=1)
+    if beta == 0:
+        return (positives - torch.logsumexp(logits, dim=1)).mean()
+    negative_logits = logits.masked_fill(positive, masked)
+    count = (~positive).sum(dim=1).clamp(min=1).to(logits.dtype)
+    # log sum_j w_j exp(l_j) = log n + logsumexp((1 + beta) l) - logsumexp(beta l), over the negatives
+    weighted = (count.log() + torch.logsumexp((1 + beta) * negative_logits, dim=1)
+                - torch.logsumexp(beta * negative_logits, dim=1))
+    return (positives - torch.logaddexp(positives, weighted)).mean()
+
+
+def info_nce(image_features, text_features, logit_scale, owner=None, hard_negative_beta=0.0):
+    """Symmetric InfoNCE: the original project's sum of image->text and text->image cross-entropies.
+
+    Several captions per image (``owner``): image->text counts all of an image's captions as positives
+    (-log of their summed probability); text->image has one positive per caption. ``hard_negative_beta``:
+    HN-NCE weighting of the negatives in both directions. Returns a scalar.
+    """
+    owner = default_owner(image_features, text_features) if owner is None else owner
+    logits = logit_scale * image_features @ text_features.t()                              # [N, T]
+    positive = owner[None, :] == torch.arange(logits.shape[0], device=logits.device)[:, None]
+    return -(_positive_log_likelihood(logits, positive, hard_negative_beta)
+             + _positive_log_likelihood(logits.t(), positive.t(), hard_negative_beta))
 
 
 def contrastive_loss(image_features, text_features, logit_scale):
-    """Symmetric InfoNCE: cross-entropy over rows (image->text) plus over columns (text->image).
+    """The original project's objective: symmetric InfoNCE over a batch of pairs (row i matches text i).
 
-    Args:
-        image_features: [B, D], L2-normalised; row i matches text row i.
-        text_features: [B, D], L2-normalised.
-        logit_scale: scalar tensor, 1 / temperature (already exponentiated, as open_clip's).
-    Returns:
-        scalar: CE(logits, arange) + CE(logits.T, arange) -- the original project's sum, i.e. twice open_clip's mean.
+    Equals CE(logits, arange) + CE(logits.T, arange): twice open_clip's ClipLoss (its mean of the two).
     """
-    logits = logit_scale * image_features @ text_features.t()
-    labels = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)
+    return info_nce(image_features, text_features, logit_scale)
+
+
+def _siglip_block(image_features, text_block, logit_scale, logit_bias, positive_block):
+    logits = logit_scale * image_features @ text_block.t() + logit_bias                    # [N, c]
+    return -F.logsigmoid(torch.where(positive_block, logits, -logits)).sum()
+
+
+def siglip(image_features, text_features, logit_scale, logit_bias, owner=None, chunk=1024):
+    """SigLIP (Zhai et al. 2023): an independent binary decision per image-text pair.
+
+    -sum log sigmoid(z_ij (t x_i.y_j + b)) / N, z = +1 for positives, -1 otherwise; as open_clip's SigLipLoss.
+    Computed over blocks of ``chunk`` texts, each recomputed in backward (checkpoint), so memory is
+    O(N x chunk), not O(N x T).
+    """
+    owner = default_owner(image_features, text_features) if owner is None else owner
+    rows = torch.arange(image_features.shape[0], device=image_features.device)
+    total = image_features.new_zeros(())
+    for start in range(0, text_features.shape[0], chunk):
+        block = slice(start, start + chunk)
+        positive = owner[block][None, :] == rows[:, None]
+        if torch.is_grad_enabled():
+            total = total + checkpoint(_siglip_block, image_features, text_features[block], logit_scale,
+                                       logit_bias, positive, use_reentrant=False)
+        else:
+            total = total + _siglip_block(image_features, text_features[block], logit_scale, logit_bias, positive)
+    return total / image_features.shape[0]
+
+
+def max_violation(image_features, text_features, owner=None, margin=0.2):
+    """VSE++'s max-violation hinge (Faghri et al. 2018) on cosine similarities, both directions.
+
+    Each positive pair must beat the hardest negative of its row by ``margin``: the mean over positives of
+    [margin - s_pos + max_neg s]_+, image->text plus text->image. No temperature.
+    """
+    owner = default_owner(image_features, text_features) if owner is None else owner
+    similarity = image_features @ text_features.t()                                         # [N, T]
+    positive = owner[None, :] == torch.arange(similarity.shape[0], device=similarity.device)[:, None]
+    lowest = torch.finfo(similarity.dtype).min
+    hardest_text = similarity.masked_fill(positive, lowest).max(dim=1).values              # [N]
+    hardest_image = similarity.masked_fill(positive, lowest).max(dim=0).values             # [T]
+    image_to_text = F.relu(margin - similarity + hardest_text[:, None])[positive].mean()
+    text_to_image = F.relu(margin - similarity + hardest_image[None, :])[positive].mean()
+    return image_to_text + text_to_image
+
+
+class Objective:
+    """The configured loss: objective(image [N, D], text [T, D], logit_scale, logit_bias, owner [T]) -> scalar.
+
+    kind: "infonce" (with hard_negative_beta: HN-NCE), "siglip" or "max-violation".
+    """
+
+    def __init__(self, kind="infonce", hard_negative_beta=0.0, margin=0.2, siglip_chunk=1024):
+        if kind not in LOSSES:
+            raise ValueError(f"loss '{kind}' unknown; choose one of {', '.join(LOSSES)}")
+        self.kind, self.beta, self.margin, self.chunk = kind, hard_negative_beta, margin, siglip_chunk
+
+    @property
+    def needs_bias(self):
+        return self.kind == "siglip"
+
+    def __call__(self, image_features, text_features, logit_scale, logit_bias=None, owner=None):
+        if self.kind == "siglip":
+            return siglip(image_features, text_features, logit_scale, logit_bias, owner, self.chunk)
+        if self.kind == "max-violation":
+            return max_violation(image_features, text_features, owner, self.margin)
+        return info_nce(image_features, text_features, logit_scale, owner, self.beta)
+
+    def describe(self):
+        if self.kind == "infonce":
+            return "loss: infonce" + (f", hard-negative-beta {self.beta} (HN-NCE)" if self.beta else "")
+        if self.kind == "siglip":
+            return "loss: siglip (sigmoid per pair, learnable bias)"
+        return f"loss: max-violation (VSE++ hinge, margin {self.margin})"
+
+
+INFONCE = Objective()
+SIGLIP_INIT_LOG_SCALE = math.log(SIGLIP_INIT_SCALE)

@@ -17,7 +17,8 @@ class ContrastiveModel(nn.Module):
     are projected to ``embed_dim`` instead.
 
     encode_image(images [B,3,H,W]) -> [B,D]; encode_text(input_ids [B,L]) -> [B,D];
-    forward(images, input_ids) -> (image_features [B,D], text_features [B,D], logit_scale scalar).
+    forward(images [B,3,H,W], input_ids [T,L]) -> (image_features [B,D], text_features [T,D], logit_scale
+    scalar), plus logit_bias (scalar) for a model trained with loss siglip, as open_clip's forward.
     """
 
     def __init__(self, image_backbone, image_dim, text_tower, pad_token_id, embed_dim=None, temperature=0.07):
@@ -29,6 +30,14 @@ class ContrastiveModel(nn.Module):
         self.image_projection = nn.Linear(image_dim, embed_dim or text_dim)
         self.text_projection = nn.Linear(text_dim, embed_dim) if embed_dim else nn.Identity()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+        self.register_parameter("logit_bias", None)
+
+    def enable_logit_bias(self, value=0.0):
+        """Give the model SigLIP's learnable logit bias (kept if it has one). Returns whether it was added."""
+        if self.logit_bias is not None:
+            return False
+        self.logit_bias = nn.Parameter(torch.tensor(float(value), device=self.logit_scale.device))
+        return True
 
     @property
     def embed_dim(self):
@@ -117,7 +126,8 @@ class ContrastiveModel(nn.Module):
         self.text_tower.enable_checkpointing()
 
     def forward(self, images, input_ids):
-        return self.encode_image(images), self.encode_text(input_ids), self.scale()
+        outputs = self.encode_image(images), self.encode_text(input_ids), self.scale()
+        return outputs if self.logit_bias is None else (*outputs, self.logit_bias)
 
 
 class LayerGroup:

@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from models import load_checkpoint
+from models.loss import INFONCE
 from tests.conftest import run_script
 from tests.test_end_to_end import assert_same_run, kill_during_run, train_args
 from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
@@ -17,34 +18,51 @@ from training.step import grad_cache_step, plain_step
 CPU = torch.device("cpu")
 
 
-def _rank_worker(rank, world, checkpoint, rendezvous, out_dir):
+def local_step(model, images, ids, rank, world, mode, chunk_size, objective=INFONCE):
+    """This rank's share of the batch (images [B], ids [B*k], image-major) through DDP: plain, grad cache, or
+    grad cache under torch.compile (as train.py wraps them: compile(DDP(model)))."""
+    half, k = images.shape[0] // world, ids.shape[0] // images.shape[0]
+    local_images, local_ids = images[rank * half:(rank + 1) * half], ids[rank * half * k:(rank + 1) * half * k]
+    ddp = DistributedDataParallel(model)
+    if mode == "compiled-cache":
+        ddp = torch.compile(ddp, backend="eager")
+    if mode == "plain":
+        plain_step(ddp, local_images, local_ids, CPU, None, NoScaler(), objective)
+    else:
+        grad_cache_step(ddp, local_images, local_ids, CPU, None, NoScaler(), chunk_size=chunk_size,
+                        objective=objective)
+
+
+def prepared_model(checkpoint, objective=INFONCE):
+    """The tiny model with what ``objective`` trains made trainable, in eval mode: per-rank (or per-chunk)
+    BatchNorm statistics would differ from the full batch's."""
+    model, _, tokenizer = load_checkpoint(checkpoint)
+    model.logit_scale.requires_grad_(objective.kind != "max-violation")
+    if objective.needs_bias:
+        model.enable_logit_bias(-10.0)
+    model.eval()
+    return model, tokenizer
+
+
+def rank_worker(rank, world, checkpoint, rendezvous, out_dir, cases):
+    """One DDP process: for each case (name, mode, objective, captions per image, chunk) a step on this rank's
+    share of the batch; rank 0 saves the gradients to out_dir/name.pt."""
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
-        for mode in ("plain", "cache", "compiled-cache"):
-            model, _, tokenizer = load_checkpoint(checkpoint)
-            model.logit_scale.requires_grad_(True)
-            model.eval()  # per-rank BatchNorm statistics would differ from the full batch's
-            images, ids = batch(tokenizer)
-            half = images.shape[0] // world
-            local_images, local_ids = images[rank * half:(rank + 1) * half], ids[rank * half:(rank + 1) * half]
-            ddp = DistributedDataParallel(model)
-            if mode == "compiled-cache":  # as train.py wraps them: compile(DDP(model))
-                ddp = torch.compile(ddp, backend="eager")
-            if mode == "plain":
-                plain_step(ddp, local_images, local_ids, CPU, None, NoScaler())
-            else:
-                grad_cache_step(ddp, local_images, local_ids, CPU, None, NoScaler(), chunk_size=2)
+        for name, mode, objective, captions_per_image, chunk in cases:
+            model, tokenizer = prepared_model(checkpoint, objective)
+            local_step(model, *batch(tokenizer, captions_per_image=captions_per_image), rank, world, mode, chunk,
+                       objective)
             if rank == 0:
-                torch.save(gradients(model), os.path.join(out_dir, f"{mode}.pt"))
+                torch.save(gradients(model), os.path.join(out_dir, f"{name}.pt"))
     finally:
         dist.destroy_process_group()
 
 
 def test_two_process_gradient_equals_one_process_on_the_global_batch(tiny_checkpoint, tmp_path):
-    mp.spawn(_rank_worker, args=(2, str(tiny_checkpoint), str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
-    model, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
-    model.logit_scale.requires_grad_(True)
-    model.eval()
+    cases = [(mode, mode, INFONCE, 1, 2) for mode in ("plain", "cache", "compiled-cache")]
+    mp.spawn(rank_worker, args=(2, str(tiny_checkpoint), str(tmp_path / "rendezvous"), str(tmp_path), cases), nprocs=2)
+    model, tokenizer = prepared_model(str(tiny_checkpoint))
     images, ids = batch(tokenizer)
     plain_step(model, images, ids, CPU, None, NoScaler())
     reference = gradients(model)

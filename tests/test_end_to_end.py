@@ -13,6 +13,7 @@ import torch
 from models.checkpoint import model_from_checkpoint
 from tests.conftest import ROOT, run_script
 from training.loop import _prepare_model
+from training.objective import objective_from_config
 from utils.config import load_config
 from utils.config_schema import TRAIN
 
@@ -47,8 +48,8 @@ def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
     model, spec, _ = model_from_checkpoint(last)
     learned = model.scale().item()
     assert learned != pytest.approx(1 / 0.07)
-    _prepare_model(model, spec, {**load_config(TRAIN, "configs/demo/train.yaml", []), "channels-last": False},
-                   torch.device("cpu"), None)
+    config = {**load_config(TRAIN, "configs/demo/train.yaml", []), "channels-last": False}
+    _prepare_model(model, spec, config, torch.device("cpu"), None, objective_from_config(config))
     assert model.scale().item() == learned
 
     output = tmp_path / "recall.json"
@@ -198,16 +199,17 @@ def test_unwritable_output_fails_before_training(tiny_checkpoint, tiny_dataset, 
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
-    from training import loop, step
+    from models.loss import Objective
+    from training import loop
 
-    real_loss, calls = step.contrastive_loss, {"n": 0}
+    real_loss, calls = Objective.__call__, {"n": 0}
 
-    def loss_that_explodes_in_epoch_two(*args):
+    def loss_that_explodes_in_epoch_two(self, *args):
         calls["n"] += 1
-        loss = real_loss(*args)
+        loss = real_loss(self, *args)
         return loss * float("nan") if calls["n"] > 3 else loss  # 48 images / batch 16 = 3 steps per epoch
 
-    monkeypatch.setattr(step, "contrastive_loss", loss_that_explodes_in_epoch_two)
+    monkeypatch.setattr(Objective, "__call__", loss_that_explodes_in_epoch_two)
     config = load_config(TRAIN, "configs/demo/train.yaml", train_args(tiny_checkpoint, tiny_dataset, tmp_path,
                                                                       "--epochs", "3")[1:])
     with pytest.raises(loop.TrainingDiverged, match="loss became nan at epoch 2"):

@@ -16,11 +16,13 @@ class NoScaler:
         return loss
 
 
-def batch(tokenizer, size=8):
+def batch(tokenizer, size=8, captions_per_image=1):
+    """(images [size,3,32,32], input_ids [size*captions_per_image, L]), the same on every call."""
     generator = torch.Generator().manual_seed(11)
     images = torch.randn(size, 3, 32, 32, generator=generator)
     words = ["red", "blue", "green", "circle", "square", "left", "right", "big"]
-    captions = [" ".join(words[(i * 3 + j) % len(words)] for j in range(2 + i % 4)) for i in range(size)]
+    captions = [" ".join(words[(i * 3 + j) % len(words)] for j in range(2 + i % 4))
+                for i in range(size * captions_per_image)]
     return images, tokenizer(captions)
 
 

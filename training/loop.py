@@ -12,11 +12,13 @@ from tqdm import tqdm
 from data.shard_table import read_eval_table
 from data.transforms import preprocess_for
 from models.checkpoint import model_from_checkpoint, save_checkpoint
+from models.loss import INFONCE
 from training.evaluate import evaluate_table
 from training.optimizer import make_optimizer
 from training.recall import mean_recall
 from training.resume import restore_training_state, rng_state, seed_everything, starting_checkpoint
 from training.run_log import RunLog
+from training.objective import objective_from_config, prepare_for_objective
 from training.step import grad_cache_step, plain_step
 from training.train_data import training_data
 from utils.atomic_file import check_writable
@@ -58,8 +60,9 @@ def train(config):
         shutdown()
 
 
-def _prepare_model(model, spec, config, device, resumed):
-    """Temperature, locking, checkpointing and memory format, in place. Returns the towers' lock notice."""
+def _prepare_model(model, spec, config, device, resumed, objective):
+    """Temperature, the objective's parameters, locking, checkpointing and memory format, in place.
+    Returns (the towers' lock notice, the spec to save)."""
     if resumed is None and not spec.get("learned-logit-scale"):
         model.set_temperature(config["temperature"], config["learn-temperature"])
     else:
@@ -67,6 +70,7 @@ def _prepare_model(model, spec, config, device, resumed):
             logger.info(f"temperature: {1 / model.scale().item():.4f}, the starting model's learned one (the "
                         f"temperature key applies to models whose temperature was never learned)")
         model.logit_scale.requires_grad_(config["learn-temperature"])
+    spec = prepare_for_objective(model, spec, objective, config["learn-temperature"])
     lock_notice = model.lock(config["lock-image"], config["lock-image-unlocked"], config["lock-text"],
                              config["lock-text-unlocked"])
     if config["grad-checkpointing"]:
@@ -74,7 +78,7 @@ def _prepare_model(model, spec, config, device, resumed):
     model.to(device)
     if config["channels-last"]:
         model.image_backbone.to(memory_format=torch.channels_last)
-    return lock_notice
+    return lock_notice, spec
 
 
 def _train(config, job, device):
@@ -91,7 +95,8 @@ def _train(config, job, device):
     valid_table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"])
     local_batch, steps_per_epoch = data.local_batch, data.steps_per_epoch
 
-    lock_notice = _prepare_model(model, spec, config, device, resumed)
+    objective = objective_from_config(config)
+    lock_notice, spec = _prepare_model(model, spec, config, device, resumed, objective)
     optimizer, scheduler = make_optimizer(model, config, device, steps_per_epoch * config["epochs"])
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, step, best, history, progress = 0, 0, float("-inf"), [], None
@@ -116,7 +121,7 @@ def _train(config, job, device):
     *notices, described = data.notices
     for notice in notices:
         logger.info(notice)
-    logger.info(f"towers: {lock_notice}")
+    logger.info(f"towers: {lock_notice}; {objective.describe()}")
     logger.info(f"{described}, epochs {start_epoch + 1}..{config['epochs']}")
     log = RunLog(config["log-dir"], history, purge_step=step if resumed else None) if job.is_main else None
     scores = [item["mean_recall"] for item in history]  # every rank keeps them: all must stop together
@@ -156,7 +161,7 @@ def _train(config, job, device):
         started = time.perf_counter()
         step, loss_sum, batches, samples = train_one_epoch(
             model, trained, data.loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job, log,
-            progress, data.steps_per_epoch, checkpoint_within)
+            progress, data.steps_per_epoch, checkpoint_within, objective)
         progress = None
         seconds = time.perf_counter() - started
         data.end_of_epoch(epoch)
@@ -181,7 +186,7 @@ def stop_early(scores, patience):
 
 
 def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job,
-                    log, progress=None, steps_per_epoch=None, checkpoint_within=None):
+                    log, progress=None, steps_per_epoch=None, checkpoint_within=None, objective=INFONCE):
     """One pass over ``loader``: forward, backward, clip, step.
 
     ``model`` is what runs the forward (maybe DDP/compiled), ``trained`` the plain module whose parameters
@@ -203,9 +208,10 @@ def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config
         input_ids = input_ids.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         if config["grad-cache-chunk"]:
-            loss = grad_cache_step(model, images, input_ids, device, dtype, scaler, config["grad-cache-chunk"])
+            loss = grad_cache_step(model, images, input_ids, device, dtype, scaler, config["grad-cache-chunk"],
+                                   objective=objective)
         else:
-            loss = plain_step(model, images, input_ids, device, dtype, scaler)
+            loss = plain_step(model, images, input_ids, device, dtype, scaler, objective)
         loss_value = loss.item()
         if not np.isfinite(loss_value):
             raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch + 1}, step {step + 1}; "

@@ -35,6 +35,11 @@ def _transform(config, spec, captions, source):
     return transform, notice + source
 
 
+def _captions_note(config):
+    k = config["captions-per-image"]
+    return f" images x {k} captions each" if k > 1 else ""
+
+
 class StartAt(Sampler):
     """``sampler``'s order from its ``skip``-th index on: an epoch resumed after its first batches."""
 
@@ -93,7 +98,8 @@ def training_data(config, spec, tokenizer, job, pin_memory):
     if len(table.images) < 2:
         raise UserError(f"{config['train-data']}: {len(table.images)} usable image(s); contrastive "
                         f"training needs at least 2")
-    dataset = TrainImages(table, transform, config["seed"], draft_size=spec["image-size"])
+    dataset = TrainImages(table, transform, config["seed"], draft_size=spec["image-size"],
+                          captions_per_image=config["captions-per-image"])
     batch_size, local_batch = global_batch(config["batch-size"], len(dataset), job.world_size)
     if job.enabled:
         sampler = StartAt(DistributedSampler(dataset, job.world_size, job.rank, shuffle=True, seed=config["seed"],
@@ -104,6 +110,7 @@ def training_data(config, spec, tokenizer, job, pin_memory):
                         collate_fn=PairCollate(tokenizer), **loader_options)
     steps = len(dataset) // batch_size
     described = (f"training: {len(dataset)} images, {len(table.captions)} captions, global batch {batch_size}"
+                 f"{_captions_note(config)}"
                  f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps} steps/epoch")
     return TrainData(dataset, loader, sampler, batch_size, local_batch, steps, [augmentation, described],
                      config["seed"])
@@ -128,9 +135,9 @@ def _shard_data(config, spec, tokenizer, job, loader_options):
                    if config["train-data-weights"] else [1.0] * len(urls))
     dataset = ShardBatches(urls, transform, PairCollate(tokenizer), caption_keys, config["seed"], job.rank,
                            job.world_size, local_batch, steps, draft_size=spec["image-size"],
-                           resampled_weights=weights)
+                           resampled_weights=weights, captions_per_image=config["captions-per-image"])
     loader = DataLoader(dataset, batch_size=None, **loader_options)
-    described = (f"training: {samples} samples from shards, global batch {batch_size}"
+    described = (f"training: {samples} samples from shards, global batch {batch_size}{_captions_note(config)}"
                  f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps} steps/epoch")
     notices = [augmentation, shard_notice(urls, samples, job.world_size, loader_options["num_workers"], weights),
                described]

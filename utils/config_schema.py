@@ -58,6 +58,15 @@ TRAIN = Schema("configs/train.yaml", [
            run_defining=True, minimum=0.01),
     _train("learn-temperature", "bool", "learn the temperature (CLIP's logit scale, clamped at 100)",
            run_defining=True),
+    _train("loss", "str", "infonce (the original's; with captions-per-image > 1 every caption of an image is a "
+           "positive), siglip (sigmoid per pair, learnable bias), max-violation (VSE++ hinge on the hardest "
+           "negative)", run_defining=True, choices=("infonce", "siglip", "max-violation")),
+    _train("hard-negative-beta", "float", "infonce: HN-NCE weighting of the negatives, harder ones heavier "
+           "(0 = off; Radenovic et al. use 0.5)", run_defining=True, minimum=0, maximum=10),
+    _train("max-violation-margin", "float", "max-violation: the margin by which a pair must beat its hardest "
+           "negative", run_defining=True, minimum=0, maximum=2),
+    _train("captions-per-image", "int", "captions of each image in a batch (all positives of that image); "
+           "batch-size counts images", run_defining=True, minimum=1, maximum=64),
     _train("weight-decay", "float", "AdamW weight decay (not applied to biases, norms, logit scale)",
            run_defining=True, minimum=0),
     _train("layer-decay", "float", "layer-wise learning-rate decay for fine-tuning: each layer down a tower gets "

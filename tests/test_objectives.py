@@ -1,0 +1,179 @@
+"""The loss key's objectives: each against a hand computation or open_clip, through the gradient cache and
+under 2-process DDP with the global batch, and train.py with each of them."""
+import math
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from open_clip.loss import SigLipLoss
+
+from models.loss import Objective, info_nce, max_violation, siglip
+from tests.conftest import run_script
+from tests.test_distributed import prepared_model, rank_worker
+from tests.test_end_to_end import train_args
+from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
+from training.step import grad_cache_step, plain_step
+
+CPU = torch.device("cpu")
+
+
+def _features(images, texts, dim=12, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (F.normalize(torch.randn(images, dim, generator=generator), dim=-1),
+            F.normalize(torch.randn(texts, dim, generator=generator), dim=-1))
+
+
+def _brute_info_nce(image, text, scale, k, beta):
+    """Both directions from the definitions, one similarity at a time: -log(sum over positives / (sum over
+    positives + sum over negatives of w * exp)), w = n_neg * exp(beta l) / sum over negatives of exp(beta l)."""
+    logits = (scale * image @ text.t()).tolist()
+    owner = [j // k for j in range(len(text))]
+
+    def direction(rows):
+        total = 0.0
+        for row, positive in rows:
+            pos = [math.exp(l) for l, p in zip(row, positive) if p]
+            neg = [l for l, p in zip(row, positive) if not p]
+            norm = sum(math.exp(beta * l) for l in neg)
+            weighted = sum(len(neg) * math.exp(beta * l) / norm * math.exp(l) for l in neg)
+            total += -math.log(sum(pos) / (sum(pos) + weighted))
+        return total / len(rows)
+
+    image_rows = [(logits[i], [owner[j] == i for j in range(len(text))]) for i in range(len(image))]
+    text_rows = [([logits[i][j] for i in range(len(image))], [owner[j] == i for i in range(len(image))])
+                 for j in range(len(text))]
+    return direction(image_rows) + direction(text_rows)
+
+
+@pytest.mark.parametrize("k,beta", [(1, 0.0), (1, 0.5), (3, 0.0), (3, 0.5)])
+def test_info_nce_multi_positive_and_hn_nce_match_their_definitions(k, beta):
+    image, text = _features(5, 5 * k, seed=k)
+    ours = info_nce(image, text, torch.tensor(10.0), hard_negative_beta=beta)
+    assert math.isclose(ours.item(), _brute_info_nce(image, text, 10.0, k, beta), rel_tol=1e-5)
+    if beta == 0 and k == 1:  # the original objective: CE over rows + CE over columns
+        labels = torch.arange(5)
+        logits = 10.0 * image @ text.t()
+        assert torch.allclose(ours, F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def test_hard_negative_weighting_raises_the_loss_of_batches_with_hard_negatives():
+    image, text = _features(8, 8, seed=3)
+    text[1] = F.normalize(text[0] + 0.05 * text[1], dim=0)  # a near-duplicate: a hard negative for image 0
+    plain, weighted = (info_nce(image, text, torch.tensor(10.0), hard_negative_beta=b) for b in (0.0, 0.5))
+    assert weighted > plain
+
+
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_siglip_equals_open_clip_in_value_and_gradient(chunk):
+    image, text = _features(7, 7, seed=4)
+    leaves = [tensor.clone().requires_grad_() for tensor in (image, text, torch.tensor(10.0), torch.tensor(-10.0))]
+    ours = siglip(*leaves, chunk=chunk)
+    ours.backward()
+    theirs_leaves = [tensor.clone().detach().requires_grad_() for tensor in (image, text, torch.tensor(10.0),
+                                                                             torch.tensor(-10.0))]
+    theirs = SigLipLoss()(*theirs_leaves)
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    for mine, reference in zip(leaves, theirs_leaves):
+        assert torch.allclose(mine.grad, reference.grad, atol=1e-5)
+
+
+def test_siglip_with_several_captions_per_image_counts_each_as_a_positive():
+    image, text = _features(4, 8, seed=5)
+    logits = (10.0 * image @ text.t() - 10.0).tolist()
+    brute = -sum(math.log(1 / (1 + math.exp(-(l if j // 2 == i else -l))))
+                 for i, row in enumerate(logits) for j, l in enumerate(row)) / 4
+    assert math.isclose(siglip(image, text, torch.tensor(10.0), torch.tensor(-10.0), chunk=3).item(), brute,
+                        rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_max_violation_matches_its_definition(k):
+    image, text = _features(5, 5 * k, seed=6)
+    s = (image @ text.t()).tolist()
+    owner = [j // k for j in range(5 * k)]
+    image_terms = [max(0.0, 0.2 - s[i][p] + max(s[i][j] for j in range(5 * k) if owner[j] != i))
+                   for i in range(5) for p in range(5 * k) if owner[p] == i]
+    text_terms = [max(0.0, 0.2 - s[owner[j]][j] + max(s[i][j] for i in range(5) if i != owner[j]))
+                  for j in range(5 * k)]
+    brute = sum(image_terms) / len(image_terms) + sum(text_terms) / len(text_terms)
+    assert math.isclose(max_violation(image, text, margin=0.2).item(), brute, rel_tol=1e-5)
+
+
+OBJECTIVES = {"siglip-k2": (Objective("siglip", siglip_chunk=5), 2), "infonce-k2-hn": (Objective(hard_negative_beta=0.5), 2),
+              "max-violation": (Objective("max-violation"), 1)}
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_every_objective_through_the_gradient_cache_equals_the_plain_step(tiny_checkpoint, name):
+    objective, k = OBJECTIVES[name]
+    model, tokenizer = prepared_model(str(tiny_checkpoint), objective)
+    images, ids = batch(tokenizer, captions_per_image=k)
+    plain_step(model, images, ids, CPU, None, NoScaler(), objective)
+    reference = gradients(model)
+    model.zero_grad(set_to_none=True)
+    grad_cache_step(model, images, ids, CPU, None, NoScaler(), chunk_size=3, objective=objective)
+    assert_same(reference, gradients(model))
+    assert ("logit_bias" in reference) == objective.needs_bias
+    assert ("logit_scale" in reference) == (objective.kind != "max-violation")
+
+
+def test_two_processes_give_each_objective_the_global_batch_gradient(tiny_checkpoint, tmp_path):
+    cases = [(f"{name}-{mode}", mode, objective, k, 3) for name, (objective, k) in OBJECTIVES.items()
+             for mode in ("plain", "cache")]
+    mp.spawn(rank_worker, args=(2, str(tiny_checkpoint), str(tmp_path / "rendezvous"), str(tmp_path), cases), nprocs=2)
+    for name, (objective, k) in OBJECTIVES.items():
+        model, tokenizer = prepared_model(str(tiny_checkpoint), objective)
+        plain_step(model, *batch(tokenizer, captions_per_image=k), CPU, None, NoScaler(), objective)
+        reference = gradients(model)
+        for mode in ("plain", "cache"):
+            assert_same(reference, torch.load(tmp_path / f"{name}-{mode}.pt"))
+
+
+def test_train_py_with_siglip_and_two_captions_per_image(tiny_checkpoint, tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, out, "--epochs", "2", "--num-workers", "2",
+                                    "--loss", "siglip", "--captions-per-image", "2", "--grad-cache-chunk", "4"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loss siglip: logit scale 10 and bias -10 to start" in result.stdout
+    assert "images x 2 captions each" in result.stdout
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["spec"]["logit-bias"] is True and best["state_dict"]["logit_bias"].item() != -10.0  # it learned
+    evaluated = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(out / "best.pt"),
+                           "--valid-data", str(tiny_dataset / "valid"), "--output", str(tmp_path / "recall.json"))
+    assert evaluated.returncode == 0 and "text → image" in evaluated.stdout
+
+    wrong = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "bad", "--loss", "siglip",
+                                   "--hard-negative-beta", "0.5"))
+    assert wrong.returncode == 2 and "hard-negative-beta weighs the negatives of loss infonce" in wrong.stderr
+
+
+def test_captions_per_image_draws_distinct_captions_of_the_image_reproducibly(tiny_dataset, tmp_path):
+    from data.caption_table import read_caption_table
+    from data.datasets import TrainImages
+    from data.shard_dataset import ShardBatches
+    from scripts.make_shards import main as make_shards
+
+    table = read_caption_table(str(tiny_dataset / "train"))
+    dataset = TrainImages(table, lambda image: torch.zeros(1), seed=3, captions_per_image=3)
+
+    def epoch(number):
+        dataset.set_epoch(number)
+        return [dataset[index][1] for index in range(len(dataset))]
+
+    first = epoch(0)
+    assert all(len(drawn) == 3 == len(set(drawn)) and set(drawn) <= set(record.captions)
+               for drawn, record in zip(first, table.images))
+    assert epoch(0) == first and epoch(1) != first
+    every = TrainImages(table, lambda image: torch.zeros(1), seed=3, captions_per_image=7)  # 5 captions each
+    every.set_epoch(0)
+    assert all(set(every[index][1]) == set(record.captions) for index, record in enumerate(table.images))
+
+    assert make_shards(["--data", str(tiny_dataset / "train"), "--out", str(tmp_path / "s"), "--quiet"]) == 0
+    shards = ShardBatches([str(tmp_path / "s" / "00000.tar")], lambda image: torch.zeros(1), list, ["captions"],
+                          seed=3, rank=0, world_size=1, local_batch=8, batches=6, captions_per_image=2)
+    shards.set_epoch(0)
+    batches = list(torch.utils.data.DataLoader(shards, batch_size=None, num_workers=2))
+    drawn = [caption for batch in batches for _, caption in batch]
+    assert len(drawn) == 48 and all(len(pair) == 2 == len(set(pair)) for pair in drawn)

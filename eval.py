@@ -1,9 +1,12 @@
 """Evaluate R@1/5/10 image->text and text->image on a dataset (configs/eval.yaml)."""
 import logging
 
+from data.negatives import read_negatives
+from data.shard_source import is_shard_source
 from data.shard_table import read_eval_table
 from data.transforms import preprocess_for
 from models.checkpoint import model_from_checkpoint, read_checkpoint
+from training.compositional import format_compositional
 from training.evaluate import evaluate_table
 from training.recall import format_recall_table
 from utils.atomic_file import atomic_write_json
@@ -21,12 +24,15 @@ def main(argv):
     dtype = amp_dtype(device, config["use-amp"])
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(config["model-path"]))
     table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"])
+    negatives = None if is_shard_source(config["valid-data"]) else read_negatives(config["valid-data"], table)
     logger.info(precision_notice(device, config["use-amp"], dtype))
     metrics = evaluate_table(model.to(device), tokenizer, table, preprocess_for(spec),
-                             config["batch-size"], config["num-workers"], device, dtype)
+                             config["batch-size"], config["num-workers"], device, dtype, negatives)
     logger.info(f"{config['model-path']} on {config['valid-data']}: {metrics['images']} images, "
                 f"{metrics['captions']} captions")
     print(format_recall_table(metrics))
+    if "compositional" in metrics:
+        print(format_compositional(metrics))
     if config["output"]:
         atomic_write_json(config["output"],
                           {**metrics, "model-path": config["model-path"], "valid-data": config["valid-data"]})

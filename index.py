@@ -4,6 +4,7 @@ python index.py --model-path checkpoints/best.pt --data datasets/valid --out che
 torchrun --nproc-per-node 2 index.py --data 'shards/{00000..00099}.tar' --out big-index --search faiss-ivfpq
 """
 import logging
+from datetime import timedelta
 
 from retrieval.encoder import load_encoder
 from retrieval.gallery_build import build_index
@@ -18,7 +19,8 @@ logger = logging.getLogger(__name__)
 
 def main(argv):
     config = load_config(INDEX, INDEX.defaults_path, argv)
-    distributed, device = init_distributed(resolve_device(config["device"]))
+    # ranks whose share is done wait for the others at one gather: allow for very uneven shares
+    distributed, device = init_distributed(resolve_device(config["device"]), timeout=timedelta(hours=24))
     try:
         encoder = load_encoder(config["model-path"], config["onnx-dir"], device)
         build_index(config, encoder, distributed)

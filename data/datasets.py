@@ -49,9 +49,12 @@ class TrainImages(Dataset):
     their size, so every torchrun rank runs the same collectives with the same shapes.
     """
 
-    def __init__(self, table, transform, seed, draft_size=None, captions_per_image=1):
+    def __init__(self, table, transform, seed, draft_size=None, captions_per_image=1, negatives=None):
         self.records = table.images
         self.captions_per_image = captions_per_image
+        # negatives: per image, {caption: the caption with attributes or roles swapped} (data.negatives);
+        # each item then ends with the negative of its first caption (the image's any other, or "")
+        self.negatives = negatives
         self.transform = transform
         self.seed = seed
         self.draft_size = draft_size
@@ -108,8 +111,15 @@ class TrainImages(Dataset):
             image, source = self._decoded(index)
         captions = self.records[source].captions
         if self.captions_per_image == 1:
-            return image, captions[int(self.choice[source])]
-        return image, [captions[int(choice)] for choice in self.choice[source]]
+            drawn = captions[int(self.choice[source])]
+        else:
+            drawn = [captions[int(choice)] for choice in self.choice[source]]
+        if self.negatives is None:
+            return image, drawn
+        swapped = self.negatives[source]
+        first = drawn if isinstance(drawn, str) else drawn[0]
+        negative = swapped.get(first) or next(iter(swapped.values()), "")
+        return image, [*([drawn] if isinstance(drawn, str) else drawn), negative]
 
 
 class EvalImages(Dataset):
@@ -127,8 +137,8 @@ class EvalImages(Dataset):
 
 
 class PairCollate:
-    """Batch of (image, caption or list of k captions) -> (images [B,3,S,S], input_ids [B*k,L]), the
-    captions image-major (image i's are rows i*k .. i*k+k-1), as the objectives expect."""
+    """Batch of (image, caption or list of g texts) -> (images [B,3,S,S], input_ids [B*g,L]), the texts
+    image-major (image i's are rows i*g .. i*g+g-1: its captions, then its negatives), as the objectives expect."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer

@@ -1,8 +1,10 @@
 """Training objectives over a batch's image-text similarities, chosen by the ``loss`` key.
 
 Every objective takes image_features [N, D] and text_features [T, D] (L2-normalised, all ranks' rows when
-gathered) and ``owner`` [T]: the image row of each text. With one caption per image, T == N and owner is
-arange(N); with ``captions-per-image`` k, T == k N and an image's k captions are all its positives.
+gathered) and ``owner`` [T]: the image row of each text, or -1 for an extra negative. Texts come image-major:
+image i's k captions (``captions-per-image``), then its m compositional negatives (captions with attributes
+or roles swapped, NegCLIP-style), so T == (k + m) N. An image's k captions are all its positives; its
+negatives are negatives of every image and are no query themselves.
 """
 import math
 
@@ -15,12 +17,16 @@ SIGLIP_INIT_SCALE = 10.0   # Zhai et al. 2023: logit scale log 10 ...
 SIGLIP_INIT_BIAS = -10.0   # ... and bias -10, so that the many negatives start near probability 0
 
 
-def default_owner(image_features, text_features):
-    """owner [T] for texts laid out image-major: image i's captions are rows i*k .. i*k+k-1."""
+def default_owner(image_features, text_features, negatives_per_image=0):
+    """owner [T] for texts laid out image-major: image i's k captions, then its m negatives (owner -1)."""
     images, texts = image_features.shape[0], text_features.shape[0]
     if texts % images:
-        raise ValueError(f"{texts} texts for {images} images: not a whole number of captions per image")
-    return torch.arange(images, device=image_features.device).repeat_interleave(texts // images)
+        raise ValueError(f"{texts} texts for {images} images: not a whole number of texts per image")
+    group = texts // images
+    owner = torch.arange(images, device=image_features.device).repeat_interleave(group)
+    if negatives_per_image:
+        owner[torch.arange(texts, device=owner.device) % group >= group - negatives_per_image] = -1
+    return owner
 
 
 def _positive_log_likelihood(logits, positive, beta):
@@ -46,14 +52,16 @@ def info_nce(image_features, text_features, logit_scale, owner=None, hard_negati
     """Symmetric InfoNCE: the original project's sum of image->text and text->image cross-entropies.
 
     Several captions per image (``owner``): image->text counts all of an image's captions as positives
-    (-log of their summed probability); text->image has one positive per caption. ``hard_negative_beta``:
-    HN-NCE weighting of the negatives in both directions. Returns a scalar.
+    (-log of their summed probability); text->image has one positive per caption; texts owned by -1 are
+    extra negatives for image->text only. ``hard_negative_beta``: HN-NCE weighting of the negatives in
+    both directions. Returns a scalar.
     """
     owner = default_owner(image_features, text_features) if owner is None else owner
     logits = logit_scale * image_features @ text_features.t()                              # [N, T]
     positive = owner[None, :] == torch.arange(logits.shape[0], device=logits.device)[:, None]
+    captions = owner >= 0
     return -(_positive_log_likelihood(logits, positive, hard_negative_beta)
-             + _positive_log_likelihood(logits.t(), positive.t(), hard_negative_beta))
+             + _positive_log_likelihood(logits.t()[captions], positive.t()[captions], hard_negative_beta))
 
 
 def contrastive_loss(image_features, text_features, logit_scale):
@@ -113,16 +121,19 @@ class Objective:
     kind: "infonce" (with hard_negative_beta: HN-NCE), "siglip" or "max-violation".
     """
 
-    def __init__(self, kind="infonce", hard_negative_beta=0.0, margin=0.2, siglip_chunk=1024):
+    def __init__(self, kind="infonce", hard_negative_beta=0.0, margin=0.2, siglip_chunk=1024, negatives_per_image=0):
         if kind not in LOSSES:
             raise ValueError(f"loss '{kind}' unknown; choose one of {', '.join(LOSSES)}")
         self.kind, self.beta, self.margin, self.chunk = kind, hard_negative_beta, margin, siglip_chunk
+        self.negatives_per_image = negatives_per_image
 
     @property
     def needs_bias(self):
         return self.kind == "siglip"
 
     def __call__(self, image_features, text_features, logit_scale, logit_bias=None, owner=None):
+        if owner is None:
+            owner = default_owner(image_features, text_features, self.negatives_per_image)
         if self.kind == "siglip":
             return siglip(image_features, text_features, logit_scale, logit_bias, owner, self.chunk)
         if self.kind == "max-violation":
@@ -130,11 +141,12 @@ class Objective:
         return info_nce(image_features, text_features, logit_scale, owner, self.beta)
 
     def describe(self):
+        extra = ", a compositional negative per image" if self.negatives_per_image else ""
         if self.kind == "infonce":
-            return "loss: infonce" + (f", hard-negative-beta {self.beta} (HN-NCE)" if self.beta else "")
+            return "loss: infonce" + (f", hard-negative-beta {self.beta} (HN-NCE)" if self.beta else "") + extra
         if self.kind == "siglip":
-            return "loss: siglip (sigmoid per pair, learnable bias)"
-        return f"loss: max-violation (VSE++ hinge, margin {self.margin})"
+            return "loss: siglip (sigmoid per pair, learnable bias)" + extra
+        return f"loss: max-violation (VSE++ hinge, margin {self.margin})" + extra
 
 
 INFONCE = Objective()

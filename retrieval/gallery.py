@@ -60,8 +60,20 @@ class Gallery:
             raise UserError(f"index '{directory}' is damaged ({type(error).__name__}: {error}); rebuild it "
                             f"with index.py into a new folder") from None
         gallery = cls(items, *arrays, meta)
+        gallery.keep_recorded_rows()
         gallery.check()
         return gallery
+
+    def keep_recorded_rows(self):
+        """Use the rows meta.json counts. A merge only ever appends, and replaces meta.json last: when it was
+        interrupted after some files were replaced, those hold the recorded rows first and more after them."""
+        images, captions = self.meta.get("images"), self.meta.get("captions")
+        if isinstance(images, int) and len(self.items) >= images and self.image_features.shape[0] >= images:
+            self.items = self.items.head(images)
+            self.image_features = self.image_features[:images]
+        if isinstance(captions, int) and len(self.text_item) >= captions and self.text_features.shape[0] >= captions:
+            self.text_item = self.text_item[:captions]
+            self.text_features = self.text_features[:captions]
 
     def check(self):
         """The files agree with each other and with meta.json (a crash between writes would leave them not)."""
@@ -88,7 +100,8 @@ def open_or_create(directory, encoder):
         return gallery
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UserError(f"--out '{directory}' is a file; choose a folder")
-    if os.path.isdir(directory) and set(os.listdir(directory)) - {BUILD_DIR}:
+    if os.path.isdir(directory) and [name for name in os.listdir(directory)
+                                     if name != BUILD_DIR and not name.startswith(TEMPORARY_PREFIX)]:
         raise UserError(f"'{directory}' exists and is not an index; choose an empty or new --out folder")
     try:
         os.makedirs(directory, exist_ok=True)
@@ -98,3 +111,4 @@ def open_or_create(directory, encoder):
 
 
 BUILD_DIR = ".building"  # index.py's per-process parts, inside the index folder until merged
+TEMPORARY_PREFIX = ".tmp-"  # utils.atomic_file's temporary files, left behind only by a killed write

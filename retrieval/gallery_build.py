@@ -12,7 +12,7 @@ from itertools import islice
 
 import numpy as np
 
-from retrieval.gallery import BUILD_DIR, Gallery, open_or_create
+from retrieval.gallery import BUILD_DIR, TEMPORARY_PREFIX, Gallery, open_or_create
 from retrieval.gallery_sources import GallerySource
 from retrieval.gallery_writer import PartWriter, read_part, write_gallery
 from retrieval.image_files import decoded_batches
@@ -25,23 +25,23 @@ logger = logging.getLogger(__name__)
 KNOWN_CHECK_ROWS = 4096  # entries looked up in the existing gallery at a time
 
 
-def _new_entries(entries, items, present):
-    """The entries whose file is not yet an item of ``items``; ``present[0]`` counts the others."""
+def _new_entries(entries, lookup, present):
+    """The entries whose file ``lookup`` does not hold yet; ``present[0]`` counts the others."""
     iterator = iter(entries)
     while run := list(islice(iterator, KNOWN_CHECK_ROWS)):
-        known = items.contains_files([entry[1] for entry in run])
+        known = lookup.contains([entry[1] for entry in run])
         present[0] += sum(known)
         yield from (entry for entry, seen in zip(run, known) if not seen)
 
 
-def embed_share(encoder, entries, items, part_dir, batch_size, progress=None):
-    """Embed ``entries`` (gallery_sources entries) that ``items`` lacks into a part folder.
+def embed_share(encoder, entries, lookup, part_dir, batch_size, progress=None):
+    """Embed the ``entries`` (gallery_sources entries) whose file ``lookup`` lacks into a part folder.
 
     Returns (added, already present); images that cannot be decoded are logged and left out.
     """
     writer = PartWriter(part_dir, encoder.embed_dim)
     present = [0]
-    for images, kept in decoded_batches(_new_entries(entries, items, present), batch_size, progress):
+    for images, kept in decoded_batches(_new_entries(entries, lookup, present), batch_size, progress):
         rows = [(file, name, captions) for _, file, name, captions in kept]
         captions = [caption for _, _, captions in rows for caption in captions]
         text_parts = [encoder.encode_texts(captions[start:start + batch_size])
@@ -59,30 +59,32 @@ def build_index(config, encoder, distributed):
     build_dir = os.path.join(out, BUILD_DIR)
     if distributed.is_main:
         gallery = open_or_create(out, encoder)
-        shutil.rmtree(build_dir, ignore_errors=True)  # parts of a run that was killed
+        _remove_leftovers(out)
     barrier()
     if not distributed.is_main:
         gallery = (Gallery.load(out) if os.path.isfile(os.path.join(out, "meta.json"))
                    else Gallery.empty(encoder.fingerprint, encoder.model_path, encoder.embed_dim))
+    lookup = gallery.items.file_lookup()
     source = GallerySource(config["data"], config["caption-key"])
+    entries, present_before = source.share(distributed.rank, distributed.world_size, lookup)
     part_dir = os.path.join(build_dir, f"rank-{distributed.rank:05d}")
     started = time.perf_counter()
-    added, present = embed_share(encoder, source.share(distributed.rank, distributed.world_size), gallery.items,
-                                 part_dir, config["batch-size"], "embedding" if distributed.is_main else None)
+    added, present = embed_share(encoder, entries, lookup, part_dir, config["batch-size"],
+                                 "embedding" if distributed.is_main else None)
     counts = all_gather_objects((added, present))
     seconds = time.perf_counter() - started  # after the gather: the slowest process's time
     if not distributed.is_main:
         return None
     if distributed.world_size > 1:
         logger.info(f"images embedded by each process: {', '.join(str(count[0]) for count in counts)}")
-    parts = [gallery] + [read_part(os.path.join(build_dir, f"rank-{rank:05d}"))
-                         for rank in range(distributed.world_size)]
-    added, present = sum(count[0] for count in counts), sum(count[1] for count in counts)
+    added, present = sum(count[0] for count in counts), present_before + sum(count[1] for count in counts)
     if not len(gallery.items) and not added:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise UserError(f"no image in '{config['data']}' could be decoded; nothing indexed")
-    meta = {key: value for key, value in gallery.meta.items() if key != "vector-index"}
-    write_gallery(out, meta, parts)
+    if added:
+        parts = [gallery] + [_part(build_dir, rank) for rank in range(distributed.world_size)]
+        meta = {key: value for key, value in gallery.meta.items() if key != "vector-index"}
+        write_gallery(out, meta, parts)
     shutil.rmtree(build_dir, ignore_errors=True)
     merged = Gallery.load(out)
     logger.info(f"{out}: added {added} image(s); {len(merged.items)} images and {len(merged.text_item)} captions "
@@ -92,12 +94,32 @@ def build_index(config, encoder, distributed):
     return merged
 
 
+def _remove_leftovers(out):
+    """What a killed run left in the index folder: its part folders and half-written temporary files."""
+    shutil.rmtree(os.path.join(out, BUILD_DIR), ignore_errors=True)
+    for name in os.listdir(out):
+        if name.startswith(TEMPORARY_PREFIX):
+            os.remove(os.path.join(out, name))
+
+
+def _part(build_dir, rank):
+    directory = os.path.join(build_dir, f"rank-{rank:05d}")
+    if not os.path.isfile(os.path.join(directory, "count.json")):
+        raise UserError(f"{directory}: process {rank}'s embeddings are not there; under torchrun on several "
+                        f"machines, --out must be on a filesystem they share")
+    return read_part(directory)
+
+
 def store_vector_index(out, gallery, config):
     """Build the FAISS index config["search"] asks for, print its recall@10 against exact search, store it as
-    vectors.faiss and record its build settings in meta.json (exact: remove a stored one)."""
+    vectors.faiss and record its build settings in meta.json. Nothing to do when the stored one is of that
+    kind and covers the gallery; with search exact a stored index that no longer covers it is removed."""
     path = os.path.join(out, "vectors.faiss")
+    stored = gallery.meta.get("vector-index") or {}
+    if stored.get("images") == len(gallery.items) and stored.get("kind") == config["search"]:
+        return
     if config["search"] == "exact":
-        if os.path.exists(path):
+        if os.path.exists(path) and not stored:
             os.remove(path)
         return
     vector_index = VectorIndex(gallery.image_features, **vector_index_settings(config))

@@ -12,7 +12,7 @@ from data.caption_table import read_caption_table
 from data.image_file import ImageProblem, check_image_header
 from data.shard_dataset import IMAGE_EXTENSIONS as SHARD_IMAGE_EXTENSIONS
 from data.shard_dataset import sample_captions
-from data.shard_source import epoch_samples, is_shard_source, shard_samples
+from data.shard_source import URL_SCHEMES, epoch_samples, is_shard_source, shard_samples
 from retrieval.image_files import IMAGE_EXTENSIONS, EncodedImage, image_files
 from utils.errors import UserError, first_line
 
@@ -56,15 +56,25 @@ class GallerySource:
         else:
             self.units = find_sources(data)
 
-    def share(self, rank, world_size):
-        """The entries of process ``rank`` of ``world_size``: a contiguous block of the units."""
-        count = len(self.units)
-        units = self.units[rank * count // world_size:(rank + 1) * count // world_size]
+    def share(self, rank, world_size, lookup):
+        """(entries of process ``rank`` of ``world_size``, how many images ``lookup`` already holds that no
+        process will see): a contiguous block of the units. A folder's images already indexed are left out
+        before the split, so an appending run spreads the new ones over every process."""
+        units, present = self.units, 0
         if not self.shards:
-            return [(path, path, name, captions) for path, name, captions in units]
-        return (entry for url in units for entry in self._shard_entries(url))
+            known = lookup.contains([path for path, _, _ in units])
+            units = [unit for unit, seen in zip(units, known) if not seen]
+            present = len(known) - len(units)
+        count = len(units)
+        units = units[rank * count // world_size:(rank + 1) * count // world_size]
+        if not self.shards:
+            return [(path, path, name, captions) for path, name, captions in units], present if rank == 0 else 0
+        return (entry for url in units for entry in self._shard_entries(url)), 0
 
     def _shard_entries(self, url):
+        # local shards by absolute path: the service, or a later index.py run, may start in another folder
+        location = url if url.startswith(URL_SCHEMES) else os.path.abspath(url)
+
         def unreadable(error):
             logger.warning(f"{url}: read error, rest of the shard skipped: {first_line(error)[:200]}")
             return True
@@ -81,6 +91,6 @@ class GallerySource:
                 except (ValueError, UnicodeDecodeError):
                     captions = []  # a gallery item needs no caption
                 member = f"{sample['__key__']}.{extension}"
-                yield EncodedImage(sample[extension], name), f"{url}#{member}", name, captions
+                yield EncodedImage(sample[extension], name), f"{location}#{member}", name, captions
         except OSError as error:
             logger.warning(f"skipped shard {url}: {first_line(error)}")

@@ -183,6 +183,8 @@ class VectorIndex:
         """FAISS's best k x rerank candidates per query, re-scored exactly; the best k of them."""
         _, candidates = self.faiss_index.search(queries, min(len(self.features), k * self.rerank))
         rows = np.unique(candidates[candidates >= 0])
+        if not rows.size:  # the probed lists were all empty
+            return np.full((len(queries), 0), -np.inf, np.float32), np.full((len(queries), 0), -1, np.int64)
         vectors = np.asarray(self.features[rows], np.float32)  # [R, D]: only the candidates' rows are read
         gathered = vectors[np.searchsorted(rows, np.maximum(candidates, rows[0]))]  # [Q, C, D]
         scores = np.einsum("qd,qcd->qc", queries, gathered)

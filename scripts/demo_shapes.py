@@ -146,3 +146,24 @@ def chinese_captions(scene, rng, count):
 
 
 CAPTIONERS = {"en": english_captions, "zh": chinese_captions}
+
+
+SWAPS = ("color", "shape", "size", "position")
+
+
+def swapped_scene(scene, rng):
+    """(kind, scene) with two objects' colors, shapes, sizes or places exchanged (NegCLIP-style: the same
+    words, other bindings), objects kept in their order so that captioners given the same random state write
+    parallel captions; None when no swap changes the scene."""
+    objects = list(scene)
+    a, b = rng.sample(range(len(objects)), 2)
+    fields = {"size": 0, "color": 1, "shape": 2}
+    options = [kind for kind in SWAPS if kind == "position" or objects[a][fields[kind]] != objects[b][fields[kind]]]
+    kind = rng.choice(options)
+    first, second = list(objects[a]), list(objects[b])
+    if kind == "position":
+        first[3:], second[3:] = second[3:], first[3:]
+    else:
+        first[fields[kind]], second[fields[kind]] = second[fields[kind]], first[fields[kind]]
+    objects[a], objects[b] = tuple(first), tuple(second)
+    return kind, tuple(objects)

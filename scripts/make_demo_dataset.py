@@ -23,19 +23,38 @@ from scripts import demo_glyphs, demo_shapes  # noqa: E402
 KINDS = {"shapes": demo_shapes, "glyphs": demo_glyphs}
 
 
-def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en", kind=demo_shapes):
+def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en", kind=demo_shapes, seed=0):
+    """Images, captions.csv and, for kinds that can swap (shapes), negatives.csv: for each caption, the same
+    caption of the scene with two objects' attributes or places exchanged (a compositional negative). The
+    negatives draw from their own random streams: images and captions are the same with or without them."""
     images_dir = os.path.join(directory, "images")
     os.makedirs(images_dir, exist_ok=True)
-    rows = []
+    rows, negatives = [], []
+    swaps = hasattr(kind, "swapped_scene")
     for index, scene in enumerate(scenes):
         filename = f"{index:06d}.png"
         kind.draw_scene(scene, image_size, rng).save(os.path.join(images_dir, filename))
-        rows += [(filename, caption) for caption in kind.CAPTIONERS[lang](scene, rng, captions_per_image)]
-    with open(os.path.join(directory, "captions.csv"), "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["filename", "caption"])
-        writer.writerows(rows)
+        state = rng.getstate()
+        captions = kind.CAPTIONERS[lang](scene, rng, captions_per_image)
+        rows += [(filename, caption) for caption in captions]
+        if swaps:
+            swap, other = kind.swapped_scene(scene, random.Random(f"{seed}/{os.path.basename(directory)}/{index}"))
+            twin = random.Random()
+            twin.setstate(state)  # the captioner's word choices again, for the swapped scene
+            negatives += [(filename, caption, negative, swap) for caption, negative
+                          in zip(captions, kind.CAPTIONERS[lang](other, twin, captions_per_image))
+                          if negative != caption]
+    write_csv(os.path.join(directory, "captions.csv"), ["filename", "caption"], rows)
+    if swaps:
+        write_csv(os.path.join(directory, "negatives.csv"), ["filename", "caption", "negative", "swap"], negatives)
     return rows
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def unique_caption_sets(rows):
@@ -86,9 +105,9 @@ def main(argv=None):
                   f"(found {len(scenes)}); ask for fewer", file=sys.stderr)
             return 2
     train_rows = write_split(os.path.join(args.out, "train"), scenes[:args.train], args.image_size,
-                             args.captions, rng, args.lang, kind)
+                             args.captions, rng, args.lang, kind, args.seed)
     valid_rows = write_split(os.path.join(args.out, "valid"), scenes[args.train:], args.image_size,
-                             args.captions, rng, args.lang, kind)
+                             args.captions, rng, args.lang, kind, args.seed)
     print(f"wrote {args.out}: train {args.train} images / {len(train_rows)} captions, valid {args.valid} "
           f"images / {len(valid_rows)} captions; {unique_caption_sets(valid_rows):.1%} of valid images have a "
           f"caption set no other valid image shares")

@@ -63,7 +63,7 @@ def test_two_processes_index_what_one_does_in_the_same_order(tiny_checkpoint, ti
         assert {result["file"] for result in found["results"]} == {item["name"] for item in first_items}
 
 
-def test_a_gallery_streamed_from_shards_over_http(tiny_checkpoint, tiny_dataset, tmp_path):
+def test_a_gallery_streamed_from_shards_over_http(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
     from retrieval.encoder import TorchEncoder
     from retrieval.gallery_build import build_index
     from utils.distributed import Distributed
@@ -71,9 +71,10 @@ def test_a_gallery_streamed_from_shards_over_http(tiny_checkpoint, tiny_dataset,
     assert make_shards(["--data", str(tiny_dataset / "valid"), "--out", str(tmp_path / "shards"),
                         "--samples-per-shard", "10", "--quiet"]) == 0
     encoder = TorchEncoder(str(tiny_checkpoint))
-    config = {"data": str(tmp_path / "shards" / "{00000..00001}.tar"), "caption-key": "txt", "batch-size": 4,
-              "search": "exact"}
+    monkeypatch.chdir(tmp_path)  # a relative pattern: items record the shards' absolute paths
+    config = {"data": "shards/{00000..00001}.tar", "caption-key": "txt", "batch-size": 4, "search": "exact"}
     local = build_index({**config, "out": str(tmp_path / "local")}, encoder, Distributed())
+    assert local.items[0]["file"] == f"{tmp_path}/shards/00000.tar#000000000.png"
     with http_server(tmp_path / "shards") as base:
         remote = build_index({**config, "data": base + "/{00000..00001}.tar", "out": str(tmp_path / "remote")},
                              encoder, Distributed())
@@ -90,10 +91,41 @@ def test_an_interrupted_build_leaves_the_index_usable_and_is_cleaned_up(tiny_che
     out = tmp_path / "idx"
     (out / ".building" / "rank-00000").mkdir(parents=True)  # what a run killed while embedding leaves
     (out / ".building" / "rank-00000" / "image.f32").write_bytes(b"\0" * 128)
+    (out / ".tmp-abc.npy").write_bytes(b"half")  # ... and one killed while merging
     _index(tiny_checkpoint, tiny_dataset / "valid", out)
     gallery, items = _contents(out)
-    assert len(items) == 16 and not (out / ".building").exists()
+    assert len(items) == 16 and sorted(path.name for path in out.iterdir()) == [
+        "image_features.npy", "items.arrow", "meta.json", "text_features.npy", "text_item.npy"]
     assert isinstance(gallery.image_features, np.memmap)  # opened without reading the embeddings
+
+    # A merge killed after replacing some files: they hold the recorded rows first, then the new ones.
+    longer = np.concatenate([np.asarray(gallery.image_features), np.ones((3, 32), np.float32)])
+    np.save(out / "image_features.npy", longer)
+    reopened, reopened_items = _contents(out)
+    assert reopened_items == items and np.array_equal(reopened.image_features, gallery.image_features)
+
+
+def test_appending_under_torchrun_adds_only_new_images_spread_over_both_processes(tiny_checkpoint, tiny_dataset,
+                                                                                   tmp_path):
+    import shutil
+
+    data = tmp_path / "valid"
+    shutil.copytree(tiny_dataset / "valid", data)
+    full = (data / "captions.csv").read_text().splitlines()
+    (data / "captions.csv").write_text("\n".join(full[:41]) + "\n")  # the first 8 images' 40 captions
+    _index(tiny_checkpoint, data, tmp_path / "grown")
+    (data / "captions.csv").write_text("\n".join(full) + "\n")
+    grown = _index(tiny_checkpoint, data, tmp_path / "grown", port=29533)
+    assert "images embedded by each process: 4, 4" in grown.stdout and "added 8 image(s); 16 images" in grown.stdout
+    assert "(8 already present)" in grown.stdout
+    _index(tiny_checkpoint, data, tmp_path / "once")
+    (appended, appended_items), (once, once_items) = _contents(tmp_path / "grown"), _contents(tmp_path / "once")
+    assert appended_items == once_items
+    np.testing.assert_allclose(appended.image_features, once.image_features, atol=1e-5)
+    np.testing.assert_allclose(appended.text_features, once.text_features, atol=1e-5)
+    assert np.array_equal(appended.text_item, once.text_item)  # the new captions point past the old images
+    again = _index(tiny_checkpoint, data, tmp_path / "grown")
+    assert "added 0 image(s); 16 images" in again.stdout and "(16 already present)" in again.stdout
 
 
 def test_ivfpq_is_built_once_by_index_py_and_used_by_the_service(tiny_checkpoint, tiny_dataset, tmp_path, caplog):
@@ -114,9 +146,10 @@ def test_ivfpq_is_built_once_by_index_py_and_used_by_the_service(tiny_checkpoint
         assert "no stored faiss-hnsw index; building one in memory" in caplog.text
         assert built_now.vector_index.faiss_index.ntotal == 16
     query = stored.gallery.image_features[5]
-    assert stored.vector_index.search(query[None], 16)[1][0].tolist() != []  # every item reachable
-    _index(tiny_checkpoint, tiny_dataset / "valid", out)  # rebuilt for exact search: the stored index goes
-    assert not (out / "vectors.faiss").exists() and "vector-index" not in json.loads((out / "meta.json").read_text())
+    assert sorted(stored.vector_index.search(query[None], 16)[1][0].tolist()) == list(range(16))  # all reachable
+    again = _index(tiny_checkpoint, tiny_dataset / "valid", out)  # nothing new: the stored index still fits
+    assert "added 0 image(s)" in again.stdout and (out / "vectors.faiss").is_file()
+    assert json.loads((out / "meta.json").read_text())["vector-index"]["images"] == 16
 
     bad = run_script("index.py", "--model-path", str(tiny_checkpoint), "--data", str(tiny_dataset / "valid"),
                      "--out", str(tmp_path / "bad"), "--search", "faiss-ivfpq", "--ivfpq-m", "5")

@@ -1,6 +1,7 @@
 """The loss key's objectives: each against a hand computation or open_clip, through the gradient cache and
 under 2-process DDP with the global batch, and train.py with each of them."""
 import math
+import re
 
 import pytest
 import torch
@@ -24,11 +25,13 @@ def _features(images, texts, dim=12, seed=0):
             F.normalize(torch.randn(texts, dim, generator=generator), dim=-1))
 
 
-def _brute_info_nce(image, text, scale, k, beta):
+def _brute_info_nce(image, text, scale, k, beta, negatives=0):
     """Both directions from the definitions, one similarity at a time: -log(sum over positives / (sum over
-    positives + sum over negatives of w * exp)), w = n_neg * exp(beta l) / sum over negatives of exp(beta l)."""
+    positives + sum over negatives of w * exp)), w = n_neg * exp(beta l) / sum over negatives of exp(beta l).
+    Each image's k captions are followed by ``negatives`` extra negatives (no query of their own)."""
     logits = (scale * image @ text.t()).tolist()
-    owner = [j // k for j in range(len(text))]
+    group = k + negatives
+    owner = [j // group if j % group < k else -1 for j in range(len(text))]
 
     def direction(rows):
         total = 0.0
@@ -42,7 +45,7 @@ def _brute_info_nce(image, text, scale, k, beta):
 
     image_rows = [(logits[i], [owner[j] == i for j in range(len(text))]) for i in range(len(image))]
     text_rows = [([logits[i][j] for i in range(len(image))], [owner[j] == i for i in range(len(image))])
-                 for j in range(len(text))]
+                 for j in range(len(text)) if owner[j] >= 0]
     return direction(image_rows) + direction(text_rows)
 
 
@@ -55,6 +58,18 @@ def test_info_nce_multi_positive_and_hn_nce_match_their_definitions(k, beta):
         labels = torch.arange(5)
         logits = 10.0 * image @ text.t()
         assert torch.allclose(ours, F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+@pytest.mark.parametrize("k,beta", [(1, 0.0), (2, 0.5)])
+def test_compositional_negatives_are_extra_negatives_for_image_to_text_only(k, beta):
+    image, text = _features(4, 4 * (k + 1), seed=7)
+    ours = Objective(hard_negative_beta=beta, negatives_per_image=1)(image, text, torch.tensor(10.0))
+    assert math.isclose(ours.item(), _brute_info_nce(image, text, 10.0, k, beta, negatives=1), rel_tol=1e-5)
+    owner = torch.tensor([j // (k + 1) if j % (k + 1) < k else -1 for j in range(4 * (k + 1))])
+    image_to_text = torch.log_softmax(10.0 * image @ text.t(), dim=1)
+    assert torch.allclose(Objective(negatives_per_image=1)(image, text, torch.tensor(10.0)),
+                          info_nce(image, text, torch.tensor(10.0), owner))
+    assert image_to_text.shape[1] == 4 * (k + 1)  # the negatives widen every image's softmax
 
 
 def test_hard_negative_weighting_raises_the_loss_of_batches_with_hard_negatives():
@@ -102,7 +117,8 @@ def test_max_violation_matches_its_definition(k):
 
 
 OBJECTIVES = {"siglip-k2": (Objective("siglip", siglip_chunk=5), 2), "infonce-k2-hn": (Objective(hard_negative_beta=0.5), 2),
-              "max-violation": (Objective("max-violation"), 1)}
+              "max-violation": (Objective("max-violation"), 1),
+              "infonce-negative": (Objective(negatives_per_image=1), 2)}  # a caption and a swapped one per image
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
@@ -177,3 +193,47 @@ def test_captions_per_image_draws_distinct_captions_of_the_image_reproducibly(ti
     batches = list(torch.utils.data.DataLoader(shards, batch_size=None, num_workers=2))
     drawn = [caption for batch in batches for _, caption in batch]
     assert len(drawn) == 48 and all(len(pair) == 2 == len(set(pair)) for pair in drawn)
+
+
+def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_dataset, tiny_checkpoint, tmp_path):
+    import csv
+
+    with open(tiny_dataset / "valid" / "negatives.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(tiny_dataset / "valid" / "captions.csv", encoding="utf-8") as handle:
+        captions = {(row["filename"], row["caption"]) for row in csv.DictReader(handle)}
+    assert len(rows) > 60 and {row["swap"] for row in rows} == {"color", "shape", "size", "position"}
+    assert all((row["filename"], row["caption"]) in captions and row["negative"] != row["caption"] for row in rows)
+    same_words = [row for row in rows if row["swap"] in ("color", "shape")]
+    words = lambda text: sorted(re.findall(r"\w+", text))  # noqa: E731
+    assert same_words and all(words(r["caption"]) == words(r["negative"]) for r in same_words)  # same bag of words
+
+    result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tiny_checkpoint),
+                        "--valid-data", str(tiny_dataset / "valid"), "--output", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    assert f"over {len(rows)} caption pairs" in result.stdout
+    import json
+
+    from training.compositional import compositional_accuracy
+
+    measured = json.loads((tmp_path / "r.json").read_text())
+    assert 0 <= measured["compositional"] <= 1 and measured["compositional-pairs"] == len(rows)
+    image = F.normalize(torch.eye(3), dim=-1)
+    metrics = compositional_accuracy(image, image[[0, 1, 2]], image[[1, 1, 0]], [0, 1, 2], ["a", "b", "a"])
+    assert metrics["compositional"] == pytest.approx(2 / 3) and metrics["compositional/b"] == 0.0  # a tie fails
+
+
+def test_train_py_with_compositional_negatives(tiny_checkpoint, tiny_dataset, tmp_path):
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "run", "--epochs", "1",
+                                    "--num-workers", "2", "--compositional-negatives", "true",
+                                    "--grad-cache-chunk", "4"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compositional negatives:" in result.stdout and "a compositional negative per image" in result.stdout
+    bare = tmp_path / "bare"
+    import shutil
+
+    shutil.copytree(tiny_dataset / "train", bare)
+    (bare / "negatives.csv").unlink()
+    missing = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "bad", "--train-data", str(bare),
+                                     "--compositional-negatives", "true"))
+    assert missing.returncode == 2 and "negatives.csv not found" in missing.stderr

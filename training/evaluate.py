@@ -10,6 +10,7 @@ from data.datasets import EvalImages, collate_images
 from utils.device import autocast
 from utils.distributed import all_gather_objects
 from utils.errors import UserError
+from training.compositional import compositional_accuracy
 from training.recall import retrieval_recall
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,9 @@ def _sharded_text_features(model, tokenizer, captions, batch_size, device, dtype
     return torch.cat(all_gather_objects(local))
 
 
-def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, device, dtype):
-    """Embed every image and caption of ``table`` and return retrieval_recall's dict plus counts.
+def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, device, dtype, negatives=None):
+    """Embed every image and caption of ``table`` and return retrieval_recall's dict plus counts (and, given
+    ``negatives`` from data.negatives, compositional accuracy on them).
 
     Under torchrun the work is sharded across ranks and every rank returns the same numbers.
     """
@@ -78,18 +80,25 @@ def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, 
                                                    dtype)
     text_image_index = torch.tensor(table.caption_image_index, dtype=torch.long)
     captions = table.captions
+    position = torch.full((len(table.images),), -1, dtype=torch.long)  # image row -> row of its features
+    position[kept] = torch.arange(len(kept))
     if len(kept) < len(table.images):
         logger.warning(f"evaluation: {len(table.images) - len(kept)} image(s) could not be decoded; "
                        f"left out with their captions")
-        position = torch.full((len(table.images),), -1, dtype=torch.long)
-        position[kept] = torch.arange(len(kept))
         keep = position[text_image_index] >= 0
         captions = [c for c, k in zip(captions, keep.tolist()) if k]
         text_image_index = position[text_image_index][keep]
     text_features = _sharded_text_features(model, tokenizer, captions, batch_size, device, dtype)
+    pairs = [pair for pair in negatives or [] if position[pair.image] >= 0]
+    if pairs:
+        twins = _sharded_text_features(model, tokenizer, [p.caption for p in pairs] + [p.negative for p in pairs],
+                                       batch_size, device, dtype)
     model.train(was_training)
     if len(kept) == 0:
         raise UserError(f"{table.root}: no image could be decoded")
     metrics = retrieval_recall(image_features, text_features, text_image_index)
     metrics.update(images=int(image_features.shape[0]), captions=int(text_features.shape[0]))
+    if pairs:
+        metrics.update(compositional_accuracy(image_features, twins[:len(pairs)], twins[len(pairs):],
+                                              position[[p.image for p in pairs]], [p.swap for p in pairs]))
     return metrics

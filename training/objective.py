@@ -13,7 +13,8 @@ def objective_from_config(config):
     if config["hard-negative-beta"] and config["loss"] != "infonce":
         raise UserError(f"hard-negative-beta weighs the negatives of loss infonce; {config['config-path']} "
                         f"chooses loss {config['loss']} (set hard-negative-beta: 0, or loss: infonce)")
-    return Objective(config["loss"], config["hard-negative-beta"], config["max-violation-margin"])
+    return Objective(config["loss"], config["hard-negative-beta"], config["max-violation-margin"],
+                     negatives_per_image=1 if config["compositional-negatives"] else 0)
 
 
 def prepare_for_objective(model, spec, objective, learn_temperature):

@@ -6,6 +6,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
 from data.caption_table import read_caption_table
+from data.negatives import FILE_NAME as NEGATIVES_FILE
+from data.negatives import read_negatives
 from data.datasets import PairCollate, TrainImages
 from data.shard_dataset import ShardBatches, first_captions, shard_notice
 from data.shard_source import epoch_samples, is_shard_source, shard_weights
@@ -33,6 +35,24 @@ def _transform(config, spec, captions, source):
     flip, color, notice = augmentation_policy(captions, config["augment-flip"], config["augment-color"])
     transform = train_transform(spec["image-size"], config["augment-crop-scale"], flip, color, *normalization(spec))
     return transform, notice + source
+
+
+def _negatives(config, table):
+    """Per image of ``table``, {caption: its compositional negative}, when compositional-negatives is on."""
+    if not config["compositional-negatives"]:
+        return None
+    negatives = read_negatives(config["train-data"], table)
+    if not negatives:
+        raise UserError(f"compositional-negatives: {config['train-data']}/{NEGATIVES_FILE} not found or empty "
+                        f"(columns filename, caption, negative; scripts/make_demo_dataset.py writes one for the "
+                        f"shapes domain)")
+    swapped = [{} for _ in table.images]
+    for pair in negatives:
+        swapped[pair.image][pair.caption] = pair.negative
+    covered = sum(1 for entry in swapped if entry)
+    logger.info(f"compositional negatives: {len(negatives)} swapped captions for {covered} of {len(table.images)} "
+                f"images; one per image joins each batch as an extra negative")
+    return swapped
 
 
 def _captions_note(config):
@@ -99,7 +119,7 @@ def training_data(config, spec, tokenizer, job, pin_memory):
         raise UserError(f"{config['train-data']}: {len(table.images)} usable image(s); contrastive "
                         f"training needs at least 2")
     dataset = TrainImages(table, transform, config["seed"], draft_size=spec["image-size"],
-                          captions_per_image=config["captions-per-image"])
+                          captions_per_image=config["captions-per-image"], negatives=_negatives(config, table))
     batch_size, local_batch = global_batch(config["batch-size"], len(dataset), job.world_size)
     if job.enabled:
         sampler = StartAt(DistributedSampler(dataset, job.world_size, job.rank, shuffle=True, seed=config["seed"],
@@ -117,6 +137,8 @@ def training_data(config, spec, tokenizer, job, pin_memory):
 
 
 def _shard_data(config, spec, tokenizer, job, loader_options):
+    if config["compositional-negatives"]:
+        raise UserError("compositional-negatives reads negatives.csv of a dataset folder; train-data names shards")
     urls, samples = epoch_samples(config["train-data"], config["train-num-samples"])
     caption_keys = [key.strip() for key in config["caption-key"].split(",") if key.strip()]
     if not caption_keys:

@@ -65,6 +65,8 @@ TRAIN = Schema("configs/train.yaml", [
            "(0 = off; Radenovic et al. use 0.5)", run_defining=True, minimum=0, maximum=10),
     _train("max-violation-margin", "float", "max-violation: the margin by which a pair must beat its hardest "
            "negative", run_defining=True, minimum=0, maximum=2),
+    _train("compositional-negatives", "bool", "add each image's caption with attributes or roles swapped "
+           "(train-data's negatives.csv) to its batch as an extra negative (NegCLIP)", run_defining=True),
     _train("captions-per-image", "int", "captions of each image in a batch (all positives of that image); "
            "batch-size counts images", run_defining=True, minimum=1, maximum=64),
     _train("weight-decay", "float", "AdamW weight decay (not applied to biases, norms, logit scale)",

@@ -26,12 +26,13 @@ class Distributed:
         return self.world_size > 1
 
 
-def init_distributed(device):
+def init_distributed(device, timeout=None):
     """Join the torchrun job described by RANK/WORLD_SIZE/LOCAL_RANK (NCCL on CUDA, gloo on CPU).
 
     Under torchrun the process group exists even for one process (its collectives are then trivial, but the
     backend is set up and used as in a bigger job). Returns (Distributed, device): on CUDA each process takes
-    the GPU of its LOCAL_RANK.
+    the GPU of its LOCAL_RANK. ``timeout``: how long a collective may wait for the slowest rank (a timedelta;
+    None: PyTorch's default, 10 minutes for NCCL).
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return Distributed(), device
@@ -41,7 +42,8 @@ def init_distributed(device):
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                **({"timeout": timeout} if timeout else {}))
     logger.info(f"distributed: {dist.get_backend()}, {world_size} process(es)")
     return Distributed(rank, world_size, local_rank), device
 

@@ -38,16 +38,19 @@ def read_negatives(data_dir, table):
     try:
         with open(path, encoding="utf-8", newline="") as handle:
             reader = csv.DictReader(handle)
-            missing = {"filename", "caption", "negative"} - set(reader.fieldnames or ())
+            # as captions.csv is read: header names in any case, captions with their whitespace collapsed
+            reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or ()]
+            missing = {"filename", "caption", "negative"} - set(reader.fieldnames)
             if missing:
                 raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))} (expected filename, "
                                 f"caption, negative and optionally swap)")
             for row in reader:
-                image = rows.get(row["filename"])
-                if image is None or row["caption"] not in captions[image] or not (row["negative"] or "").strip():
+                image = rows.get((row["filename"] or "").strip())
+                caption, negative = (" ".join((row[key] or "").split()) for key in ("caption", "negative"))
+                if image is None or caption not in captions[image] or not negative:
                     unmatched += 1
                     continue
-                negatives.append(Negative(image, row["caption"], row["negative"].strip(), row.get("swap") or ""))
+                negatives.append(Negative(image, caption, negative, (row.get("swap") or "").strip()))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise UserError(f"{path}: cannot be read ({error})") from None
     if unmatched:

@@ -64,9 +64,10 @@ def make_spec(image_model, image_dim, text_config, text_pooling, embed_dim, imag
 
 
 def same_architecture(spec, other):
-    """Whether two specs build the same model (whether its temperature was learned does not change it)."""
+    """Whether two specs build the same model (whether its temperature was learned, or a SigLIP logit bias was
+    added, does not change the towers)."""
     def shape(s):
-        return {key: value for key, value in s.items() if key != "learned-logit-scale"}
+        return {key: value for key, value in s.items() if key not in ("learned-logit-scale", "logit-bias")}
     return shape(spec) == shape(other)
 
 

@@ -8,10 +8,13 @@ def interpolate_weights(zero_shot, fine_tuned, alpha):
     """(1 - alpha) * zero_shot + alpha * fine_tuned for every floating tensor of two state dicts.
 
     alpha 0 gives the zero-shot weights, 1 the fine-tuned ones. Integer buffers (BatchNorm's
-    num_batches_tracked) are taken from the fine-tuned model. Both dicts must have the same keys and shapes.
+    num_batches_tracked) are taken from the fine-tuned model, and so is SigLIP's logit_bias when only the
+    fine-tuned model has one. Otherwise both dicts must have the same keys and shapes.
     """
     if not 0.0 <= alpha <= 1.0:
         raise UserError(f"alpha must lie in [0, 1], got {alpha}")
+    if "logit_bias" in fine_tuned and "logit_bias" not in zero_shot:
+        zero_shot = {**zero_shot, "logit_bias": fine_tuned["logit_bias"]}
     if zero_shot.keys() != fine_tuned.keys():
         different = sorted(set(zero_shot) ^ set(fine_tuned))
         raise UserError(f"the checkpoints hold different weights ({', '.join(different[:3])} …): not one "

@@ -45,6 +45,7 @@ def _positive_log_likelihood(logits, positive, beta):
     # log sum_j w_j exp(l_j) = log n + logsumexp((1 + beta) l) - logsumexp(beta l), over the negatives
     weighted = (count.log() + torch.logsumexp((1 + beta) * negative_logits, dim=1)
                 - torch.logsumexp(beta * negative_logits, dim=1))
+    weighted = torch.where((~positive).any(dim=1), weighted, torch.full_like(weighted, -torch.inf))  # no negative
     return (positives - torch.logaddexp(positives, weighted)).mean()
 
 

@@ -154,7 +154,8 @@ SWAPS = ("color", "shape", "size", "position")
 def swapped_scene(scene, rng):
     """(kind, scene) with two objects' colors, shapes, sizes or places exchanged (NegCLIP-style: the same
     words, other bindings), objects kept in their order so that captioners given the same random state write
-    parallel captions; None when no swap changes the scene."""
+    parallel captions. Exchanging two objects' places always changes the scene (they sit in different
+    cells), so there is always a swap."""
     objects = list(scene)
     a, b = rng.sample(range(len(objects)), 2)
     fields = {"size": 0, "color": 1, "shape": 2}

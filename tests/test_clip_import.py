@@ -273,13 +273,14 @@ def test_open_clip_vit_image_tower_decays_from_its_patch_embedding():
 
 
 def test_training_keeps_the_imported_logit_scale(imported):
+    from models.loss import INFONCE
     from training.loop import _prepare_model
 
     model, spec = load_checkpoint(str(imported))[0], read_spec(imported)
     before = model.scale().item()
     config = {"temperature": 0.07, "learn-temperature": True, "lock-image": False, "lock-image-unlocked": 0,
               "lock-text": False, "lock-text-unlocked": 0, "grad-checkpointing": False, "channels-last": False}
-    _prepare_model(model, spec, config, torch.device("cpu"), None)
+    _prepare_model(model, spec, config, torch.device("cpu"), None, INFONCE)
     assert model.scale().item() == pytest.approx(before) and model.logit_scale.requires_grad
 
 

@@ -10,6 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models import load_checkpoint
 from models.loss import INFONCE
+from training.objective import prepare_for_objective
 from tests.conftest import run_script
 from tests.test_end_to_end import assert_same_run, kill_during_run, train_args
 from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
@@ -33,13 +34,15 @@ def local_step(model, images, ids, rank, world, mode, chunk_size, objective=INFO
                         objective=objective)
 
 
-def prepared_model(checkpoint, objective=INFONCE):
-    """The tiny model with what ``objective`` trains made trainable, in eval mode: per-rank (or per-chunk)
-    BatchNorm statistics would differ from the full batch's."""
+def prepared_model(checkpoint, objective=INFONCE, siglip_checkpoint=False):
+    """The tiny model made ready for ``objective`` as train.py does (training.objective), in eval mode:
+    per-rank or per-chunk BatchNorm statistics would differ from the full batch's. ``siglip_checkpoint``:
+    a model that already has SigLIP's bias (trained on with another loss, the bias is frozen)."""
     model, _, tokenizer = load_checkpoint(checkpoint)
-    model.logit_scale.requires_grad_(objective.kind != "max-violation")
-    if objective.needs_bias:
+    model.logit_scale.requires_grad_(True)
+    if siglip_checkpoint:
         model.enable_logit_bias(-10.0)
+    prepare_for_objective(model, {}, objective, learn_temperature=True)
     model.eval()
     return model, tokenizer
 

@@ -63,7 +63,7 @@ def train(config):
 def _prepare_model(model, spec, config, device, resumed, objective):
     """Temperature, the objective's parameters, locking, checkpointing and memory format, in place.
     Returns (the towers' lock notice, the spec to save)."""
-    if resumed is None and not spec.get("learned-logit-scale"):
+    if resumed is None and not spec.get("learned-logit-scale") and not spec.get("logit-bias"):
         model.set_temperature(config["temperature"], config["learn-temperature"])
     else:
         if resumed is None:  # a CLIP or an earlier run learned its temperature: the key would throw that away

@@ -31,9 +31,14 @@ def prepare_for_objective(model, spec, objective, learn_temperature):
             logger.info(f"loss siglip: logit scale {SIGLIP_INIT_SCALE:g} and bias {SIGLIP_INIT_BIAS:g} to start "
                         f"(Zhai et al. 2023; the temperature key is not used)")
         model.logit_bias.requires_grad_(True)
+        if not learn_temperature:
+            logger.warning("loss siglip with learn-temperature false: the logit scale stays at "
+                           f"{model.scale().item():.3g} (Zhai et al. learn it; set learn-temperature: true)")
         return {**spec, "logit-bias": True}
     if model.logit_bias is not None:
         model.logit_bias.requires_grad_(False)  # a siglip checkpoint trained on with another loss
     if objective.kind == "max-violation":
+        if learn_temperature:
+            logger.info("loss max-violation has no temperature: learn-temperature does not apply")
         model.logit_scale.requires_grad_(False)
     return spec

@@ -51,7 +51,8 @@ def _negatives(config, table):
         swapped[pair.image][pair.caption] = pair.negative
     covered = sum(1 for entry in swapped if entry)
     logger.info(f"compositional negatives: {len(negatives)} swapped captions for {covered} of {len(table.images)} "
-                f"images; one per image joins each batch as an extra negative")
+                f"images; one per image joins each batch as an extra negative (an empty caption for images "
+                f"without one)")
     return swapped
 
 

@@ -7,6 +7,7 @@ from data.shard_table import read_eval_table
 from data.transforms import preprocess_for
 from models.checkpoint import model_from_checkpoint, read_checkpoint
 from training.compositional import format_compositional
+from training.cue_recall import cue_only_recall, format_cue_recall, read_cues
 from training.evaluate import evaluate_table
 from training.recall import format_recall_table
 from utils.atomic_file import atomic_write_json
@@ -30,7 +31,12 @@ def main(argv):
                              config["batch-size"], config["num-workers"], device, dtype, negatives)
     logger.info(f"{config['model-path']} on {config['valid-data']}: {metrics['images']} images, "
                 f"{metrics['captions']} captions")
+    cues = None if is_shard_source(config["valid-data"]) else read_cues(config["valid-data"], table)
+    if cues:
+        metrics.update(cue_only_recall([len(record.captions) for record in table.images], cues))
     print(format_recall_table(metrics))
+    if cues:
+        print(format_cue_recall(metrics))
     if "compositional" in metrics:
         print(format_compositional(metrics))
     if config["output"]:

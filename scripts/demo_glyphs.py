@@ -103,3 +103,8 @@ def chinese_captions(scene, rng, count):
 
 
 CAPTIONERS = {"en": english_captions, "zh": chinese_captions}
+
+
+def easy_cue(scene):
+    """What a model can match without reading the letter: the ink and background colors."""
+    return f"{scene[3]} on {scene[4]}"

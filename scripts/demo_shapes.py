@@ -168,3 +168,8 @@ def swapped_scene(scene, rng):
         first[fields[kind]], second[fields[kind]] = second[fields[kind]], first[fields[kind]]
     objects[a], objects[b] = tuple(first), tuple(second)
     return kind, tuple(objects)
+
+
+def easy_cue(scene):
+    """What a model can match without the shapes, sizes or places: which colors appear."""
+    return " ".join(sorted({obj[1] for obj in scene}))

@@ -45,6 +45,9 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
                           in zip(captions, kind.CAPTIONERS[lang](other, twin, captions_per_image))
                           if negative != caption]
     write_csv(os.path.join(directory, "captions.csv"), ["filename", "caption"], rows)
+    # the easy cue of each image: eval.py reports the recall a model that knows only it would reach
+    write_csv(os.path.join(directory, "cues.csv"), ["filename", "cue"],
+              [(f"{index:06d}.png", kind.easy_cue(scene)) for index, scene in enumerate(scenes)])
     if swaps:
         write_csv(os.path.join(directory, "negatives.csv"), ["filename", "caption", "negative", "swap"], negatives)
     return rows

@@ -254,3 +254,26 @@ def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model():
     fine_tuned = {"w": torch.ones(2), "logit_scale": torch.tensor(3.0), "logit_bias": torch.tensor(-7.0)}
     mixed = interpolate_weights(zero_shot, fine_tuned, 0.5)
     assert torch.equal(mixed["w"], torch.full((2,), 0.5)) and mixed["logit_bias"].item() == -7.0
+
+
+def test_cue_only_recall_is_the_expected_recall_of_a_random_ranking_within_a_cue(tmp_path):
+    from training.cue_recall import cue_only_recall
+    from scripts.make_demo_dataset import main as make_demo_dataset
+
+    metrics = cue_only_recall([1, 2, 1], {0: "red", 1: "red", 2: "blue"})
+    assert metrics["cue-text_to_image_R@1"] == pytest.approx((0.5 + 0.5 + 0.5 + 1) / 4)
+    assert metrics["cue-image_to_text_R@1"] == pytest.approx((1 / 3 + 2 / 3 + 1) / 3)
+    assert metrics["cue-image_to_text_R@5"] == metrics["cue-text_to_image_R@5"] == 1.0
+    # image -> text R@2 by enumerating every order of the three "red" captions (owners 0, 1, 1)
+    from itertools import permutations
+
+    orders = list(permutations([0, 1, 1]))
+    hits = [sum(image in order[:2] for order in orders) / len(orders) for image in (0, 1)]
+    two = cue_only_recall([1, 2, 1], {0: "red", 1: "red", 2: "blue"}, ks=(2,))
+    assert two["cue-image_to_text_R@2"] == pytest.approx((hits[0] + hits[1] + 1.0) / 3)
+
+    assert make_demo_dataset(["--kind", "glyphs", "--out", str(tmp_path / "g"), "--train", "20", "--valid", "30",
+                              "--image-size", "32"]) == 0
+    assert (tmp_path / "g" / "valid" / "cues.csv").read_text().splitlines()[1].endswith(tuple(
+        f"on {name}" for name in ("red", "green", "blue", "yellow", "purple", "orange", "black", "cyan", "white",
+                                   "gray")))

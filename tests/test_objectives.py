@@ -152,13 +152,16 @@ def test_two_processes_give_each_objective_the_global_batch_gradient(tiny_checkp
     assert_same(reference, torch.load(tmp_path / "frozen-bias-cache.pt"))
 
 
-def test_train_py_with_siglip_and_two_captions_per_image(tiny_checkpoint, tiny_dataset, tmp_path):
+def test_train_py_with_siglip_two_captions_per_image_and_compositional_negatives(tiny_checkpoint, tiny_dataset,
+                                                                                    tmp_path):
     out = tmp_path / "run"
-    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, out, "--epochs", "2", "--num-workers", "2",
-                                    "--loss", "siglip", "--captions-per-image", "2", "--grad-cache-chunk", "4"))
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, out, "--epochs", "1", "--num-workers", "2",
+                                    "--loss", "siglip", "--captions-per-image", "2", "--grad-cache-chunk", "4",
+                                    "--compositional-negatives", "true"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "loss siglip: logit scale 10 and bias -10 to start" in result.stdout
-    assert "images x 2 captions each" in result.stdout
+    assert "images x 2 captions each" in result.stdout and "compositional negatives:" in result.stdout
+    assert "a compositional negative per image" in result.stdout
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["spec"]["logit-bias"] is True and best["state_dict"]["logit_bias"].item() != -10.0  # it learned
     evaluated = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(out / "best.pt"),
@@ -168,6 +171,14 @@ def test_train_py_with_siglip_and_two_captions_per_image(tiny_checkpoint, tiny_d
     wrong = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "bad", "--loss", "siglip",
                                    "--hard-negative-beta", "0.5"))
     assert wrong.returncode == 2 and "hard-negative-beta weighs the negatives of loss infonce" in wrong.stderr
+    bare = tmp_path / "bare"
+    import shutil
+
+    shutil.copytree(tiny_dataset / "train", bare)
+    (bare / "negatives.csv").unlink()
+    missing = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "bad", "--train-data", str(bare),
+                                     "--compositional-negatives", "true"))
+    assert missing.returncode == 2 and "negatives.csv not found" in missing.stderr
 
 
 def test_captions_per_image_draws_distinct_captions_of_the_image_reproducibly(tiny_dataset, tmp_path):
@@ -226,22 +237,6 @@ def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_data
     image = F.normalize(torch.eye(3), dim=-1)
     metrics = compositional_accuracy(image, image[[0, 1, 2]], image[[1, 1, 0]], [0, 1, 2], ["a", "b", "a"])
     assert metrics["compositional"] == pytest.approx(2 / 3) and metrics["compositional/b"] == 0.0  # a tie fails
-
-
-def test_train_py_with_compositional_negatives(tiny_checkpoint, tiny_dataset, tmp_path):
-    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "run", "--epochs", "1",
-                                    "--num-workers", "2", "--compositional-negatives", "true",
-                                    "--grad-cache-chunk", "4"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "compositional negatives:" in result.stdout and "a compositional negative per image" in result.stdout
-    bare = tmp_path / "bare"
-    import shutil
-
-    shutil.copytree(tiny_dataset / "train", bare)
-    (bare / "negatives.csv").unlink()
-    missing = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "bad", "--train-data", str(bare),
-                                     "--compositional-negatives", "true"))
-    assert missing.returncode == 2 and "negatives.csv not found" in missing.stderr
 
 
 def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model():

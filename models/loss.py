@@ -6,8 +6,6 @@ image i's k captions (``captions-per-image``), then its m compositional negative
 or roles swapped, NegCLIP-style), so T == (k + m) N. An image's k captions are all its positives; its
 negatives are negatives of every image and are no query themselves.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
@@ -151,4 +149,3 @@ class Objective:
 
 
 INFONCE = Objective()
-SIGLIP_INIT_LOG_SCALE = math.log(SIGLIP_INIT_SCALE)

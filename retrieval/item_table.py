@@ -9,7 +9,6 @@ import numpy as np
 import pyarrow as pa
 
 SCHEMA = pa.schema([("file", pa.string()), ("name", pa.string()), ("captions", pa.list_(pa.string()))])
-BATCH_ROWS = 65_536  # rows per record batch: keeps each string column chunk far below Arrow's 2 GiB offsets
 
 
 class ItemTable:
@@ -49,7 +48,7 @@ class ItemTable:
         return FileLookup(self.table.column("file"))
 
     def batches(self):
-        """The table as record batches of at most BATCH_ROWS rows, in row order."""
+        """The table as the record batches it was written in (a few thousand rows each), in row order."""
         return self.table.to_batches()  # the chunks ItemWriter wrote: no copy of a memory-mapped table
 
 

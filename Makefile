@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install install-cloud demo demo-zh demo-pretrained demo-finetune test serve chromium clean-demo
+.PHONY: install install-cloud demo demo-zh demo-pretrained demo-finetune recipe test serve chromium clean-demo
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -73,8 +73,15 @@ pretrains/demo-finetune-roberta/config.json: $(FT)/glyphs/valid/captions.csv scr
 demo-finetune: $(STAMP) pretrains/demo-finetune-roberta/config.json
 	$(PY) scripts/demo_finetune.py
 
+# A new domain from scratch in one command: a tokenizer from its training captions, init, train for MINUTES of
+# training, eval (scripts/recipe.py). DATA holds train/ and valid/ in the dataset format.
+MINUTES ?= 5
+recipe: $(STAMP)
+	@test -n "$(DATA)" || (echo "usage: make recipe DATA=datasets/mine [MINUTES=5] [OUT=checkpoints/mine] [OVERWRITE=1]" && exit 2)
+	$(PY) scripts/recipe.py --data $(DATA) --minutes $(MINUTES) $(if $(OUT),--out $(OUT)) $(if $(OVERWRITE),--overwrite)
+
 test: $(STAMP) chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The browser test drives Debian's chromium (never a downloaded browser); installing it needs root.
 chromium:

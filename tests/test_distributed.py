@@ -1,11 +1,10 @@
-"""torchrun/DDP: the global-batch loss gives each step the gradient of one process holding the whole batch."""
+"""torchrun/DDP: train.py under torchrun, and the helpers the objectives' global-batch gradient test spawns."""
 import json
 import os
 import shutil
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from models import load_checkpoint
@@ -60,18 +59,6 @@ def rank_worker(rank, world, checkpoint, rendezvous, out_dir, cases):
                 torch.save(gradients(model), os.path.join(out_dir, f"{name}.pt"))
     finally:
         dist.destroy_process_group()
-
-
-def test_two_process_gradient_equals_one_process_on_the_global_batch(tiny_checkpoint, tmp_path):
-    cases = [(mode, mode, INFONCE, 1, 2) for mode in ("plain", "cache", "compiled-cache")]
-    mp.spawn(rank_worker, args=(2, str(tiny_checkpoint), str(tmp_path / "rendezvous"), str(tmp_path), cases), nprocs=2)
-    model, tokenizer = prepared_model(str(tiny_checkpoint))
-    images, ids = batch(tokenizer)
-    plain_step(model, images, ids, CPU, None, NoScaler())
-    reference = gradients(model)
-    assert_same(reference, torch.load(tmp_path / "plain.pt"))
-    assert_same(reference, torch.load(tmp_path / "cache.pt"))  # gradient cache under DDP, chunks per rank
-    assert_same(reference, torch.load(tmp_path / "compiled-cache.pt"))  # no_sync found inside the compiled wrapper
 
 
 def torchrun(port, *args):

@@ -117,7 +117,7 @@ def assert_same_run(a_dir, b_dir):
         assert torch.equal(tensor, other), (name, (tensor.float() - other.float()).abs().max())
 
     def without_timing(history):
-        return [{k: v for k, v in item.items() if k not in ("samples_per_s", "train_seconds")} for item in history]
+        return [{k: v for k, v in item.items() if k not in ("samples_per_s", "train_seconds", "run_seconds")} for item in history]
 
     assert without_timing(a["training"]["history"]) == without_timing(b["training"]["history"])
     assert a["training"]["best-metric"] == b["training"]["best-metric"]
@@ -132,7 +132,7 @@ def uninterrupted_run(tiny_checkpoint, tiny_dataset, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("workers", [0, 1, 2])
+@pytest.mark.parametrize("workers", [0, 2])
 def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(uninterrupted_run, tiny_checkpoint,
                                                                        tiny_dataset, tmp_path, workers):
     # num-workers > 0 means persistent workers (the demo's setting); the data do not depend on the count.

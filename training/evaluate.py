@@ -46,7 +46,7 @@ def embed_captions(model, tokenizer, captions, batch_size, device, dtype):
     return torch.cat(features) if features else torch.empty(0, model.embed_dim)
 
 
-def _sharded_image_features(model, table, transform, batch_size, num_workers, device, dtype):
+def sharded_image_features(model, table, transform, batch_size, num_workers, device, dtype):
     """Under torchrun each rank embeds a contiguous slice of the images; slices are gathered in order."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if world == 1:
@@ -58,7 +58,7 @@ def _sharded_image_features(model, table, transform, batch_size, num_workers, de
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def _sharded_text_features(model, tokenizer, captions, batch_size, device, dtype):
+def sharded_text_features(model, tokenizer, captions, batch_size, device, dtype):
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if world == 1:
         return embed_captions(model, tokenizer, captions, batch_size, device, dtype)
@@ -76,7 +76,7 @@ def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, 
     """
     was_training = model.training
     model.eval()
-    image_features, kept = _sharded_image_features(model, table, transform, batch_size, num_workers, device,
+    image_features, kept = sharded_image_features(model, table, transform, batch_size, num_workers, device,
                                                    dtype)
     text_image_index = torch.tensor(table.caption_image_index, dtype=torch.long)
     captions = table.captions
@@ -88,10 +88,10 @@ def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, 
         keep = position[text_image_index] >= 0
         captions = [c for c, k in zip(captions, keep.tolist()) if k]
         text_image_index = position[text_image_index][keep]
-    text_features = _sharded_text_features(model, tokenizer, captions, batch_size, device, dtype)
+    text_features = sharded_text_features(model, tokenizer, captions, batch_size, device, dtype)
     pairs = [pair for pair in negatives or [] if position[pair.image] >= 0]
     if pairs:
-        twins = _sharded_text_features(model, tokenizer, [p.caption for p in pairs] + [p.negative for p in pairs],
+        twins = sharded_text_features(model, tokenizer, [p.caption for p in pairs] + [p.negative for p in pairs],
                                        batch_size, device, dtype)
     model.train(was_training)
     if len(kept) == 0:

@@ -17,6 +17,7 @@ from training.evaluate import evaluate_table
 from training.optimizer import make_optimizer
 from training.recall import mean_recall
 from training.resume import restore_training_state, rng_state, seed_everything, starting_checkpoint
+from training.run_length import RunLength, agreed_seconds
 from training.run_log import RunLog
 from training.objective import objective_from_config, prepare_for_objective
 from training.step import grad_cache_step, plain_step
@@ -97,7 +98,8 @@ def _train(config, job, device):
 
     objective = objective_from_config(config)
     lock_notice, spec = _prepare_model(model, spec, config, device, resumed, objective)
-    optimizer, scheduler = make_optimizer(model, config, device, steps_per_epoch * config["epochs"])
+    run = RunLength(config, steps_per_epoch, data.batch_size)
+    optimizer, scheduler = make_optimizer(model, config, device, run.total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, step, best, history, progress = 0, 0, float("-inf"), [], None
     if resumed is not None:
@@ -122,7 +124,7 @@ def _train(config, job, device):
     for notice in notices:
         logger.info(notice)
     logger.info(f"towers: {lock_notice}; {objective.describe()}")
-    logger.info(f"{described}, epochs {start_epoch + 1}..{config['epochs']}")
+    logger.info(f"{described}; {run.describe(data.batch_size)}")
     log = RunLog(config["log-dir"], history, purge_step=step if resumed else None) if job.is_main else None
     scores = [item["mean_recall"] for item in history]  # every rank keeps them: all must stop together
 
@@ -131,8 +133,10 @@ def _train(config, job, device):
         return {**spec, "learned-logit-scale": True} if config["learn-temperature"] and at_step > 0 else spec
 
     def checkpoint_within(epoch, at_step, done):
-        """last-path inside epoch ``epoch`` (0-based) after ``done`` = {"batches", "loss_sum"} of it."""
+        """last-path inside epoch ``epoch`` (0-based) after ``done`` = {"batches", "loss_sum", "seconds"} of it."""
         rng_states = all_gather_objects(rng_state())
+        if data.miner:
+            done = {**done, **data.miner.state()}
         if job.is_main:
             save_checkpoint(config["last-path"], trained, saved_spec(at_step), payload["tokenizer"], {
                 "epoch": epoch, "step": at_step, "epoch-progress": dict(done), "best-metric": best,
@@ -140,7 +144,7 @@ def _train(config, job, device):
                 "scaler": scaler.state_dict(), "rng": rng_states, "config": dict(config)})
         barrier()
 
-    def validate(epoch, train_loss, samples_per_s, seconds):
+    def validate(epoch, train_loss, samples_per_s, seconds, run_seconds=0.0):
         """Validate, log and save the epoch (0: the starting model); returns the new best mean recall."""
         # DDP keeps BatchNorm statistics per rank (each saw its own last batch); best.pt holds rank 0's, so
         # every rank validates with rank 0's, as the next training forward would use them anyway.
@@ -149,29 +153,59 @@ def _train(config, job, device):
                                  workers, device, dtype)
         record = {"epoch": epoch, "step": step, "train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                   "temperature": 1.0 / trained.scale().item(), "samples_per_s": samples_per_s,
-                  "train_seconds": seconds, **metrics, "mean_recall": mean_recall(metrics)}
+                  "train_seconds": seconds, "run_seconds": run_seconds, **metrics, "mean_recall": mean_recall(metrics)}
         scores.append(record["mean_recall"])
         return validate_and_save(record, best, config, trained, saved_spec(step), payload["tokenizer"], optimizer,
-                                 scheduler, scaler, job, log)
+                                 scheduler, scaler, job, log, run)
 
     if config["validate-first"] and resumed is None:
         best = validate(0, None, None, 0.0)
-    for epoch in range(start_epoch, config["epochs"]):
-        data.set_epoch(epoch, progress["batches"] if progress else 0)
+    # training seconds spent before this call (a time budget counts them; validation is not counted);
+    # a mid-epoch checkpoint records the run's total so far
+    spent = (progress["seconds"] if progress and "seconds" in progress
+             else history[-1].get("run_seconds", 0.0) if history else 0.0)
+    for epoch in run.epoch_indices(start_epoch):
+        if run.finished(step, spent):
+            break
         started = time.perf_counter()
+        if data.miner:  # mining is part of the method's cost: inside the timed part
+            if progress and "order" in progress:
+                data.miner.restore(progress)
+            else:
+                data.miner.mine(trained, epoch, device, dtype)
+        data.set_epoch(epoch, progress["batches"] if progress else 0)
+        budget = EpochBudget(run, spent, started)
         step, loss_sum, batches, samples = train_one_epoch(
             model, trained, data.loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job, log,
-            progress, data.steps_per_epoch, checkpoint_within, objective)
+            progress, data.steps_per_epoch, checkpoint_within, objective, budget)
         progress = None
         seconds = time.perf_counter() - started
+        spent = budget.spent_at_end
         data.end_of_epoch(epoch)
-        best = validate(epoch + 1, loss_sum / max(batches, 1), samples / seconds, seconds)
+        best = validate(epoch + 1, loss_sum / max(batches, 1), samples / seconds, seconds, spent)
         if stop_early(scores, config["early-stop-patience"]):
             break
     if log:
         log.close()
     logger.info(f"done: best mean recall {best:.4f} in {config['best-path']}; last in {config['last-path']}; "
                 f"curves in {os.path.join(config['log-dir'], 'curves.png')}")
+
+
+class EpochBudget:
+    """The run's length as seen inside one epoch: ``spent`` training seconds before it, the epoch's start
+    (perf_counter). ``done(step)`` says whether the run's budget is spent, and steers a time-budget schedule."""
+
+    def __init__(self, run, spent, started):
+        self.run, self.spent, self.started = run, spent, started
+        self.spent_at_end = spent
+
+    def done(self, step, scheduler):
+        seconds = self.spent + time.perf_counter() - self.started
+        if self.run.seconds:
+            seconds = agreed_seconds(seconds)
+            self.run.steer(scheduler, step, seconds)
+        self.spent_at_end = seconds
+        return self.run.finished(step, seconds)
 
 
 def stop_early(scores, patience):
@@ -186,19 +220,21 @@ def stop_early(scores, patience):
 
 
 def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config, epoch, step, device, dtype, job,
-                    log, progress=None, steps_per_epoch=None, checkpoint_within=None, objective=INFONCE):
+                    log, progress=None, steps_per_epoch=None, checkpoint_within=None, objective=INFONCE,
+                    budget=None):
     """One pass over ``loader``: forward, backward, clip, step.
 
     ``model`` is what runs the forward (maybe DDP/compiled), ``trained`` the plain module whose parameters
     are clipped and whose logit scale is clamped. ``progress`` ({"batches", "loss_sum"}) is what an
     interrupted run did of this epoch (the loader starts after it); ``checkpoint_within(epoch, step, progress)``
-    is called every checkpoint-every-steps steps before the epoch's last. Returns (global step, summed loss,
+    is called every checkpoint-every-steps steps before the epoch's last. ``budget`` (EpochBudget) ends the
+    epoch early when the run's train-samples or time-budget is spent. Returns (global step, summed loss,
     batches, samples), the loss and batches including the interrupted part, the samples this call's alone.
     """
     model.train()
     loss_sum, batches = (progress["loss_sum"], progress["batches"]) if progress else (0.0, 0)
     samples, started, every = 0, time.perf_counter(), config["checkpoint-every-steps"]
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config['epochs']}", file=sys.stdout, mininterval=2,
+    bar = tqdm(loader, desc=f"epoch {budget.run.label(epoch + 1) if budget else epoch + 1}", file=sys.stdout, mininterval=2,
                total=steps_per_epoch - batches if steps_per_epoch else None, initial=0,
                disable=None if job.is_main else True, dynamic_ncols=True, leave=False)
     for images, input_ids in bar:
@@ -235,15 +271,19 @@ def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config
             log.step(step, loss_value, lr, 1.0 / trained.scale().item())
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
                         samples_per_s=f"{samples / (time.perf_counter() - started):.0f}")
-        if every and checkpoint_within and step % every == 0 and batches < (steps_per_epoch or 0):
+        finished = budget is not None and budget.done(step, scheduler)
+        if every and checkpoint_within and step % every == 0 and batches < (steps_per_epoch or 0) and not finished:
             checkpoint_within(epoch, step, {"batches": batches, "loss_sum": loss_sum, "world-size": job.world_size,
-                                            "num-workers": config["num-workers"]})
+                                            "num-workers": config["num-workers"],
+                                            "seconds": budget.spent_at_end if budget else 0.0})
+        if finished:
+            break
     bar.close()
     return step, loss_sum, batches, samples
 
 
 def validate_and_save(record, best, config, trained, spec, tokenizer_files, optimizer, scheduler, scaler, job,
-                      log):
+                      log, run=None):
     """Report the epoch, log it, write best-path if it improved and always last-path. Returns the new best.
 
     ``record`` holds the epoch's training numbers and validation recalls (``mean_recall`` among them).
@@ -255,7 +295,7 @@ def validate_and_save(record, best, config, trained, spec, tokenizer_files, opti
     trained_part = (f"loss {record['train_loss']:.4f}" if record["train_loss"] is not None
                     else "before training")
     speed = f"  {record['samples_per_s']:.0f} samples/s" if record["samples_per_s"] is not None else ""
-    logger.info(f"epoch {epoch}/{config['epochs']}  {trained_part}  "
+    logger.info(f"epoch {run.label(epoch) if run else epoch}  {trained_part}  "
                 f"i2t R@1/5/10 {record['i2t_r1']:.3f}/{record['i2t_r5']:.3f}/{record['i2t_r10']:.3f}  "
                 f"t2i R@1/5/10 {record['t2i_r1']:.3f}/{record['t2i_r5']:.3f}/{record['t2i_r10']:.3f}  "
                 f"mean {score:.4f}{'  (best)' if improved else ''}{speed}")

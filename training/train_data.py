@@ -12,6 +12,7 @@ from data.datasets import PairCollate, TrainImages
 from data.shard_dataset import ShardBatches, first_captions, shard_notice
 from data.shard_source import epoch_samples, is_shard_source, shard_weights
 from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
+from training.hard_batches import HardNegativeMiner, MinedOrder
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -79,10 +80,11 @@ class TrainData:
     per-process batch), ``batch_size`` (global), ``local_batch``, ``steps_per_epoch``, the notices to log, and
     ``set_epoch`` before each epoch's iterator."""
 
-    def __init__(self, dataset, loader, sampler, batch_size, local_batch, steps_per_epoch, notices, seed):
+    def __init__(self, dataset, loader, sampler, batch_size, local_batch, steps_per_epoch, notices, seed,
+                 miner=None):
         self.dataset, self.loader, self.sampler = dataset, loader, sampler
         self.batch_size, self.local_batch, self.steps_per_epoch = batch_size, local_batch, steps_per_epoch
-        self.notices, self.seed = notices, seed
+        self.notices, self.seed, self.miner = notices, seed, miner
 
     def set_epoch(self, epoch, first_batch=0):
         """Before each epoch's iterator: its order, and the batch it starts at (> 0 when resumed mid-epoch)."""
@@ -93,7 +95,7 @@ class TrainData:
         inner = self.sampler.sampler
         if isinstance(inner, DistributedSampler):
             inner.set_epoch(epoch)
-        else:
+        elif not isinstance(inner, MinedOrder):  # a mined order is set by its miner
             inner.generator.manual_seed(self.seed * 7919 + epoch)
         self.sampler.skip = first_batch * self.local_batch
 
@@ -122,7 +124,12 @@ def training_data(config, spec, tokenizer, job, pin_memory):
     dataset = TrainImages(table, transform, config["seed"], draft_size=spec["image-size"],
                           captions_per_image=config["captions-per-image"], negatives=_negatives(config, table))
     batch_size, local_batch = global_batch(config["batch-size"], len(dataset), job.world_size)
-    if job.enabled:
+    miner = None
+    if config["batching"] == "hard-negatives":
+        sampler = StartAt(MinedOrder(len(dataset), batch_size, job.rank, job.world_size))
+        miner = HardNegativeMiner(sampler.sampler, table, preprocess_for(spec), config["hard-negative-group"],
+                                  config["seed"], local_batch, workers)
+    elif job.enabled:
         sampler = StartAt(DistributedSampler(dataset, job.world_size, job.rank, shuffle=True, seed=config["seed"],
                                              drop_last=True))
     else:
@@ -133,13 +140,19 @@ def training_data(config, spec, tokenizer, job, pin_memory):
     described = (f"training: {len(dataset)} images, {len(table.captions)} captions, global batch {batch_size}"
                  f"{_captions_note(config)}"
                  f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps} steps/epoch")
-    return TrainData(dataset, loader, sampler, batch_size, local_batch, steps, [augmentation, described],
-                     config["seed"])
+    notices = [augmentation, described]
+    if miner:
+        notices.insert(1, f"batching: hard negatives, groups of {config['hard-negative-group']} neighbours in the "
+                          f"image embedding, re-mined before each epoch")
+    return TrainData(dataset, loader, sampler, batch_size, local_batch, steps, notices, config["seed"], miner)
 
 
 def _shard_data(config, spec, tokenizer, job, loader_options):
     if config["compositional-negatives"]:
         raise UserError("compositional-negatives reads negatives.csv of a dataset folder; train-data names shards")
+    if config["batching"] == "hard-negatives":
+        raise UserError("batching hard-negatives picks any image for any batch, which a dataset folder allows and "
+                        "streamed shards do not; train-data names shards (use batching: random)")
     urls, samples = epoch_samples(config["train-data"], config["train-num-samples"])
     caption_keys = [key.strip() for key in config["caption-key"].split(",") if key.strip()]
     if not caption_keys:

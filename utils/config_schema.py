@@ -69,6 +69,16 @@ TRAIN = Schema("configs/train.yaml", [
            "(train-data's negatives.csv) to its batch as an extra negative (NegCLIP)", run_defining=True),
     _train("captions-per-image", "int", "captions of each image in a batch (all positives of that image); "
            "batch-size counts images", run_defining=True, minimum=1, maximum=64),
+    _train("batching", "str", "how images are put in batches: random, or hard-negatives (groups of neighbours in "
+           "the current image embedding, re-mined before each epoch; dataset folders only)", run_defining=True,
+           choices=("random", "hard-negatives")),
+    _train("hard-negative-group", "int", "batching hard-negatives: images per group of neighbours (a batch holds "
+           "batch-size / this many groups)", run_defining=True, minimum=2, maximum=2**20),
+    _train("train-samples", "int", "the run's length as samples seen (images), instead of epochs: the schedule "
+           "spans them, the last epoch may be partial", run_defining=True, nullable=True, minimum=2),
+    _train("time-budget", "float", "the run's length as minutes of training (validation not counted), instead "
+           "of epochs: the schedule is fitted to the measured pace", run_defining=True, nullable=True,
+           minimum=0.01),
     _train("weight-decay", "float", "AdamW weight decay (not applied to biases, norms, logit scale)",
            run_defining=True, minimum=0),
     _train("layer-decay", "float", "layer-wise learning-rate decay for fine-tuning: each layer down a tower gets "

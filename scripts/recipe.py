@@ -1,0 +1,116 @@
+"""A new domain from scratch in one command: a tokenizer trained on its own captions, init, train, eval.
+
+    python scripts/recipe.py --data datasets/mine --out checkpoints/mine --minutes 5
+    make recipe DATA=datasets/mine MINUTES=5
+
+DATA holds train/ and valid/ in the dataset format (images/ + captions.csv). The run's length is minutes of
+training (time-budget) or samples seen (--samples, train-samples), never epochs, so the same command fits a
+thousand images as well as 5,000. Any further train.py override follows '--', e.g. '-- --loss siglip'.
+Writes OUT/text-tower, OUT/pretrain.pt, OUT/best.pt, OUT/last.pt, OUT/logs and OUT/recall.json.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a file: make the project's packages importable
+    sys.path.insert(0, ROOT)
+
+from scripts.make_demo_text_tower import read_captions  # noqa: E402
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+def caption_language(captions):
+    """zh when most captions hold CJK characters (a character-level tokenizer then), else en (byte-level BPE)."""
+    chinese = sum(1 for caption in captions if CJK.search(caption))
+    return "zh" if chinese * 2 > len(captions) else "en"
+
+
+def recipe_steps(data, out, minutes=None, samples=None, lang="auto", seed=0, train_overrides=()):
+    """The commands of the recipe, in order: [(name, argv for the Python interpreter)]."""
+    train_csv = os.path.join(data, "train", "captions.csv")
+    if lang == "auto":
+        lang = caption_language(read_captions(train_csv))
+    tower, pretrain = os.path.join(out, "text-tower"), os.path.join(out, "pretrain.pt")
+    length = (["--train-samples", str(samples), "--time-budget", "null"] if samples
+              else ["--time-budget", str(minutes)] if minutes else [])
+    return [
+        ("tokenizer", ["scripts/make_demo_text_tower.py", "--captions", train_csv, "--out", tower, "--lang", lang]),
+        ("init", ["init.py", "--config", "configs/recipe/init.yaml", "--text-model", tower, "--save-path", pretrain,
+                  "--seed", str(seed), "--overwrite", "true"]),
+        ("train", ["train.py", "--config", "configs/recipe/train.yaml", "--load-path", pretrain,
+                   "--train-data", os.path.join(data, "train"), "--valid-data", os.path.join(data, "valid"),
+                   "--best-path", os.path.join(out, "best.pt"), "--last-path", os.path.join(out, "last.pt"),
+                   "--log-dir", os.path.join(out, "logs"), "--seed", str(seed), "--overwrite", "true",
+                   *length, *train_overrides]),
+        ("eval", ["eval.py", "--config", "configs/recipe/eval.yaml", "--model-path", os.path.join(out, "best.pt"),
+                  "--valid-data", os.path.join(data, "valid"), "--output", os.path.join(out, "recall.json")]),
+    ]
+
+
+def problem_with(data, out, overwrite):
+    """A sentence saying why the recipe cannot start, or None."""
+    for split in ("train", "valid"):
+        if not os.path.isfile(os.path.join(data, split, "captions.csv")):
+            return (f"{os.path.join(data, split, 'captions.csv')} not found: DATA needs train/ and valid/, each "
+                    f"with images/ and captions.csv (filename,caption); see the README's 'any other dataset'")
+    if os.path.exists(os.path.join(out, "best.pt")) and not overwrite:
+        return f"{out} holds an earlier run (best.pt); pass --overwrite to replace it, or choose another --out"
+    return None
+
+
+def run_recipe(data, out, minutes=None, samples=None, lang="auto", seed=0, train_overrides=(), overwrite=False,
+               quiet=False):
+    """Run every step; returns eval.py's recall dict, or raises SystemExit with the failing step's code."""
+    problem = problem_with(data, out, overwrite)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+    os.makedirs(out, exist_ok=True)
+    for name, argv in recipe_steps(data, out, minutes, samples, lang, seed, train_overrides):
+        if not quiet:
+            print(f"== recipe: {name}: python {' '.join(argv)}", flush=True)
+        result = subprocess.run([sys.executable, *argv], cwd=ROOT,
+                                stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.PIPE, text=True)
+        if result.stderr and not quiet:
+            sys.stderr.write(result.stderr)
+        if result.returncode:
+            if quiet:
+                sys.stderr.write(result.stderr[-3000:])
+            print(f"error: the recipe's {name} step failed (exit {result.returncode})", file=sys.stderr)
+            raise SystemExit(result.returncode)
+    with open(os.path.join(out, "recall.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="dataset folder with train/ and valid/")
+    parser.add_argument("--out", help="output folder (default: checkpoints/<name of DATA>)")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, help="minutes of training (default: configs/recipe/train.yaml's "
+                                                      "time-budget, 5)")
+    length.add_argument("--samples", type=int, help="samples seen instead of minutes")
+    parser.add_argument("--lang", choices=("auto", "en", "zh"), default="auto",
+                        help="caption language: auto decides from the training captions")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    args = parser.parse_args(argv)
+    if (args.minutes is not None and args.minutes <= 0) or (args.samples is not None and args.samples < 2):
+        parser.error("--minutes must be > 0 and --samples at least 2")
+    out = args.out or os.path.join("checkpoints", os.path.basename(os.path.normpath(args.data)))
+    recall = run_recipe(args.data, out, args.minutes, args.samples, args.lang, args.seed, overrides,
+                        args.overwrite)
+    print(f"recipe done: {out}/best.pt; R@1 image→text {recall['i2t_r1']:.3f}, text→image {recall['t2i_r1']:.3f} "
+          f"({out}/recall.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

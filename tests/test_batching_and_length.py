@@ -1,0 +1,124 @@
+"""Hard-negative batches (neighbours mined in the current embedding) and a run's length as samples or minutes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import run_script
+from tests.test_distributed import torchrun
+from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch, train_args
+from training.hard_batches import MinedOrder, neighbour_groups
+from training.run_length import RunLength
+from training.schedule import warmup_cosine
+
+
+def _clusters(count, size, dim=16, seed=0):
+    """count clusters of ``size`` points each, tight around random centres, rows shuffled; (features, label)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(count, dim))
+    labels = np.repeat(np.arange(count), size)
+    features = centres[labels] + 0.01 * rng.normal(size=(count * size, dim))
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    shuffle = rng.permutation(len(labels))
+    return features[shuffle].astype(np.float32), labels[shuffle]
+
+
+@pytest.mark.parametrize("group", [4, 8])
+def test_neighbour_groups_put_each_cluster_in_one_group_and_reorder_with_the_seed(group):
+    features, labels = _clusters(count=12, size=group)
+    order = neighbour_groups(features, group, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(len(labels)))  # a permutation
+    for start in range(0, len(order), group):
+        assert len(set(labels[order[start:start + group].numpy()])) == 1  # brute force: one cluster per group
+    again = neighbour_groups(features, group, torch.Generator().manual_seed(0))
+    other = neighbour_groups(features, group, torch.Generator().manual_seed(1))
+    assert torch.equal(order, again) and not torch.equal(order, other)
+
+
+def test_neighbour_groups_cover_every_image_when_groups_do_not_fit():
+    features, _ = _clusters(count=5, size=3)  # 15 images in groups of 4: some groups must mix
+    order = neighbour_groups(features, 4, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == list(range(15))
+
+
+def test_mined_order_gives_each_rank_its_slice_of_every_global_batch():
+    order = torch.randperm(22, generator=torch.Generator().manual_seed(0))
+    ranks = [MinedOrder(22, 8, rank, 2) for rank in range(2)]
+    for sampler in ranks:
+        sampler.order = order
+    parts = [list(sampler) for sampler in ranks]
+    assert [len(part) for part in parts] == [len(sampler) for sampler in ranks] == [8, 8]  # 2 full batches
+    for batch in range(2):
+        together = parts[0][4 * batch:4 * batch + 4] + parts[1][4 * batch:4 * batch + 4]
+        assert together == order[8 * batch:8 * batch + 8].tolist()
+
+
+def _config(**keys):
+    return {"train-samples": None, "time-budget": None, "epochs": 8, "config-path": "c.yaml", **keys}
+
+
+def test_train_samples_set_the_steps_and_epochs_and_both_budgets_are_refused():
+    run = RunLength(_config(**{"train-samples": 1000}), steps_per_epoch=3, batch_size=16)
+    assert (run.total_steps, run.epochs) == (62, 21)
+    assert not run.finished(61, 1e9) and run.finished(62, 0)
+    with pytest.raises(Exception, match="train-samples and time-budget both set"):
+        RunLength(_config(**{"train-samples": 1000, "time-budget": 1.0}), 3, 16)
+
+
+def test_a_time_budget_fits_the_cosine_schedule_to_the_pace():
+    run = RunLength(_config(**{"time-budget": 1.0}), steps_per_epoch=10, batch_size=16)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, 0, run.total_steps)
+    for step in range(1, 31):  # 2 s a step: 30 steps fill the minute
+        optimizer.step()
+        scheduler.step()
+        run.steer(scheduler, step, 2.0 * step)
+        assert run.finished(step, 2.0 * step) == (step == 30)
+    assert run.total_steps == 31 and scheduler.get_last_lr()[0] < 0.01  # the decay ends with the budget
+
+
+def test_train_py_mines_hard_negative_batches_and_stops_at_train_samples(tiny_checkpoint, tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = run_script(*train_args(tiny_checkpoint, tiny_dataset, out, "--num-workers", "2",
+                                    "--batching", "hard-negatives", "--hard-negative-group", "4",
+                                    "--train-samples", "112"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "length: train-samples 112 = 7 steps of 16 (3 epoch(s)" in result.stdout
+    assert result.stdout.count("hard-negative batches: 48 images grouped in 4s") == 3  # re-mined each epoch
+    history = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [item["step"] for item in history] == [3, 6, 7]  # the last epoch stops at the budget
+
+    shards = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "bad", "--train-data",
+                                    str(tmp_path / "x-{0..1}.tar"), "--batching", "hard-negatives"))
+    assert shards.returncode == 2 and "batching hard-negatives" in shards.stderr and "Traceback" not in shards.stderr
+
+
+def test_hard_negative_batches_resume_inside_an_epoch_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
+    def args(out):
+        return train_args(tiny_checkpoint, tiny_dataset, out, "--epochs", "3", "--num-workers", "2",
+                          "--batching", "hard-negatives", "--hard-negative-group", "4", "--checkpoint-every-steps", "1")
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    result = run_script(*args(straight))
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = kill_inside_an_epoch(args(killed), killed, accept=lambda batches: batches > 0)
+    # the epoch's mined order is kept: the resumed epoch must not re-mine with the moved weights
+    assert state["epoch-progress"]["order"].shape == (48,)
+    resumed = run_script(*args(killed), "--resume", str(killed / "last.pt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("hard-negative batches:") == 2 - state["epoch"]
+    assert_same_run(straight, killed)
+
+
+def test_torchrun_time_budget_stops_every_rank_at_the_same_step(tiny_checkpoint, tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    result = run_script(*torchrun(29531, *train_args(tiny_checkpoint, tiny_dataset, out, "--num-workers", "2",
+                                                     "--time-budget", "0.2", "--batching", "hard-negatives",
+                                                     "--hard-negative-group", "4")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = torch.load(out / "last.pt", weights_only=True)["training"]
+    assert last["metrics"]["run_seconds"] >= 12.0  # 0.2 min of training, validation not counted
+    # the cosine decay was fitted to end with the budget: (s - warmup) / (s + 1 - warmup) of the way at step s
+    assert last["step"] >= 6 and last["metrics"]["lr"] < 0.1 * 0.002
+    assert "time-budget 0.2 min" in result.stdout and "hard-negative batches: 48 images" in result.stdout

@@ -1,0 +1,75 @@
+"""How long a run trains: a number of epochs, of samples seen (train-samples) or of minutes (time-budget).
+
+A budget of samples or minutes lets one recipe fit a thousand images as well as a hundred thousand: the
+learning-rate schedule spans the budget, whatever an epoch is.
+"""
+import math
+
+from utils.distributed import all_gather_objects
+from utils.errors import UserError
+
+# With a time budget the schedule's length is projected from the pace; before this many steps the pace
+# still includes the workers' start-up, so the first guess (the epochs key) stands.
+PACE_MIN_STEPS = 5
+
+
+class RunLength:
+    """``epochs`` (an upper bound for the loop), ``total_steps`` (what the schedule spans, updated by
+    ``steer`` under a time budget), ``finished(step, seconds)`` and ``label(epoch)`` for the logs."""
+
+    def __init__(self, config, steps_per_epoch, batch_size):
+        self.samples, minutes = config["train-samples"], config["time-budget"]
+        if self.samples and minutes:
+            raise UserError(f"{config['config-path']}: train-samples and time-budget both set; a run's length "
+                            f"is one of them (or epochs, when both are null)")
+        self.seconds = minutes * 60 if minutes else None
+        self.steps_per_epoch = steps_per_epoch
+        if self.samples:
+            self.total_steps = max(1, self.samples // batch_size)
+            self.epochs = math.ceil(self.total_steps / steps_per_epoch)
+        elif self.seconds:
+            self.total_steps = steps_per_epoch * config["epochs"]  # a first guess; steer() fits it to the pace
+            self.epochs = None
+        else:
+            self.total_steps = steps_per_epoch * config["epochs"]
+            self.epochs = config["epochs"]
+
+    def describe(self, batch_size):
+        if self.samples:
+            return (f"length: train-samples {self.samples} = {self.total_steps} steps of {batch_size} "
+                    f"({self.epochs} epoch(s); the epochs key is not used)")
+        if self.seconds:
+            return (f"length: time-budget {self.seconds / 60:g} min of training (validation not counted; the "
+                    f"schedule is fitted to the measured pace; the epochs key is not used)")
+        return f"length: {self.epochs} epochs = {self.total_steps} steps"
+
+    def label(self, epoch):
+        """'3/8' with a known number of epochs, '3' under a time budget."""
+        return f"{epoch}/{self.epochs}" if self.epochs else f"{epoch}"
+
+    def epoch_indices(self, start):
+        epoch = start
+        while self.epochs is None or epoch < self.epochs:
+            yield epoch
+            epoch += 1
+
+    def finished(self, step, seconds):
+        """True once the budget is spent: ``step`` global steps done, ``seconds`` of training (agreed by all
+        ranks, see agreed_seconds)."""
+        if self.seconds:
+            return seconds >= self.seconds
+        return step >= self.total_steps
+
+    def steer(self, scheduler, step, seconds):
+        """Under a time budget, stretch or shrink the schedule to the steps the pace so far projects."""
+        if not self.seconds or step < PACE_MIN_STEPS or seconds <= 0:
+            return
+        projected = max(step + 1, round(step * self.seconds / seconds))
+        self.total_steps = projected
+        for schedule in scheduler.lr_lambdas:
+            schedule.total_steps = projected
+
+
+def agreed_seconds(seconds):
+    """The largest of every rank's ``seconds``: all ranks must stop a time budget at the same step."""
+    return max(all_gather_objects(seconds))

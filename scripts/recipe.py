@@ -65,6 +65,7 @@ def problem_with(data, out, overwrite):
 def run_recipe(data, out, minutes=None, samples=None, lang="auto", seed=0, train_overrides=(), overwrite=False,
                quiet=False):
     """Run every step; returns eval.py's recall dict, or raises SystemExit with the failing step's code."""
+    data, out = os.path.abspath(data), os.path.abspath(out)  # the steps run in the project root
     problem = problem_with(data, out, overwrite)
     if problem:
         print(f"error: {problem}", file=sys.stderr)

@@ -55,12 +55,13 @@ def test_mined_order_gives_each_rank_its_slice_of_every_global_batch():
 
 
 def _config(**keys):
-    return {"train-samples": None, "time-budget": None, "epochs": 8, "config-path": "c.yaml", **keys}
+    return {"train-samples": None, "time-budget": None, "epochs": 8, "warmup-steps": 50, "config-path": "c.yaml",
+            **keys}
 
 
 def test_train_samples_set_the_steps_and_epochs_and_both_budgets_are_refused():
     run = RunLength(_config(**{"train-samples": 1000}), steps_per_epoch=3, batch_size=16)
-    assert (run.total_steps, run.epochs) == (62, 21)
+    assert (run.total_steps, run.epochs, run.warmup_steps) == (62, 21, 12)  # warmup: at most a fifth
     assert not run.finished(61, 1e9) and run.finished(62, 0)
     with pytest.raises(Exception, match="train-samples and time-budget both set"):
         RunLength(_config(**{"train-samples": 1000, "time-budget": 1.0}), 3, 16)
@@ -69,13 +70,14 @@ def test_train_samples_set_the_steps_and_epochs_and_both_budgets_are_refused():
 def test_a_time_budget_fits_the_cosine_schedule_to_the_pace():
     run = RunLength(_config(**{"time-budget": 1.0}), steps_per_epoch=10, batch_size=16)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = warmup_cosine(optimizer, 0, run.total_steps)
+    scheduler = warmup_cosine(optimizer, run.warmup_steps, run.total_steps)
     for step in range(1, 31):  # 2 s a step: 30 steps fill the minute
         optimizer.step()
         scheduler.step()
         run.steer(scheduler, step, 2.0 * step)
         assert run.finished(step, 2.0 * step) == (step == 30)
-    assert run.total_steps == 31 and scheduler.get_last_lr()[0] < 0.01  # the decay ends with the budget
+    assert (run.total_steps, scheduler.lr_lambdas[0].warmup_steps) == (31, 6)  # 50 warmup steps would never end
+    assert scheduler.get_last_lr()[0] < 0.01  # the decay ends with the budget
 
 
 def test_train_py_mines_hard_negative_batches_and_stops_at_train_samples(tiny_checkpoint, tiny_dataset, tmp_path):
@@ -122,3 +124,10 @@ def test_torchrun_time_budget_stops_every_rank_at_the_same_step(tiny_checkpoint,
     # the cosine decay was fitted to end with the budget: (s - warmup) / (s + 1 - warmup) of the way at step s
     assert last["step"] >= 6 and last["metrics"]["lr"] < 0.1 * 0.002
     assert "time-budget 0.2 min" in result.stdout and "hard-negative batches: 48 images" in result.stdout
+    # resumed, a run keeps the time it spent: its budget is used up, so it trains no further
+    resumed = run_script(*torchrun(29532, *train_args(tiny_checkpoint, tiny_dataset, out, "--num-workers", "2",
+                                                      "--time-budget", "0.2", "--batching", "hard-negatives",
+                                                      "--hard-negative-group", "4", "--resume", str(out / "last.pt"))))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = torch.load(out / "last.pt", weights_only=True)["training"]
+    assert after["step"] == last["step"] and len(after["history"]) == len(last["history"])

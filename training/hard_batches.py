@@ -9,14 +9,18 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from retrieval.vector_search import VectorIndex
 from training.evaluate import sharded_image_features
+from utils.distributed import broadcast_object
 
 logger = logging.getLogger(__name__)
 
-# Above this many images the neighbours come from FAISS HNSW rather than the exact product.
+# Above this many images the neighbours come from FAISS HNSW rather than the exact product. Its
+# multi-threaded build is not reproducible: rank 0 mines and broadcasts, and a run resumed at an epoch's end
+# may then see other batches than an uninterrupted one (below the limit it sees the same).
 EXACT_LIMIT = 50_000
 
 
@@ -24,8 +28,9 @@ def neighbour_groups(features, group, generator):
     """A permutation of the N images in groups of ``group`` near neighbours, the groups in random order.
 
     features: float32 [N, D], L2-normalised. Seeds are taken in random order; each takes its nearest
-    images not yet taken (among its 4 x group nearest); what no seed could take is grouped at random.
-    Returns LongTensor [N].
+    images not yet taken (among its 4 x group nearest); what no seed could take is grouped at random;
+    a last group shorter than ``group`` (N not a multiple of it) comes last, so every other group stays whole
+    within a batch whose size is a multiple of ``group``. Returns LongTensor [N].
     """
     count = len(features)
     if count == 0:
@@ -50,14 +55,15 @@ def neighbour_groups(features, group, generator):
     leftovers = [item for members in loose for item in members]
     leftovers = [leftovers[i] for i in torch.randperm(len(leftovers), generator=generator).tolist()]
     groups += [leftovers[start:start + group] for start in range(0, len(leftovers), group)]
-    order = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+    short = [groups.pop()] if len(groups[-1]) < group else []
+    order = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()] + short
     return torch.tensor([item for members in order for item in members], dtype=torch.long)
 
 
 class MinedOrder(Sampler):
     """This rank's part of a mined global order: of each global batch, the rank's contiguous slice.
 
-    Before the first ``mine`` (or ``restore``) it yields a random order, so it is always usable.
+    Its order is set by HardNegativeMiner before every epoch (the placeholder until then is never iterated).
     """
 
     def __init__(self, size, batch_size, rank, world_size):
@@ -90,11 +96,14 @@ class HardNegativeMiner:
         features, kept = sharded_image_features(model, self.table, self.transform, self.batch_size,
                                                 self.num_workers, device, dtype)
         model.train(was_training)
-        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
-        grouped = kept[neighbour_groups(features.numpy(), self.group, generator)]
-        missing = torch.ones(self.sampler.size, dtype=torch.bool)
-        missing[grouped] = False  # undecodable images: their dataset item stands in with another image
-        self.sampler.order = torch.cat([grouped, missing.nonzero().flatten()])
+        order = None
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+            generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+            grouped = kept[neighbour_groups(features.numpy(), self.group, generator)]
+            missing = torch.ones(self.sampler.size, dtype=torch.bool)
+            missing[grouped] = False  # undecodable images: their dataset item stands in with another image
+            order = torch.cat([grouped, missing.nonzero().flatten()])
+        self.sampler.order = broadcast_object(order)  # one order for every rank, whatever the search's threads
         logger.info(f"hard-negative batches: {len(kept)} images grouped in {self.group}s of neighbours "
                     f"({time.perf_counter() - started:.1f} s)")
 

@@ -99,7 +99,7 @@ def _train(config, job, device):
     objective = objective_from_config(config)
     lock_notice, spec = _prepare_model(model, spec, config, device, resumed, objective)
     run = RunLength(config, steps_per_epoch, data.batch_size)
-    optimizer, scheduler = make_optimizer(model, config, device, run.total_steps)
+    optimizer, scheduler = make_optimizer(model, config, device, run.total_steps, run.warmup_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch, step, best, history, progress = 0, 0, float("-inf"), [], None
     if resumed is not None:
@@ -193,7 +193,8 @@ def _train(config, job, device):
 
 class EpochBudget:
     """The run's length as seen inside one epoch: ``spent`` training seconds before it, the epoch's start
-    (perf_counter). ``done(step)`` says whether the run's budget is spent, and steers a time-budget schedule."""
+    (perf_counter). ``done(step, scheduler)`` says whether the run's budget is spent, and steers a time-budget
+    schedule."""
 
     def __init__(self, run, spent, started):
         self.run, self.spent, self.started = run, spent, started
@@ -225,7 +226,7 @@ def train_one_epoch(model, trained, loader, optimizer, scheduler, scaler, config
     """One pass over ``loader``: forward, backward, clip, step.
 
     ``model`` is what runs the forward (maybe DDP/compiled), ``trained`` the plain module whose parameters
-    are clipped and whose logit scale is clamped. ``progress`` ({"batches", "loss_sum"}) is what an
+    are clipped and whose logit scale is clamped. ``progress`` ({"batches", "loss_sum", "seconds", ...}) is what an
     interrupted run did of this epoch (the loader starts after it); ``checkpoint_within(epoch, step, progress)``
     is called every checkpoint-every-steps steps before the epoch's last. ``budget`` (EpochBudget) ends the
     epoch early when the run's train-samples or time-budget is spent. Returns (global step, summed loss,

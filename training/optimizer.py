@@ -40,14 +40,16 @@ def layered_parameter_groups(model, weight_decay, learning_rate, layer_decay):
             for (scale, decays), params in sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))]
 
 
-def make_optimizer(model, config, device, total_steps):
-    """(AdamW, LambdaLR) from the config's learning-rate, layer-decay, weight-decay, warmup-steps and
-    lr-schedule. Under layer-decay 1 (no decay) the groups are the two of ``parameter_groups``."""
+def make_optimizer(model, config, device, total_steps, warmup_steps=None):
+    """(AdamW, LambdaLR) from the config's learning-rate, layer-decay, weight-decay, warmup-steps (unless
+    ``warmup_steps`` is given) and lr-schedule. Under layer-decay 1 (no decay) the groups are the two of
+    ``parameter_groups``."""
     if config["layer-decay"] == 1.0:
         groups = parameter_groups(model, config["weight-decay"])
     else:
         groups = layered_parameter_groups(model, config["weight-decay"], config["learning-rate"],
                                           config["layer-decay"])
     optimizer = torch.optim.AdamW(groups, lr=config["learning-rate"], fused=device.type == "cuda")
-    scheduler = warmup_cosine(optimizer, config["warmup-steps"], total_steps, config["lr-schedule"] == "cosine")
+    warmup = config["warmup-steps"] if warmup_steps is None else warmup_steps
+    scheduler = warmup_cosine(optimizer, warmup, total_steps, config["lr-schedule"] == "cosine")
     return optimizer, scheduler

@@ -11,6 +11,8 @@ from utils.errors import UserError
 # With a time budget the schedule's length is projected from the pace; before this many steps the pace
 # still includes the workers' start-up, so the first guess (the epochs key) stands.
 PACE_MIN_STEPS = 5
+# Under a budget the warmup takes at most this share of the run: a short budget still decays.
+WARMUP_SHARE = 0.2
 
 
 class RunLength:
@@ -18,6 +20,7 @@ class RunLength:
     ``steer`` under a time budget), ``finished(step, seconds)`` and ``label(epoch)`` for the logs."""
 
     def __init__(self, config, steps_per_epoch, batch_size):
+        self.configured_warmup = config["warmup-steps"]
         self.samples, minutes = config["train-samples"], config["time-budget"]
         if self.samples and minutes:
             raise UserError(f"{config['config-path']}: train-samples and time-budget both set; a run's length "
@@ -27,20 +30,29 @@ class RunLength:
         if self.samples:
             self.total_steps = max(1, self.samples // batch_size)
             self.epochs = math.ceil(self.total_steps / steps_per_epoch)
+            self.warmup_steps = self.capped_warmup(self.total_steps)
         elif self.seconds:
             self.total_steps = steps_per_epoch * config["epochs"]  # a first guess; steer() fits it to the pace
             self.epochs = None
+            self.warmup_steps = self.configured_warmup
         else:
             self.total_steps = steps_per_epoch * config["epochs"]
             self.epochs = config["epochs"]
+            self.warmup_steps = self.configured_warmup
+
+    def capped_warmup(self, total_steps):
+        return min(self.configured_warmup, int(WARMUP_SHARE * total_steps))
 
     def describe(self, batch_size):
+        capped = (f"; warmup {self.warmup_steps} steps, at most {WARMUP_SHARE:.0%} of the run"
+                  if self.warmup_steps < self.configured_warmup else "")
         if self.samples:
             return (f"length: train-samples {self.samples} = {self.total_steps} steps of {batch_size} "
-                    f"({self.epochs} epoch(s); the epochs key is not used)")
+                    f"({self.epochs} epoch(s); the epochs key is not used{capped})")
         if self.seconds:
             return (f"length: time-budget {self.seconds / 60:g} min of training (validation not counted; the "
-                    f"schedule is fitted to the measured pace; the epochs key is not used)")
+                    f"schedule and its warmup, at most {WARMUP_SHARE:.0%} of the run, are fitted to the measured "
+                    f"pace; the epochs key is not used)")
         return f"length: {self.epochs} epochs = {self.total_steps} steps"
 
     def label(self, epoch):
@@ -61,13 +73,14 @@ class RunLength:
         return step >= self.total_steps
 
     def steer(self, scheduler, step, seconds):
-        """Under a time budget, stretch or shrink the schedule to the steps the pace so far projects."""
+        """Under a time budget, stretch or shrink the schedule (and its warmup) to the steps the pace so far
+        projects."""
         if not self.seconds or step < PACE_MIN_STEPS or seconds <= 0:
             return
         projected = max(step + 1, round(step * self.seconds / seconds))
-        self.total_steps = projected
+        self.total_steps, self.warmup_steps = projected, self.capped_warmup(projected)
         for schedule in scheduler.lr_lambdas:
-            schedule.total_steps = projected
+            schedule.total_steps, schedule.warmup_steps = projected, self.warmup_steps
 
 
 def agreed_seconds(seconds):

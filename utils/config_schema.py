@@ -72,10 +72,10 @@ TRAIN = Schema("configs/train.yaml", [
     _train("batching", "str", "how images are put in batches: random, or hard-negatives (groups of neighbours in "
            "the current image embedding, re-mined before each epoch; dataset folders only)", run_defining=True,
            choices=("random", "hard-negatives")),
-    _train("hard-negative-group", "int", "batching hard-negatives: images per group of neighbours (a batch holds "
-           "batch-size / this many groups)", run_defining=True, minimum=2, maximum=2**20),
+    _train("hard-negative-group", "int", "batching hard-negatives: images per group of neighbours (groups fill "
+           "each batch in turn: a batch-size that is a multiple keeps every group whole)", run_defining=True, minimum=2, maximum=2**20),
     _train("train-samples", "int", "the run's length as samples seen (images), instead of epochs: the schedule "
-           "spans them, the last epoch may be partial", run_defining=True, nullable=True, minimum=2),
+           "spans them (warmup-steps at most a fifth), the last epoch may be partial", run_defining=True, nullable=True, minimum=2),
     _train("time-budget", "float", "the run's length as minutes of training (validation not counted), instead "
            "of epochs: the schedule is fitted to the measured pace", run_defining=True, nullable=True,
            minimum=0.01),

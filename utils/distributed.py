@@ -72,6 +72,15 @@ def all_gather_objects(value):
     return gathered
 
 
+def broadcast_object(value, source=0):
+    """``source``'s ``value`` on every rank (just ``value`` without torchrun)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, source)
+    return holder[0]
+
+
 def broadcast_buffers(module, source=0):
     """Copy ``source``'s buffers (BatchNorm running statistics) to every rank, in place."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -64,12 +64,13 @@ def main(argv=None):
                 run_recipe(data, out, minutes=minutes, overwrite=True, quiet=True)
             with open(os.path.join(out, "recall.json"), encoding="utf-8") as handle:
                 recall = json.load(handle)
-            rows.append({"images": images, "minutes": minutes, **recall})
-    print("\n| training images | minutes | i2t R@1 | t2i R@1 | i2t R@10 | t2i R@10 | easy cue alone, R@1 |")
+            # recall.json's own "images" counts the valid split: the training size goes after it
+            rows.append({**recall, "valid images": recall["images"], "images": images, "minutes": minutes})
+    print("\n| training / valid images | minutes | i2t R@1 | t2i R@1 | i2t R@10 | t2i R@10 | easy cue alone, R@1 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         cue = row.get("cue-image_to_text_R@1")
-        print(f"| {row['images']} | {row['minutes']:g} | {row['i2t_r1']:.3f} | {row['t2i_r1']:.3f} | "
+        print(f"| {row['images']} / {row['valid images']} | {row['minutes']:g} | {row['i2t_r1']:.3f} | {row['t2i_r1']:.3f} | "
               f"{row['i2t_r10']:.3f} | {row['t2i_r10']:.3f} | {f'{cue:.3f}' if cue is not None else '—'} |")
     path = os.path.join(args.out, "recipe-budget.png")
     plot(rows, path, args.kind)

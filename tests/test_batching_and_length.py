@@ -131,3 +131,23 @@ def test_torchrun_time_budget_stops_every_rank_at_the_same_step(tiny_checkpoint,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = torch.load(out / "last.pt", weights_only=True)["training"]
     assert after["step"] == last["step"] and len(after["history"]) == len(last["history"])
+
+
+def test_the_recipe_trains_a_new_domain_in_one_command_and_refuses_bad_folders(tiny_dataset, tmp_path):
+    out = tmp_path / "mine"
+    result = run_script("scripts/recipe.py", "--data", str(tiny_dataset), "--out", str(out), "--samples", "48",
+                        "--", "--batch-size", "16", "--num-workers", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("text-tower/config.json", "pretrain.pt", "best.pt", "last.pt", "recall.json"):
+        assert (out / name).exists(), name
+    # the tokenizer is the domain's own: learned from its training captions
+    vocab = json.loads((out / "text-tower" / "tokenizer.json").read_text())["model"]["vocab"]
+    assert "Ġtriangle" in vocab and "length: train-samples 48 = 3 steps of 16" in result.stdout
+    recall = json.loads((out / "recall.json").read_text())
+    assert f"R@1 image→text {recall['i2t_r1']:.3f}" in result.stdout
+
+    again = run_script("scripts/recipe.py", "--data", str(tiny_dataset), "--out", str(out), "--minutes", "1")
+    assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier run is never replaced silently
+    empty = run_script("scripts/recipe.py", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
+    assert empty.returncode == 2 and "train/captions.csv not found" in empty.stderr
+    assert "Traceback" not in again.stderr + empty.stderr

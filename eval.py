@@ -24,7 +24,7 @@ def main(argv):
     device = resolve_device(config["device"])
     dtype = amp_dtype(device, config["use-amp"])
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(config["model-path"]))
-    table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"])
+    table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"], config["shard-timeout"])
     negatives = None if is_shard_source(config["valid-data"]) else read_negatives(config["valid-data"], table)
     logger.info(precision_notice(device, config["use-amp"], dtype))
     metrics = evaluate_table(model.to(device), tokenizer, table, preprocess_for(spec),

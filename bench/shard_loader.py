@@ -9,6 +9,7 @@ Ours decodes JPEGs at reduced size (PIL draft) before the same transform.
     python bench/shard_loader.py [--images 400] [--workers 2] [--size 224]
 """
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ from _common import result
 from bench.input_pipeline import make_jpegs
 from data.datasets import PairCollate
 from data.shard_dataset import ShardBatches
+from data.shard_source import shard_sizes
 from data.transforms import train_transform
 
 
@@ -42,6 +44,8 @@ def write_shards(directory, count, per_shard):
                     writer.write({"__key__": f"{index:09d}", "jpg": handle.read(),
                                   "txt": f"a generated photo number {index}"})
         urls.append(url)
+    with open(os.path.join(directory, "sizes.json"), "w") as handle:  # as make_shards writes it: one pass per epoch
+        json.dump({os.path.basename(url): min(per_shard, count - i * per_shard) for i, url in enumerate(urls)}, handle)
     return urls
 
 
@@ -61,7 +65,7 @@ def open_clip_loader(urls, transform, batch, workers):
 
 def our_loader(urls, transform, batch, workers, size, total):
     dataset = ShardBatches(urls, transform, PairCollate(Tokens()), ["txt"], seed=0, rank=0, world_size=1,
-                           local_batch=batch, batches=total // batch, draft_size=size)
+                           local_batch=batch, batches=total // batch, draft_size=size, sizes=shard_sizes(urls))
     return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, persistent_workers=True)
 
 

@@ -1,12 +1,18 @@
 """Training batches streamed from webdataset tar shards, the same on every run for a (seed, epoch).
 
-webdataset reads the tars (``tar_file_expander`` + ``group_by_keys``); this module decides who reads what:
-each (rank, worker role) "slot" reads its own share of the shards in an order drawn from (seed, epoch),
-shuffles within a buffer, and yields whole batches. Every rank yields exactly ``batches`` batches per epoch,
-whatever the shard sizes and however many samples are bad, so no rank ever waits on another. A slot that
-runs out of shards before its quota starts its shards again (in a new order).
+webdataset reads the tars (``tar_file_expander`` + ``group_by_keys``); this module decides who reads what.
+Each (rank, worker role) "slot" yields whole batches, and every rank yields exactly ``batches`` batches per
+epoch, whatever the shard sizes and however many samples are bad, so no rank ever waits on another.
+
+When every shard's size is known (sizes.json, img2dataset's *_stats.json), an epoch is one pass: the shards
+in an order drawn from (seed, epoch) form one stream of sample positions, and each slot reads its own
+contiguous range of it, so every sample is used once (the last few that do not fill a global batch are left
+for the next epoch's order). A bad or missing sample's place is filled by the samples that follow the range.
+With sizes unknown (train-num-samples given instead), each slot reads its own shards, starting them again
+when its quota is not reached: about one pass. Resampled shards are drawn with replacement.
 """
 import io
+import itertools
 import json
 import logging
 import random
@@ -17,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from data.datasets import draw_captions, item_seed
 from data.image_file import ImageProblem, open_image_rgb
-from data.shard_source import shard_samples
+from data.shard_source import DEFAULT_TIMEOUT, shard_samples
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +73,22 @@ def _shuffled(samples, size, rng):
     yield from buffer
 
 
+class ShardProblem:
+    """A worker's UserError, sent as an item: raised in a DataLoader worker, the error would be printed with
+    the worker's traceback. ``reraise_problems`` raises it in the training process."""
+
+    def __init__(self, message):
+        self.message = message
+
+
+def reraise_problems(batches):
+    """``batches`` (a DataLoader over ShardBatches), raising the UserError a worker sent as a ShardProblem."""
+    for batch in batches:
+        if isinstance(batch, ShardProblem):
+            raise UserError(batch.message)
+        yield batch
+
+
 def role_batches(batches, roles, role):
     """How many of ``batches`` (indices 0..batches-1) fall to ``role`` when batch k comes from role k % roles."""
     return batches // roles + (1 if role < batches % roles else 0)
@@ -82,8 +104,12 @@ class ShardBatches(IterableDataset):
     """
 
     def __init__(self, urls, transform, collate, caption_keys, seed, rank, world_size, local_batch, batches,
-                 buffer=256, draft_size=None, resampled_weights=None, captions_per_image=1):
+                 buffer=256, draft_size=None, resampled_weights=None, captions_per_image=1, sizes=None,
+                 timeout=DEFAULT_TIMEOUT):
         self.urls, self.transform, self.collate = list(urls), transform, collate
+        # one pass per epoch needs every shard's size (samples per shard, in the order of urls)
+        exact = not resampled_weights and sizes and None not in sizes and sum(sizes) > 0
+        self.sizes, self.timeout = (list(sizes) if exact else None), timeout
         # resampled mode: every slot draws shards with replacement, with these weights (one per URL)
         self.resampled_weights = list(resampled_weights) if resampled_weights else None
         self.caption_keys, self.seed, self.rank, self.world_size = list(caption_keys), seed, rank, world_size
@@ -102,10 +128,16 @@ class ShardBatches(IterableDataset):
         """Bad samples this rank's workers skipped so far in the epoch (undecodable, no caption, bad JSON)."""
         return int(self.bad.sum())
 
-    def _samples(self, epoch, slot, slots, worker, rng):
-        """This slot's samples, pass after pass over its shards (a pass's shard order drawn from the seed),
-        shuffled within each pass: a sample comes back only after every other sample of the slot. Resampled:
-        shards drawn with replacement by weight, as open_clip's --dataset-resampled, from a stream of the slot."""
+    def _order(self, epoch, pass_number):
+        order = list(range(len(self.urls)))
+        random.Random(item_seed(self.seed, epoch, pass_number)).shuffle(order)
+        return order
+
+    def _samples(self, epoch, slot, slots, start, count, worker, rng):
+        """This slot's samples, shuffled within a buffer: with sizes known, the stream positions [start, start +
+        count) and then (only when bad samples left the quota short) the positions after them; else pass after
+        pass over the slot's own shards. Resampled: shards drawn with replacement by weight, as open_clip's
+        --dataset-resampled, from a stream of the slot."""
         def skip_shard(error):
             self.bad[worker] += 1
             logger.warning(f"shard read error, rest of the shard skipped: {str(error)[:200]}")
@@ -113,18 +145,85 @@ class ShardBatches(IterableDataset):
 
         if self.resampled_weights:
             yield from _shuffled(self._resampled(epoch, slot, skip_shard), self.buffer, rng)
+        elif self.sizes:
+            yield from _shuffled(self._positions(epoch, start, start + count, worker), self.buffer, rng)
+            # read only when the range came up short, unshuffled so that a few places take a few reads; what
+            # is missing there is counted by the slot it belongs to
+            yield from self._positions(epoch, start + count, None, None)
+        else:
+            yield from self._own_shards(epoch, slot, slots, skip_shard, rng)
+
+    def _positions(self, epoch, start, stop, worker):
+        """The samples at positions [start, stop) of the epoch's stream (stop None: on without end), where pass
+        p is every shard once, in ``_order(epoch, p)``, each taking as many positions as its size. Missing
+        samples are counted and logged for ``worker`` (None: not at all)."""
+        total = sum(self.sizes)
+        pass_number = start // total
+        position, last_found = pass_number * total, start
+        while stop is None or position < stop:
+            for index in self._order(epoch, pass_number):
+                begin = position
+                position += self.sizes[index]
+                first, last = max(begin, start), position if stop is None else min(position, stop)
+                if first < last:
+                    for sample in self._shard_slice(index, first - begin, last - begin, worker):
+                        last_found = position
+                        yield sample
+                if stop is not None and position >= stop:
+                    return
+                if position - last_found > total:  # a whole pass without one sample
+                    raise UserError(f"no sample could be read from any of the {len(self.urls)} shard(s) (rank "
+                                    f"{self.rank}); check that they exist and are readable")
+            pass_number += 1
+
+    def _shard_slice(self, index, first, last, worker):
+        """Samples first..last-1 (counted from 0) of shard ``index``; the places of those it lacks (missing,
+        unreadable or shorter than its size says) are counted as bad samples of ``worker`` (None: not counted)."""
+        url, read = self.urls[index], 0
+
+        def read_error(error):
+            if worker is not None:
+                logger.warning(f"{url}: read error, rest of the shard skipped: {str(error)[:200]}")
+            return True
+
+        try:
+            for sample in shard_samples(url, read_error, self.timeout):
+                read += 1
+                if read > first:
+                    yield sample
+                if read >= last:
+                    return
+        except (OSError, UserError) as error:  # the shard could not be opened
+            if worker is not None:
+                logger.warning(f"shard {url} skipped: {str(error)[:200] or type(error).__name__}")
+        if worker is None:
             return
-        for pass_number in range(1_000_000):
-            order = list(range(len(self.urls)))
-            random.Random(item_seed(self.seed, epoch, pass_number)).shuffle(order)
+        missing = last - max(read, first)
+        self.bad[worker] += missing
+        logger.warning(f"{url}: {missing} of its samples {first}..{last - 1} could not be read; the samples "
+                       f"after this slot's range take their places")
+
+    def _own_shards(self, epoch, slot, slots, skip_shard, rng):
+        """Sizes unknown: pass after pass over the slot's own shards (or, with fewer shards than slots, every
+        slots-th sample of all of them), shuffled within each pass; a slot whose own shards give nothing (empty,
+        missing) reads all of them."""
+        for pass_number in itertools.count():
+            order = self._order(epoch, pass_number)
             split_shards = len(self.urls) >= slots  # else every slot reads all shards, keeping every slots-th
-            mine = order[slot::slots] if split_shards else order
             found = 0
-            for sample in _shuffled(self._pass(mine, split_shards, slot, slots, skip_shard), self.buffer, rng):
+            for sample in _shuffled(self._pass(order[slot::slots] if split_shards else order, split_shards, slot,
+                                               slots, skip_shard), self.buffer, rng):
+                found += 1
+                yield sample
+            if found:
+                continue
+            logger.warning(f"the shards of rank {self.rank} (slot {slot}) gave no sample; reading all shards")
+            for sample in _shuffled(self._pass(order, True, slot, slots, skip_shard), self.buffer, rng):
                 found += 1
                 yield sample
             if not found:
-                raise UserError(f"no sample could be read from the shards of rank {self.rank} (slot {slot})")
+                raise UserError(f"no sample could be read from any of the {len(self.urls)} shard(s) (rank "
+                                f"{self.rank}); check that they exist and are readable")
 
     def _resampled(self, epoch, slot, skip_shard):
         draws = random.Random(item_seed(self.seed, epoch, 2_000_000 + slot))
@@ -145,7 +244,7 @@ class ShardBatches(IterableDataset):
         counter = 0
         for index in mine:
             try:
-                for sample in shard_samples(self.urls[index], skip_shard):
+                for sample in shard_samples(self.urls[index], skip_shard, self.timeout):
                     counter += 1
                     if split_shards or (counter - 1) % slots == slot:
                         yield sample
@@ -182,6 +281,12 @@ class ShardBatches(IterableDataset):
             return False
 
     def __iter__(self):
+        try:
+            yield from self._batches()
+        except UserError as error:
+            yield ShardProblem(str(error))
+
+    def _batches(self):
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         worker_cell = worker % MAX_WORKERS
@@ -192,10 +297,13 @@ class ShardBatches(IterableDataset):
         if done >= quota:  # nothing left for this role: open no shard at all
             return
         slot, slots = self.rank * workers + role, self.world_size * workers
+        # the slot's stream range: rank by rank, role by role, as many samples as its batches take
+        start = (self.rank * self.batches + sum(role_batches(self.batches, workers, r) for r in range(role))) \
+            * self.local_batch
         rng = random.Random(item_seed(self.seed, epoch, 1_000_000 + slot))
         made, items, bad_in_a_row = 0, [], 0
         limit = max(1000, 2 * self.batches * self.local_batch)
-        for sample in self._samples(epoch, slot, slots, worker_cell, rng):
+        for sample in self._samples(epoch, slot, slots, start, quota * self.local_batch, worker_cell, rng):
             skipping = made < done  # batches before ``first`` were made by the interrupted run
             item = self._usable(sample, worker_cell) if skipping else self._decoded(sample, epoch, worker_cell)
             if not item:
@@ -215,13 +323,13 @@ class ShardBatches(IterableDataset):
                     return
 
 
-def first_captions(urls, caption_keys, limit=2000):
+def first_captions(urls, caption_keys, limit=2000, timeout=DEFAULT_TIMEOUT):
     """Up to ``limit`` captions from the first shard that has any: what augmentation's auto policy looks at.
     UserError when no shard has a caption under ``caption_keys``."""
     captions = []
     for url in urls[:3]:
         try:
-            for sample in shard_samples(url, lambda error: True):
+            for sample in shard_samples(url, lambda error: True, timeout):
                 try:
                     captions += sample_captions(sample, caption_keys)
                 except (ValueError, UnicodeDecodeError):
@@ -236,16 +344,18 @@ def first_captions(urls, caption_keys, limit=2000):
                     f"'{','.join(caption_keys)}' (txt: the .txt file; any other name: a key of the .json)")
 
 
-def shard_notice(urls, samples, world_size, workers, resampled_weights=None):
-    """One line on how the shards are split."""
+def shard_notice(urls, samples, world_size, workers, resampled_weights=None, exact=False):
+    """One line on how the shards are split and what an epoch is."""
     slots = world_size * max(workers, 1)
     if resampled_weights:
         split = "resampled: every slot draws shards with replacement" + (
-            "" if len(set(resampled_weights)) == 1 else ", weighted by source")
-    elif len(urls) >= slots:
-        split = "each of the slots reads its own shards"
+            "" if len(set(resampled_weights)) == 1 else ", weighted by source") + (
+            "; an epoch is that many draws, not one pass")
+    elif exact:
+        split = "one pass per epoch: each slot reads its own range of the shards' samples, each sample once"
     else:
-        split = f"fewer shards than slots ({len(urls)} < {slots}): every slot reads all shards and keeps its share"
+        split = ("shard sizes unknown (no sizes.json or *_stats.json): each slot reads "
+                 + ("its own shards" if len(urls) >= slots else f"all {len(urls)} shard(s), keeping its share")
+                 + " until its quota, so an epoch is about one pass (samples may repeat or be left out)")
     return (f"shards: {len(urls)} file(s), {samples} samples per epoch, {slots} slot(s) "
             f"(processes x workers); {split}")
-

@@ -1,5 +1,6 @@
 """Where webdataset shards are: a pattern (with brace expansion), several joined with '::', local or fsspec
-URLs, and how many samples they hold (sizes.json, img2dataset's *_stats.json, or the train-num-samples key)."""
+URLs, how many samples they hold (sizes.json, img2dataset's *_stats.json, or the train-num-samples key), and
+reading one from start to end."""
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ from utils.errors import UserError, first_line
 logger = logging.getLogger(__name__)
 SOURCE_SEPARATOR = "::"
 URL_SCHEMES = ("file://", "http://", "https://", "s3://", "gs://", "gcs://")
+DEFAULT_TIMEOUT = 60.0  # seconds an http(s) shard may stall before the rest of it is skipped (shard-timeout)
 
 
 def is_shard_source(value):
@@ -59,29 +61,50 @@ def expand_sources(value):
     return sources
 
 
-def open_shard(url):
-    """A binary stream of one shard: local paths directly, URLs through fsspec (s3://, gs://, http(s)://
-    need their fsspec protocol package, e.g. s3fs)."""
+def open_shard(url, timeout=DEFAULT_TIMEOUT):
+    """A binary stream of one shard: local paths directly, URLs through fsspec (s3://, gs://, http(s):// need
+    their fsspec protocol package, e.g. s3fs).
+
+    http(s) shards are streamed in one request (no block cache of range requests, which a server without
+    Range support answers with the first block only), and a connection or read that stalls ``timeout``
+    seconds raises TimeoutError (an OSError) instead of waiting for the client's default of minutes."""
     if not url.startswith(URL_SCHEMES):
         return open(url, "rb")
     import fsspec
 
+    options = {}
+    if url.startswith(("http://", "https://")):
+        import aiohttp
+
+        options = {"block_size": 0, "client_kwargs": {"timeout": aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout, sock_read=timeout)}}
     try:
-        return fsspec.open(url, "rb").open()
+        return fsspec.open(url, "rb", **options).open()
     except (ImportError, ValueError) as error:  # no package for the protocol, or an unknown protocol
         raise UserError(f"reading '{url}' needs an fsspec protocol package (aiohttp for http(s), s3fs, gcsfs): "
                         f"{first_line(error)}") from None
 
 
-def shard_samples(url, handler):
-    """The samples of one shard as webdataset groups its files (dicts keyed by extension, plus __key__ and
-    __url__); ``handler(error)`` decides on read errors inside the tar (True: go on). The shard is closed when
-    the iteration ends or stops; opening it may raise OSError or UserError."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
+def shard_samples(url, handler, timeout=DEFAULT_TIMEOUT):
+    """The samples of one shard as webdataset groups its files (dicts keyed by lower-cased extension, plus
+    __key__, __url__ and __members__: {extension: the member's own name in the tar}, e.g. {"jpg":
+    "a/IMG_1.JPG"}); ``handler(error)`` decides on read errors inside the tar (True: go on). The shard is
+    closed when the iteration ends or stops; opening it may raise OSError or UserError."""
+    from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
-    with open_shard(url) as stream:
+    members = {}
+
+    def split_and_remember(name):
+        prefix, suffix = base_plus_ext(name)
+        if prefix is not None:
+            members.setdefault(prefix, {})[suffix.lower()] = name
+        return prefix, suffix
+
+    with open_shard(url, timeout) as stream:
         files = tar_file_expander([{"url": url, "stream": stream}], handler=handler)
-        yield from group_by_keys(files, handler=handler)
+        for sample in group_by_keys(files, keys=split_and_remember, handler=handler):
+            sample["__members__"] = members.pop(sample["__key__"], {})
+            yield sample
 
 
 def _read_json(url):
@@ -113,24 +136,32 @@ def shard_sizes(urls):
     return sizes
 
 
-def epoch_samples(value, num_samples=None):
-    """(shard URLs, samples per epoch) of a shard source. ``num_samples`` (train-num-samples) wins; otherwise
-    every shard's size must be known. UserError naming a missing shard or the missing sizes."""
+def checked_shards(value, timeout=DEFAULT_TIMEOUT):
+    """The shard URLs of ``value``, after checking that the local ones exist and the first remote one opens
+    (here, not in every data-loading worker: a protocol package missing, a server down). UserError if not."""
     urls = expand_shards(value)
     local_missing = [url for url in urls if not url.startswith(URL_SCHEMES) and not os.path.isfile(url)]
     if local_missing:
         raise UserError(f"shard '{local_missing[0]}' not found ({len(local_missing)} of {len(urls)} missing)")
     remote = next((url for url in urls if url.startswith(URL_SCHEMES)), None)
-    if remote:  # fail here, not in every data-loading worker: a protocol package missing, a server down
+    if remote:
         try:
-            open_shard(remote).close()
+            open_shard(remote, timeout).close()
         except OSError as error:
-            raise UserError(f"cannot read shard '{remote}': {first_line(error)}") from None
-    if num_samples:
-        return urls, num_samples
+            raise UserError(f"cannot read shard '{remote}': {first_line(error) or type(error).__name__}") from None
+    return urls
+
+
+def epoch_samples(value, num_samples=None, timeout=DEFAULT_TIMEOUT):
+    """(shard URLs, samples per epoch, samples per shard or None where unknown) of a shard source.
+    ``num_samples`` (train-num-samples) wins for the epoch; otherwise every shard's size must be known.
+    UserError naming a missing shard or the missing sizes."""
+    urls = checked_shards(value, timeout)
     sizes = shard_sizes(urls)
+    if num_samples:
+        return urls, num_samples, sizes
     unknown = [url for url, size in zip(urls, sizes) if size is None]
     if unknown:
         raise UserError(f"the number of samples in '{unknown[0]}' is unknown (no sizes.json or "
                         f"{os.path.basename(unknown[0])[:-4]}_stats.json beside it): set train-num-samples")
-    return urls, sum(sizes)
+    return urls, sum(sizes), sizes

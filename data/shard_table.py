@@ -9,16 +9,17 @@ import os
 
 from data.caption_table import CaptionTable, ImageRecord, read_caption_table
 from data.shard_dataset import image_bytes, sample_captions
-from data.shard_source import epoch_samples, is_shard_source, shard_samples
+from data.shard_source import DEFAULT_TIMEOUT, checked_shards, is_shard_source, shard_samples
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 
-def read_shard_table(value, caption_keys, strict=False):
+def read_shard_table(value, caption_keys, strict=False, timeout=DEFAULT_TIMEOUT):
     """CaptionTable of the shards ``value`` (pattern, '::'-joined, URLs). A sample without an image or a
-    caption is skipped and counted (strict: UserError listing them); UserError when none is usable."""
-    urls, _ = epoch_samples(value, num_samples=1)  # the count is not needed: every sample is read
+    caption, and the rest of a shard that cannot be read (or stalls ``timeout`` seconds), are skipped and
+    counted (strict: UserError listing them); UserError when none is usable."""
+    urls = checked_shards(value, timeout)
     images, skipped = [], []
 
     def unreadable(error):
@@ -26,7 +27,12 @@ def read_shard_table(value, caption_keys, strict=False):
         return True
 
     for url in urls:
-        for sample in shard_samples(url, unreadable):
+        try:
+            samples = list(shard_samples(url, unreadable, timeout))
+        except (OSError, UserError) as error:  # the shard could not be opened
+            skipped.append(f"{url}: shard skipped: {str(error)[:200] or type(error).__name__}")
+            continue
+        for sample in samples:
             name = f"{os.path.basename(url)}/{sample['__key__']}"
             try:
                 captions = sample_captions(sample, caption_keys)
@@ -48,11 +54,12 @@ def read_shard_table(value, caption_keys, strict=False):
     return CaptionTable(value, images, skipped)
 
 
-def read_eval_table(value, strict=False, caption_key="txt"):
-    """The CaptionTable of a dataset folder or of shards (captions under ``caption_key``, comma-separated)."""
+def read_eval_table(value, strict=False, caption_key="txt", timeout=DEFAULT_TIMEOUT):
+    """The CaptionTable of a dataset folder or of shards (captions under ``caption_key``, comma-separated;
+    ``timeout``: seconds an http(s) shard may stall)."""
     if not is_shard_source(value):
         return read_caption_table(value, strict=strict)
     keys = [key.strip() for key in caption_key.split(",") if key.strip()]
     if not keys:
         raise UserError("caption-key: give txt or one or more .json keys")
-    return read_shard_table(value, keys, strict)
+    return read_shard_table(value, keys, strict, timeout)

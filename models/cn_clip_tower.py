@@ -115,13 +115,15 @@ def model_from_cn_clip(name, checkpoint_path, build_model_from_parts):
     """(model, spec, tokenizer) of Chinese-CLIP ``name`` (RN50, ViT-B-16, ...) from its release file."""
     from transformers import BertTokenizer
 
-    from models.tokenizer import CaptionTokenizer
+    from models.tokenizer import CaptionTokenizer, check_hf_tokenizer
 
     struct, resolution = _struct(name)
     clip = create_cn_clip(struct, read_release_file(checkpoint_path))
     logit_scale = clip.logit_scale.detach().clone()
     vocab = os.path.join(os.path.dirname(_cn_clip_utils().__file__), "vocab.txt")
-    tokenizer = CaptionTokenizer(BertTokenizer(vocab, do_lower_case=True), CONTEXT_LENGTH)
+    hf_tokenizer = BertTokenizer(vocab, do_lower_case=True)
+    check_hf_tokenizer(hf_tokenizer, f"cn_clip's vocabulary '{vocab}'")
+    tokenizer = CaptionTokenizer(hf_tokenizer, CONTEXT_LENGTH)
     visual, dim, text = split_cn_clip(clip)
     model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id, logit_scale)
     spec = {"image-model": CN_CLIP_PREFIX + name, "image-dim": int(dim),

@@ -113,6 +113,7 @@ def read_hf_clip(directory):
     """(model, tokenizer, preprocess dict) from a local directory; UserError naming what is missing."""
     from transformers import AutoConfig, AutoModel
 
+    from models.text_tower import check_loaded_weights
     from models.tokenizer import load_hf_tokenizer
 
     if not os.path.isfile(os.path.join(directory, "config.json")):
@@ -126,9 +127,11 @@ def read_hf_clip(directory):
         raise UserError(f"'{directory}' holds a '{config.model_type}' model; importable: CLIPModel (clip) and "
                         f"ChineseCLIPModel (chinese_clip)")
     try:
-        model = AutoModel.from_pretrained(directory, local_files_only=True, use_safetensors=None)
+        model, loading_info = AutoModel.from_pretrained(directory, local_files_only=True, use_safetensors=None,
+                                                        output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as error:
         raise UserError(f"'{directory}': weights could not be loaded ({first_line(error)})") from None
+    check_loaded_weights(loading_info, f"'{directory}'")  # strict, as open_clip's load_state_dict
     preprocess = {}
     path = os.path.join(directory, "preprocessor_config.json")
     if os.path.isfile(path):

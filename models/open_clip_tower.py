@@ -67,12 +67,15 @@ class OpenClipText(nn.Module):
 class OpenClipTokenizer:
     """open_clip's BPE tokenizer with the kit's interface: list[str] -> LongTensor[B, context_length]."""
 
-    def __init__(self, bpe_path, context_length):
+    def __init__(self, bpe_path, context_length, where=None):
+        from models.tokenizer import check_tokenizer
+
         self.tokenizer = _open_clip().tokenizer.SimpleTokenizer(bpe_path, context_length=context_length)
         with open(bpe_path, "rb") as handle:
             self._bpe = handle.read()
         self.max_length = context_length
         self.pad_token_id = 0
+        check_tokenizer(self, len(self.tokenizer.encoder), where or f"'{bpe_path}'")
 
     def __call__(self, texts):
         return self.tokenizer([texts] if isinstance(texts, str) else list(texts)).long()
@@ -81,12 +84,12 @@ class OpenClipTokenizer:
         return {BPE_FILE: torch.frombuffer(bytearray(self._bpe), dtype=torch.uint8).clone()}
 
 
-def tokenizer_from_bpe_bytes(data, context_length):
+def tokenizer_from_bpe_bytes(data, context_length, where="the checkpoint"):
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, BPE_FILE)
         with open(path, "wb") as handle:
             handle.write(data)
-        return OpenClipTokenizer(path, context_length)
+        return OpenClipTokenizer(path, context_length, where)
 
 
 def create_clip(name):

@@ -25,6 +25,27 @@ def check_text_model_dir(path, need_weights):
                             f"{_FETCH_HINT}; or set pretrained: false for random weights")
 
 
+def check_loaded_weights(loading_info, where, allow_unexpected=False):
+    """Raise a UserError when ``from_pretrained(..., output_loading_info=True)`` left weights unloaded.
+
+    Pitfall: transformers fills the weights a file lacks with random values and only logs a note. A few of the
+    missing (or, unless ``allow_unexpected``, unexpected) names are given, and how many there are.
+    """
+    problems = []
+    missing = sorted(loading_info["missing_keys"]) + sorted(name for name, *_ in loading_info["mismatched_keys"])
+    if missing:
+        problems.append(f"{len(missing)} of the model's weights are missing or of another shape ({_few(missing)})")
+    unexpected = sorted(loading_info["unexpected_keys"])
+    if unexpected and not allow_unexpected:
+        problems.append(f"{len(unexpected)} weights belong to no part of the model ({_few(unexpected)})")
+    if problems:
+        raise UserError(f"{where}: the weights file does not fit the model: {'; '.join(problems)}")
+
+
+def _few(names, count=3):
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
 class TextTower(nn.Module):
     """Wraps a Hugging Face encoder.
 
@@ -67,11 +88,17 @@ def load_text_encoder(path, pretrained):
         if pretrained:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
             kwargs = {"add_pooling_layer": False} if _has_pooler(config) else {}
-            return AutoModel.from_pretrained(path, local_files_only=True, **kwargs)
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
+            encoder, loading_info = AutoModel.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                                              **kwargs)
+        else:
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
     except Exception as error:  # corrupt weight files raise many types (SafetensorError, UnpicklingError…)
         raise UserError(f"text-model '{path}' could not be loaded: {first_line(error)}") from None
-    return build_text_encoder(config.to_dict())
+    if not pretrained:
+        return build_text_encoder(config.to_dict())
+    # Encoder files often carry a pretraining head (roberta-base's lm_head, BERT's pooler) the tower drops.
+    check_loaded_weights(loading_info, f"text-model '{path}'", allow_unexpected=True)
+    return encoder
 
 
 def _has_pooler(config):

@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from retrieval.item_table import ItemTable
+from utils.atomic_file import TEMPORARY_PREFIX
 from utils.errors import UserError
 
 FORMAT = "contrastive-index/2"
@@ -111,4 +112,3 @@ def open_or_create(directory, encoder):
 
 
 BUILD_DIR = ".building"  # index.py's per-process parts, inside the index folder until merged
-TEMPORARY_PREFIX = ".tmp-"  # utils.atomic_file's temporary files, left behind only by a killed write

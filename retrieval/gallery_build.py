@@ -12,12 +12,12 @@ from itertools import islice
 
 import numpy as np
 
-from retrieval.gallery import BUILD_DIR, TEMPORARY_PREFIX, Gallery, open_or_create
+from retrieval.gallery import BUILD_DIR, Gallery, open_or_create
 from retrieval.gallery_sources import GallerySource
 from retrieval.gallery_writer import PartWriter, read_part, write_gallery
 from retrieval.image_files import decoded_batches
 from retrieval.vector_search import VectorIndex, exact_recall_notice, vector_index_settings
-from utils.atomic_file import atomic_write_json
+from utils.atomic_file import atomic_write_json, remove_temporaries
 from utils.distributed import all_gather_objects, barrier
 from utils.errors import UserError
 
@@ -65,7 +65,7 @@ def build_index(config, encoder, distributed):
         gallery = (Gallery.load(out) if os.path.isfile(os.path.join(out, "meta.json"))
                    else Gallery.empty(encoder.fingerprint, encoder.model_path, encoder.embed_dim))
     lookup = gallery.items.file_lookup()
-    source = GallerySource(config["data"], config["caption-key"])
+    source = GallerySource(config["data"], config["caption-key"], config["shard-timeout"])
     entries, present_before = source.share(distributed.rank, distributed.world_size, lookup)
     part_dir = os.path.join(build_dir, f"rank-{distributed.rank:05d}")
     started = time.perf_counter()
@@ -95,10 +95,12 @@ def build_index(config, encoder, distributed):
 
 
 def _remove_leftovers(out):
-    """What a killed run left in the index folder: its part folders and half-written temporary files."""
+    """What a killed run left in the index folder: its part folders and half-written temporary files (the
+    atomic writer's, and vectors.faiss.tmp-PID of versions whose VectorIndex.save did not use it)."""
     shutil.rmtree(os.path.join(out, BUILD_DIR), ignore_errors=True)
+    remove_temporaries(out)
     for name in os.listdir(out):
-        if name.startswith(TEMPORARY_PREFIX):
+        if name.startswith("vectors.faiss.tmp-"):
             os.remove(os.path.join(out, name))
 
 

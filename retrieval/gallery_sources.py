@@ -12,7 +12,7 @@ from data.caption_table import read_caption_table
 from data.image_file import ImageProblem, check_image_header
 from data.shard_dataset import IMAGE_EXTENSIONS as SHARD_IMAGE_EXTENSIONS
 from data.shard_dataset import sample_captions
-from data.shard_source import URL_SCHEMES, epoch_samples, is_shard_source, shard_samples
+from data.shard_source import DEFAULT_TIMEOUT, URL_SCHEMES, checked_shards, is_shard_source, shard_samples
 from retrieval.image_files import IMAGE_EXTENSIONS, EncodedImage, image_files
 from utils.errors import UserError, first_line
 
@@ -45,11 +45,11 @@ def find_sources(data_dir):
 class GallerySource:
     """units: folder sources [(path, name, captions)] or shard URLs; share(rank, world) -> entries iterator."""
 
-    def __init__(self, data, caption_key="txt"):
-        self.data = data
+    def __init__(self, data, caption_key="txt", timeout=DEFAULT_TIMEOUT):
+        self.data, self.timeout = data, timeout
         self.shards = is_shard_source(data)
         if self.shards:
-            self.units, _ = epoch_samples(data, num_samples=1)  # checks the shards exist; sizes not needed
+            self.units = checked_shards(data, timeout)
             self.caption_keys = [key.strip() for key in caption_key.split(",") if key.strip()]
             if not self.caption_keys:
                 raise UserError("caption-key: give txt or one or more .json keys")
@@ -80,7 +80,7 @@ class GallerySource:
             return True
 
         try:
-            for sample in shard_samples(url, unreadable):
+            for sample in shard_samples(url, unreadable, self.timeout):
                 extension = next((ext for ext in SHARD_IMAGE_EXTENSIONS if ext in sample), None)
                 name = f"{os.path.basename(url)}/{sample['__key__']}"
                 if extension is None:
@@ -90,7 +90,7 @@ class GallerySource:
                     captions = sample_captions(sample, self.caption_keys)
                 except (ValueError, UnicodeDecodeError):
                     captions = []  # a gallery item needs no caption
-                member = f"{sample['__key__']}.{extension}"
+                member = sample["__members__"][extension]  # the tar's own name: IMG_1.JPG, not IMG_1.jpg
                 yield EncodedImage(sample[extension], name), f"{location}#{member}", name, captions
-        except OSError as error:
-            logger.warning(f"skipped shard {url}: {first_line(error)}")
+        except (OSError, UserError) as error:  # the shard could not be opened
+            logger.warning(f"skipped shard {url}: {first_line(error) or type(error).__name__}")

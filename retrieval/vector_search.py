@@ -11,6 +11,7 @@ import os
 import numpy as np
 import torch
 
+from utils.atomic_file import atomic_write_to_path
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -128,16 +129,12 @@ class VectorIndex:
             self.faiss_index.nprobe = min(ivf_nprobe, self.faiss_index.nlist)
 
     def save(self, path):
-        """Write the FAISS index to ``path`` atomically (temporary file + rename)."""
+        """Write the FAISS index to ``path`` with the project's atomic writer (temporary file, fsync, rename)."""
         import faiss
 
-        temporary = f"{path}.tmp-{os.getpid()}"
         try:
-            faiss.write_index(self.faiss_index, temporary)
-            os.replace(temporary, path)
-        except (OSError, RuntimeError) as error:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+            atomic_write_to_path(path, lambda temporary: faiss.write_index(self.faiss_index, temporary))
+        except RuntimeError as error:  # FAISS's own write errors; an OSError is a UserError already
             raise UserError(f"cannot write '{path}': {error}") from None
 
     @classmethod

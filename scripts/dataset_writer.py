@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 
+from utils.atomic_file import atomic_write
 from utils.logs import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -61,12 +62,12 @@ def write_dataset(out_dir, entries, mode="link", overwrite=False):
     for source, name, captions in entries:
         place_image(source, os.path.join(images, name), mode)
         rows += [(name, caption) for caption in captions]
-    temporary = csv_path + ".tmp"
-    with open(temporary, "w", encoding="utf-8", newline="") as handle:
+    def write_rows(handle):
         writer = csv.writer(handle)
         writer.writerow(["filename", "caption"])
         writer.writerows(rows)
-    os.replace(temporary, csv_path)
+
+    atomic_write(csv_path, write_rows, binary=False)
     return len(entries), len(rows)
 
 

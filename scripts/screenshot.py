@@ -1,13 +1,17 @@
-"""Screenshot the running service's page after a text query, in Debian's headless chromium (for the README).
+"""Screenshot the running service's page after a text query, in headless Chromium or Chrome (for the README).
 
     python scripts/screenshot.py --url http://127.0.0.1:8000 --query "a big red circle" --out docs/screenshot.png
 """
 import argparse
+import os
+import sys
 
 from playwright.sync_api import sync_playwright
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
+if __package__ in (None, ""):  # run as a file: make the project's packages importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from scripts.chromium import FLAGS, HOW_TO_GET_ONE, find_chromium  # noqa: E402
 
 
 def main():
@@ -18,8 +22,11 @@ def main():
     parser.add_argument("--labels", default="red, green, blue, yellow, purple, orange, black, cyan")
     parser.add_argument("--out", default="docs/screenshot.png")
     args = parser.parse_args()
+    executable = find_chromium()
+    if executable is None:
+        sys.exit(HOW_TO_GET_ONE)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=executable, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(args.url)
         if args.image:

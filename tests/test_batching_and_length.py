@@ -80,6 +80,7 @@ def test_a_time_budget_fits_the_cosine_schedule_to_the_pace():
     assert scheduler.get_last_lr()[0] < 0.01  # the decay ends with the budget
 
 
+@pytest.mark.slow
 def test_train_py_mines_hard_negative_batches_and_stops_at_train_samples(tiny_checkpoint, tiny_dataset, tmp_path):
     out = tmp_path / "run"
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, out, "--num-workers", "2",
@@ -96,6 +97,7 @@ def test_train_py_mines_hard_negative_batches_and_stops_at_train_samples(tiny_ch
     assert shards.returncode == 2 and "batching hard-negatives" in shards.stderr and "Traceback" not in shards.stderr
 
 
+@pytest.mark.slow
 def test_hard_negative_batches_resume_inside_an_epoch_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
     def args(out):
         return train_args(tiny_checkpoint, tiny_dataset, out, "--epochs", "3", "--num-workers", "2",
@@ -113,6 +115,7 @@ def test_hard_negative_batches_resume_inside_an_epoch_bit_for_bit(tiny_checkpoin
     assert_same_run(straight, killed)
 
 
+@pytest.mark.slow
 def test_torchrun_time_budget_stops_every_rank_at_the_same_step(tiny_checkpoint, tiny_dataset, tmp_path):
     out = tmp_path / "run"
     result = run_script(*torchrun(29531, *train_args(tiny_checkpoint, tiny_dataset, out, "--num-workers", "2",
@@ -133,6 +136,7 @@ def test_torchrun_time_budget_stops_every_rank_at_the_same_step(tiny_checkpoint,
     assert after["step"] == last["step"] and len(after["history"]) == len(last["history"])
 
 
+@pytest.mark.slow
 def test_the_recipe_trains_a_new_domain_in_one_command_and_refuses_bad_folders(tiny_dataset, tmp_path):
     out = tmp_path / "mine"
     result = run_script("scripts/recipe.py", "--data", str(tiny_dataset), "--out", str(out), "--samples", "48",

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import load_checkpoint
-from tests.conftest import run_script
+from tests.conftest import HF_CLIP_TEXTS as TEXTS, run_script, write_hf_clip
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
@@ -32,6 +32,7 @@ def imported(open_clip_rn50, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_imported_clip_encodes_as_open_clip_does(open_clip_rn50, imported):
     import open_clip
 
@@ -51,6 +52,7 @@ def test_imported_clip_encodes_as_open_clip_does(open_clip_rn50, imported):
     assert tuple(normalize.mean) == pytest.approx(CLIP_MEAN)  # CLIP's statistics, not ImageNet's
 
 
+@pytest.mark.slow
 def test_safetensors_and_ddp_wrapped_files_import_too(open_clip_rn50, tmp_path):
     from safetensors.torch import save_file
 
@@ -76,6 +78,7 @@ def test_safetensors_and_ddp_wrapped_files_import_too(open_clip_rn50, tmp_path):
     (["--clip-model", "open_clip:ViT-B-16-SigLIP", "--clip-checkpoint", "x.pt"], ["plain CLIP"]),
     (["--clip-model", "hf:somewhere", "--clip-checkpoint", "x.pt"], ["not used with hf:"]),
 ])
+@pytest.mark.slow
 def test_bad_clip_arguments_are_one_line_errors(args, words, tmp_path):
     result = run_script("init.py", *args, "--save-path", str(tmp_path / "x.out.pt"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -83,6 +86,7 @@ def test_bad_clip_arguments_are_one_line_errors(args, words, tmp_path):
         assert word in result.stderr
 
 
+@pytest.mark.slow
 def test_weights_of_another_model_are_refused(tmp_path):
     import open_clip
 
@@ -92,6 +96,7 @@ def test_weights_of_another_model_are_refused(tmp_path):
     assert result.returncode == 2 and "does not fit open_clip's 'RN50'" in result.stderr
 
 
+@pytest.mark.slow
 def test_imported_clip_works_with_eval(imported, tiny_dataset, tmp_path):
     import json
 
@@ -102,6 +107,7 @@ def test_imported_clip_works_with_eval(imported, tiny_dataset, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["images"] == 16
 
 
+@pytest.mark.slow
 def test_imported_clip_indexes_searches_and_exports(imported, tiny_dataset, tmp_path):
     import json
 
@@ -119,48 +125,17 @@ def test_imported_clip_indexes_searches_and_exports(imported, tiny_dataset, tmp_
     assert parity["image-max-abs-diff"] <= 1e-4 and parity["text-max-abs-diff"] <= 1e-4
 
 
-TEXTS = ["a photo of a dog", "两只猫在沙发上", "一个大的红色圆形在左边"]
-
-
 def _features(output):
     """get_*_features returns a tensor (transformers 4) or an output whose pooler_output holds it (5)."""
     return torch.nn.functional.normalize(getattr(output, "pooler_output", output), dim=-1)
 
 
-def _write_hf_clip(directory, model_type):
-    """A tiny CLIPModel / ChineseCLIPModel directory written by transformers itself (random weights)."""
-    from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPModel, CLIPConfig, CLIPModel
-
-    from scripts.make_demo_text_tower import build_tokenizer
-
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-              "image_size": 32, "patch_size": 8}
-    if model_type == "chinese_clip":
-        vocab = directory / "vocab.txt"
-        characters = sorted(set("".join(TEXTS)) - {" "}) + list("abcdefghijklmnopqrstuvwxyz")
-        vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *characters]) + "\n")
-        tokenizer = BertTokenizer(str(vocab))
-        text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 2, "max_position_embeddings": 64}
-        model = ChineseCLIPModel(ChineseCLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
-    else:
-        tokenizer = build_tokenizer(TEXTS * 20 + ["a big red circle left of a small blue square"] * 20, 300)
-        text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 2, "max_position_embeddings": 77, "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
-    tokenizer.save_pretrained(str(directory))
-    model.save_pretrained(str(directory))
-    (directory / "preprocessor_config.json").write_text(
-        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}')
-    return model.eval(), tokenizer
-
-
 @pytest.mark.parametrize("model_type", ["chinese_clip", "clip"])
+@pytest.mark.slow
 def test_hugging_face_clip_directories_import_with_parity(model_type, tmp_path):
     directory = tmp_path / model_type
     directory.mkdir()
-    reference, hf_tokenizer = _write_hf_clip(directory, model_type)
+    reference, hf_tokenizer = write_hf_clip(directory, model_type)
     out = tmp_path / "imported.pt"
     result = run_script("init.py", "--clip-model", f"hf:{directory}", "--save-path", str(out))
     assert result.returncode == 0, result.stderr
@@ -182,6 +157,7 @@ def test_hugging_face_clip_directories_import_with_parity(model_type, tmp_path):
                        "chinese_clip" else text.text_model.embeddings.token_embedding.weight, text.projection.weight)
 
 
+@pytest.mark.slow
 def test_a_directory_that_is_no_clip_is_refused(tiny_text_tower, tmp_path):
     result = run_script("init.py", "--clip-model", f"hf:{tiny_text_tower}", "--save-path", str(tmp_path / "x.pt"))
     assert result.returncode == 2 and "roberta" in result.stderr and "ChineseCLIPModel" in result.stderr
@@ -203,6 +179,7 @@ def chinese_clip_rn50(tmp_path_factory):
     return clip, path
 
 
+@pytest.mark.slow
 def test_chinese_clip_release_file_imports_with_parity(chinese_clip_rn50, tmp_path):
     from cn_clip.clip import tokenize
 
@@ -246,6 +223,7 @@ def check_layer_groups(model, side, first, last):
     model.requires_grad_(True)
 
 
+@pytest.mark.slow
 def test_imported_towers_lock_and_decay_layer_by_layer(imported):
     model, _, _ = load_checkpoint(str(imported))
     assert "image tower locked" in model.lock(image=True)  # ModifiedResNet: every parameter in a layer
@@ -272,6 +250,7 @@ def test_open_clip_vit_image_tower_decays_from_its_patch_embedding():
     check_layer_groups(model, "text", clip.token_embedding.weight, clip.text_projection)
 
 
+@pytest.mark.slow
 def test_training_keeps_the_imported_logit_scale(imported):
     from models.loss import INFONCE
     from training.loop import _prepare_model
@@ -288,10 +267,11 @@ def read_spec(path):
     return torch.load(path, weights_only=True)["spec"]
 
 
+@pytest.mark.slow
 def test_a_half_precision_hugging_face_directory_imports_in_float32(tmp_path):
     directory = tmp_path / "half"
     directory.mkdir()
-    reference, _ = _write_hf_clip(directory, "chinese_clip")
+    reference, _ = write_hf_clip(directory, "chinese_clip")
     reference.half().save_pretrained(str(directory))
     out = tmp_path / "half.pt"
     result = run_script("init.py", "--clip-model", f"hf:{directory}", "--save-path", str(out))
@@ -327,6 +307,7 @@ def _torchscript_archive(state, path):
     torch.jit.save(torch.jit.script(root), str(path))
 
 
+@pytest.mark.slow
 def test_openai_torchscript_archives_are_read_only_when_asked(open_clip_rn50, tmp_path):
     clip, _ = open_clip_rn50
     archive = tmp_path / "RN50.pt"

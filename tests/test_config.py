@@ -87,6 +87,7 @@ def test_bad_file_names_the_file_and_the_key(tmp_path):
     ("eval.py", ["--config", "configs/missing.yaml"], ["configs/missing.yaml", "not found"]),
     ("init.py", ["--image-size", "big"], ["image-size"]),
 ])
+@pytest.mark.slow
 def test_scripts_exit_2_with_one_message_and_no_traceback(script, argv, words):
     result = run_script(script, *argv)
     assert result.returncode == 2
@@ -96,6 +97,7 @@ def test_scripts_exit_2_with_one_message_and_no_traceback(script, argv, words):
         assert word in result.stderr
 
 
+@pytest.mark.slow
 def test_help_lists_keys_and_exits_0():
     result = run_script("train.py", "--help")
     assert result.returncode == 0 and "--learning-rate" in result.stdout

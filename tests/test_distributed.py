@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 
+import pytest
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -16,6 +17,7 @@ from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
 from training.step import grad_cache_step, plain_step
 
 CPU = torch.device("cpu")
+pytestmark = pytest.mark.slow  # every test here runs train.py under torchrun
 
 
 def local_step(model, images, ids, rank, world, mode, chunk_size, objective=INFONCE):

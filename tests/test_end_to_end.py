@@ -11,25 +11,18 @@ import pytest
 import torch
 
 from models.checkpoint import model_from_checkpoint
-from tests.conftest import ROOT, run_script
+from tests.conftest import ROOT, run_script, train_args
 from training.loop import _prepare_model
 from training.objective import objective_from_config
 from utils.config import load_config
 from utils.config_schema import TRAIN
 
 
-def train_args(checkpoint, dataset, out, *extra):
-    return ["train.py", "--config", "configs/demo/train.yaml", "--load-path", str(checkpoint),
-            "--train-data", str(dataset / "train"), "--valid-data", str(dataset / "valid"),
-            "--best-path", str(out / "best.pt"), "--last-path", str(out / "last.pt"),
-            "--log-dir", str(out / "logs"), "--batch-size", "16", "--num-workers", "0", "--warmup-steps", "2",
-            *extra]
-
-
 def snapshot(root):
     return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
+@pytest.mark.slow
 def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
     before = snapshot(tiny_dataset)
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "2", "--num-workers", "1"))
@@ -65,6 +58,7 @@ def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
     assert snapshot(tiny_dataset) == before  # nothing written into the dataset folders
 
 
+@pytest.mark.slow
 def test_a_new_run_never_overwrites_an_earlier_one_by_accident(tiny_checkpoint, tiny_dataset, tmp_path):
     (tmp_path / "best.pt").write_bytes(b"precious")
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1"))
@@ -133,6 +127,7 @@ def uninterrupted_run(tiny_checkpoint, tiny_dataset, tmp_path_factory):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.slow
 def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(uninterrupted_run, tiny_checkpoint,
                                                                        tiny_dataset, tmp_path, workers):
     # num-workers > 0 means persistent workers (the demo's setting); the data do not depend on the count.
@@ -168,6 +163,7 @@ def kill_inside_an_epoch(args, out, accept=lambda batches: True):
     pytest.fail("no kill landed inside an epoch where wanted")
 
 
+@pytest.mark.slow
 def test_a_run_killed_inside_an_epoch_resumes_there_bit_for_bit(uninterrupted_run, tiny_checkpoint, tiny_dataset,
                                                                 tmp_path):
     killed = tmp_path / "killed"
@@ -183,6 +179,7 @@ def test_a_run_killed_inside_an_epoch_resumes_there_bit_for_bit(uninterrupted_ru
     assert_same_run(uninterrupted_run, killed)  # same weights, same per-epoch losses and recalls
 
 
+@pytest.mark.slow
 def test_large_seeds_train(tiny_checkpoint, tiny_dataset, tmp_path):
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1", "--seed",
                                     str(2**31 - 1)))
@@ -190,6 +187,7 @@ def test_large_seeds_train(tiny_checkpoint, tiny_dataset, tmp_path):
     assert "epoch 1/1" in result.stdout
 
 
+@pytest.mark.slow
 def test_unwritable_output_fails_before_training(tiny_checkpoint, tiny_dataset, tmp_path):
     (tmp_path / "a-file").write_text("x")
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1",
@@ -218,6 +216,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_data
     assert best["training"]["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_validate_first_logs_the_starting_model_and_early_stop_ends_a_stalled_run(tiny_checkpoint, tiny_dataset,
                                                                                   tmp_path):
     # lr 0 and locked towers (BatchNorm statistics too): every epoch's recall equals the starting model's.

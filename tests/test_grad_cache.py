@@ -134,6 +134,7 @@ def test_grad_cache_counts_each_chunk_once_in_batch_norm_statistics(tiny_checkpo
                               atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_grad_checkpointing_runs_under_torch_compile(tiny_checkpoint):
     model, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
     model.enable_grad_checkpointing()

@@ -30,6 +30,7 @@ def _contents(out):
 
 
 @pytest.mark.parametrize("kind", ["shards"])  # a folder: test_appending_under_torchrun_... (also 2 vs 1 process)
+@pytest.mark.slow
 def test_two_processes_index_what_one_does_in_the_same_order(tiny_checkpoint, tiny_dataset, tmp_path, kind):
     data = tiny_dataset / "valid"
     if kind == "shards":  # 3 shards, 7 + 7 + 2 samples: the ranks get 1 and 2 shards; one sample undecodable
@@ -72,7 +73,8 @@ def test_a_gallery_streamed_from_shards_over_http(tiny_checkpoint, tiny_dataset,
                         "--samples-per-shard", "10", "--quiet"]) == 0
     encoder = TorchEncoder(str(tiny_checkpoint))
     monkeypatch.chdir(tmp_path)  # a relative pattern: items record the shards' absolute paths
-    config = {"data": "shards/{00000..00001}.tar", "caption-key": "txt", "batch-size": 4, "search": "exact"}
+    config = {"data": "shards/{00000..00001}.tar", "caption-key": "txt", "batch-size": 4, "search": "exact",
+              "shard-timeout": 60}
     local = build_index({**config, "out": str(tmp_path / "local")}, encoder, Distributed())
     assert local.items[0]["file"] == f"{tmp_path}/shards/00000.tar#000000000.png"
     with http_server(tmp_path / "shards") as base:
@@ -87,6 +89,7 @@ def test_a_gallery_streamed_from_shards_over_http(tiny_checkpoint, tiny_dataset,
     assert client.get("/api/search/text", params={"q": "a red circle"}).status_code == 200
 
 
+@pytest.mark.slow
 def test_an_interrupted_build_leaves_the_index_usable_and_is_cleaned_up(tiny_checkpoint, tiny_dataset, tmp_path):
     out = tmp_path / "idx"
     (out / ".building" / "rank-00000").mkdir(parents=True)  # what a run killed while embedding leaves
@@ -105,6 +108,7 @@ def test_an_interrupted_build_leaves_the_index_usable_and_is_cleaned_up(tiny_che
     assert reopened_items == items and np.array_equal(reopened.image_features, gallery.image_features)
 
 
+@pytest.mark.slow
 def test_appending_under_torchrun_adds_only_new_images_spread_over_both_processes(tiny_checkpoint, tiny_dataset,
                                                                                    tmp_path):
     import shutil
@@ -128,6 +132,7 @@ def test_appending_under_torchrun_adds_only_new_images_spread_over_both_processe
     assert "added 0 image(s); 16 images" in again.stdout and "(16 already present)" in again.stdout
 
 
+@pytest.mark.slow
 def test_ivfpq_is_built_once_by_index_py_and_used_by_the_service(tiny_checkpoint, tiny_dataset, tmp_path, caplog):
     out = tmp_path / "idx"
     settings = ("--search", "faiss-ivfpq", "--ivfpq-m", "8", "--ivfpq-bits", "2", "--ivf-nlist", "1")
@@ -157,6 +162,7 @@ def test_ivfpq_is_built_once_by_index_py_and_used_by_the_service(tiny_checkpoint
     assert "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_ivfpq_codes_are_m_bytes_and_find_most_exact_neighbours():
     generator = np.random.default_rng(0)
     centres = generator.normal(size=(50, 32))
@@ -177,3 +183,33 @@ def test_ivfpq_codes_are_m_bytes_and_find_most_exact_neighbours():
     assert (np.diff(scores, axis=1) <= 0).all()
     with pytest.raises(Exception, match="needs at least 256 images"):
         VectorIndex(features[:100], "faiss-ivfpq", ivfpq_m=16, ivfpq_bits=8)
+
+
+def test_thumbnails_of_shard_images_with_upper_case_extensions(tiny_checkpoint, tiny_dataset, tmp_path):
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from retrieval.encoder import TorchEncoder
+    from retrieval.gallery_build import build_index
+    from utils.distributed import Distributed
+
+    shard = tmp_path / "camera.tar"
+    with tarfile.open(shard, "w") as tar:  # a camera's names: webdataset lower-cases the suffix it groups by
+        for i, path in enumerate(sorted((tiny_dataset / "valid" / "images").iterdir())[:3]):
+            jpeg = io.BytesIO()
+            Image.open(path).convert("RGB").save(jpeg, format="JPEG")
+            for name, data in ((f"DCIM/IMG_{i:04d}.JPG", jpeg.getvalue()), (f"DCIM/IMG_{i:04d}.Txt", b"a photo")):
+                member = tarfile.TarInfo(name)
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    config = {"data": str(shard), "caption-key": "txt", "batch-size": 4, "search": "exact", "shard-timeout": 60,
+              "out": str(tmp_path / "idx")}
+    gallery = build_index(config, TorchEncoder(str(tiny_checkpoint)), Distributed())
+    assert [item["file"] for item in gallery.items] == [f"{shard}#DCIM/IMG_{i:04d}.JPG" for i in range(3)]
+    assert gallery.items[0]["captions"] == ["a photo"]
+    client = TestClient(create_app(Searcher(str(tmp_path / "idx"))))
+    for item in range(3):
+        response = client.get(f"/api/items/{item}/thumbnail")
+        assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"

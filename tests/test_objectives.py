@@ -121,6 +121,7 @@ OBJECTIVES = {"siglip-k2": (Objective("siglip", siglip_chunk=5), 2), "infonce-k2
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
+@pytest.mark.slow
 def test_every_objective_through_the_gradient_cache_equals_the_plain_step(tiny_checkpoint, name):
     objective, k = OBJECTIVES[name]
     model, tokenizer = prepared_model(str(tiny_checkpoint), objective)
@@ -134,6 +135,7 @@ def test_every_objective_through_the_gradient_cache_equals_the_plain_step(tiny_c
     assert ("logit_scale" in reference) == (objective.kind != "max-violation")
 
 
+@pytest.mark.slow
 def test_two_processes_give_each_objective_the_global_batch_gradient(tiny_checkpoint, tmp_path):
     # one spawn for every case: starting the two processes costs more than the steps
     cases = [(mode, mode, INFONCE, 1, 2) for mode in ("plain", "cache", "compiled-cache")]
@@ -161,6 +163,7 @@ def test_two_processes_give_each_objective_the_global_batch_gradient(tiny_checkp
     assert_same(reference, torch.load(tmp_path / "frozen-bias-cache.pt"))
 
 
+@pytest.mark.slow
 def test_train_py_with_siglip_two_captions_per_image_and_compositional_negatives(tiny_checkpoint, tiny_dataset,
                                                                                     tmp_path):
     out = tmp_path / "run"
@@ -220,6 +223,7 @@ def test_captions_per_image_draws_distinct_captions_of_the_image_reproducibly(ti
     assert len(drawn) == 48 and all(len(pair) == 2 == len(set(pair)) for pair in drawn)
 
 
+@pytest.mark.slow
 def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_dataset, tiny_checkpoint, tmp_path):
     import csv
 

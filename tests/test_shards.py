@@ -1,4 +1,5 @@
 """Webdataset shards in img2dataset's layout, written from a dataset folder and read back with webdataset."""
+import contextlib
 import json
 import shutil
 
@@ -70,15 +71,17 @@ def _names(items):
 
 
 def _epoch(urls, rank, world_size, workers, local_batch, batches, epoch=0, first=0, transform=None, collate=_names,
-           keys=("filename",), weights=None):
+           keys=("filename",), weights=None, sizes=None, timeout=60):
+    """One epoch of ShardBatches as the training loader reads it: (its batches, the dataset)."""
     from data.shard_dataset import ShardBatches
+    from training.train_data import ShardLoader
 
     dataset = ShardBatches(urls, transform or (lambda image: torch.zeros(1)), collate, list(keys), seed=7,
                            rank=rank, world_size=world_size, local_batch=local_batch, batches=batches,
-                           resampled_weights=weights)
+                           resampled_weights=weights, sizes=sizes, timeout=timeout)
     dataset.set_epoch(epoch, first)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
-    return list(loader), dataset
+    return list(ShardLoader(loader)), dataset
 
 
 @pytest.mark.parametrize("per_shard", [12, 48])  # a shard per slot; one shard for all slots
@@ -142,6 +145,7 @@ def test_bad_samples_and_a_truncated_shard_are_skipped_and_counted(tiny_dataset,
     assert "bad.tar/a': cannot decode" in logged and "bad.tar/c': no caption" in logged
 
 
+@pytest.mark.slow
 def test_train_py_and_eval_py_from_shards(tiny_checkpoint, tiny_dataset, tmp_path):
     _shards(tiny_dataset, tmp_path, 12)
     pattern = str(tmp_path / "shards-12" / "{00000..00003}.tar")
@@ -169,6 +173,7 @@ def test_train_py_and_eval_py_from_shards(tiny_checkpoint, tiny_dataset, tmp_pat
                         "--num-workers", "2", "--epochs", "2", "--warmup-steps", "2")
     assert result.returncode == 0, result.stderr
     assert "training: 48 samples from shards, global batch 16, 3 steps/epoch" in result.stdout
+    assert "one pass per epoch" in result.stdout  # sizes.json read: each sample once per epoch
     history = [json.loads(line) for line in (tmp_path / "logs/metrics.jsonl").read_text().splitlines()]
     assert [item["step"] for item in history] == [3, 6]
     assert history[-1]["images"] == 16 and history[-1]["captions"] == 80  # validated on the valid shards
@@ -179,6 +184,7 @@ def test_train_py_and_eval_py_from_shards(tiny_checkpoint, tiny_dataset, tmp_pat
     assert missing.returncode == 2 and "00004.tar' not found" in missing.stderr and "Traceback" not in missing.stderr
 
 
+@pytest.mark.slow
 def test_training_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
     from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch
 
@@ -206,6 +212,7 @@ def test_training_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_ch
     assert_same_run(straight, killed)
 
 
+@pytest.mark.slow
 def test_torchrun_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
     from tests.test_distributed import torchrun
     from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch
@@ -237,7 +244,7 @@ def test_shards_stream_over_http_as_from_disk(tiny_dataset, tmp_path):
 
     urls, samples = _shards(tiny_dataset, tmp_path, 12)
     with http_server(tmp_path / "shards-12") as base:
-        remote, remote_samples = epoch_samples(base + "/{00000..00003}.tar")  # sizes.json read over HTTP too
+        remote, remote_samples, _ = epoch_samples(base + "/{00000..00003}.tar")  # sizes.json read over HTTP too
         assert remote_samples == samples == 48 and remote[0] == base + "/00000.tar"
         over_http, _ = _epoch(remote, 0, 1, 2, 4, 12)
         from_disk, _ = _epoch(urls, 0, 1, 2, 4, 12)
@@ -274,3 +281,138 @@ def test_resampled_sources_are_drawn_by_their_weights(tiny_dataset, tmp_path):
     for bad in ("1", "1::0", "a::b"):
         with pytest.raises(UserError, match="train-data-weights"):
             shard_weights(value, bad)
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_an_epoch_over_uneven_shards_uses_each_sample_once(tiny_dataset, tmp_path, world_size):
+    from data.shard_source import shard_sizes
+
+    urls, samples = _shards(tiny_dataset, tmp_path, 20)  # 20, 20, 8: make_shards' short last shard
+    sizes = shard_sizes(urls)
+    assert sizes == [20, 20, 8]
+    local_batch = 4 // world_size
+    batches = samples // 4
+    for epoch in (0, 1):
+        seen = []
+        for rank in range(world_size):
+            batches_of_rank, _ = _epoch(urls, rank, world_size, 3, local_batch, batches, epoch=epoch, sizes=sizes)
+            assert len(batches_of_rank) == batches
+            seen += [name for batch in batches_of_rank for name in batch]
+        assert sorted(seen) == sorted(f"{i:06d}.png" for i in range(48))  # 48 draws: every sample, once
+
+
+def test_a_missing_or_empty_shard_is_skipped_and_its_places_filled(tiny_dataset, tmp_path):
+    urls, _ = _shards(tiny_dataset, tmp_path, 12)  # 4 shards for 2 workers x 2 ranks: a shard per slot
+    empty = tmp_path / "empty.tar"
+    with webdataset.TarWriter(str(empty)):
+        pass
+    with http_server(tmp_path) as base:
+        gone = base + "/gone.tar"  # a 404
+        for shards, sizes in (([urls[0], str(empty), urls[2], urls[3]], [12, 0, 12, 12]),  # sizes known
+                              ([urls[0], str(empty), urls[2], urls[3]], [12, 12, 12, 12]),  # sizes.json wrong
+                              ([urls[0], gone, urls[2], urls[3]], [12, 12, 12, 12]),
+                              ([urls[0], gone, urls[2], str(empty)], None)):  # sizes unknown: train-num-samples
+            batches, bad = 36 // 8, 0
+            for rank in (0, 1):
+                epoch, dataset = _epoch(shards, rank, 2, 2, 4, batches, sizes=sizes)
+                assert len(epoch) == batches and all(len(batch) == 4 for batch in epoch)  # the epoch goes on
+                names = [name for batch in epoch for name in batch]
+                assert len(names) == 16 and not any(int(name[:6]) in range(12, 24) for name in names)
+                bad += dataset.bad_samples()
+            if sizes is None:
+                assert bad >= 1  # the 404, counted
+            else:  # the places a size promised and the shard did not hold
+                assert bad == (12 if sizes[1] else 0)
+
+
+def test_a_worker_error_reaches_the_training_process_as_one_line(tiny_dataset, tmp_path):
+    urls, _ = _shards(tiny_dataset, tmp_path, 12)
+    empty = tmp_path / "empty.tar"
+    with webdataset.TarWriter(str(empty)):
+        pass
+    with pytest.raises(UserError, match="no sample could be read from any of the 2 shard") as raised:
+        _epoch([str(empty), str(empty)], 0, 1, 2, 4, 3, sizes=[12, 12])
+    assert "Traceback" not in str(raised.value) and "worker" not in str(raised.value)
+    with pytest.raises(UserError, match="no sample could be read") as raised:
+        _epoch([str(empty), str(empty)], 0, 1, 2, 4, 3)  # sizes unknown
+    assert "Traceback" not in str(raised.value)
+
+
+def _noise_shard(path, count, side=200):
+    """A shard of ``count`` noise PNGs (about 120 kB each) with .txt captions."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.conftest import png_bytes
+
+    rng = np.random.default_rng(0)
+    with webdataset.TarWriter(str(path)) as writer:
+        for i in range(count):
+            image = Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8))
+            writer.write({"__key__": f"{i:05d}", "png": png_bytes(image), "txt": f"noise {i}"})
+
+
+def test_an_http_shard_over_5_mb_is_read_whole_from_a_server_without_range(tmp_path):
+    from data.shard_source import shard_samples
+
+    served = tmp_path / "served"
+    served.mkdir()
+    _noise_shard(served / "big.tar", 64)
+    assert (served / "big.tar").stat().st_size > 7 * 2 ** 20
+    with http_server(served) as base:  # python's http.server: no Range support
+        keys = [sample["__key__"] for sample in shard_samples(base + "/big.tar", lambda error: False)]
+        assert keys == [f"{i:05d}" for i in range(64)]
+        epoch, dataset = _epoch([base + "/big.tar"], 0, 1, 2, 8, 8, keys=("txt",), sizes=[64])
+    assert sorted(name for batch in epoch for name in batch) == sorted(f"noise {i}" for i in range(64))
+    assert dataset.bad_samples() == 0
+
+
+@contextlib.contextmanager
+def _stalling_server(data, send_bytes):
+    """A loopback HTTP server whose GET sends the first ``send_bytes`` of ``data``, then stalls."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _headers(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+
+        def do_HEAD(self):
+            self._headers()
+
+        def do_GET(self):
+            self._headers()
+            self.wfile.write(data[:send_bytes])
+            self.wfile.flush()
+            stalled.wait(120)
+
+    stalled = threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        stalled.set()
+        server.shutdown()
+
+
+def test_an_http_shard_that_stalls_mid_body_is_cut_after_shard_timeout(tmp_path, caplog):
+    import time
+
+    _noise_shard(tmp_path / "s.tar", 16, side=64)
+    data = (tmp_path / "s.tar").read_bytes()
+    with _stalling_server(data, len(data) // 2) as base:
+        started = time.monotonic()
+        epoch, dataset = _epoch([base + "/s.tar"], 0, 1, 0, 2, 6, keys=("txt",), sizes=[16], timeout=2)
+        assert time.monotonic() - started < 30  # not the client's default of 5 minutes
+    names = [name for batch in epoch for name in batch]
+    read = set(names)  # the samples before the stall; the epoch is filled by reading them again
+    assert len(names) == 12 and 0 < len(read) < 12 and read == {f"noise {i}" for i in range(len(read))}
+    assert dataset.bad_samples() == 12 - len(read)  # the places of its range it could not fill, counted
+    assert "rest of the shard skipped" in caplog.text

@@ -3,6 +3,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -12,6 +13,7 @@ from retrieval.vector_search import VectorIndex, recall_against_exact
 from tests.conftest import run_script
 
 
+@pytest.mark.slow
 def test_index_a_plain_folder_then_add_only_new_images(tiny_checkpoint, tiny_dataset, tmp_path):
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
@@ -35,6 +37,7 @@ def test_index_a_plain_folder_then_add_only_new_images(tiny_checkpoint, tiny_dat
     assert results[0]["name"] == "000001.png" and results[0]["score"] > 0.999 and len(results) == 2
 
 
+@pytest.mark.slow
 def test_index_refuses_to_mix_models(tiny_checkpoint, tiny_dataset, tmp_path):
     out = tmp_path / "index"
     assert run_script("index.py", "--model-path", str(tiny_checkpoint), "--data", str(tiny_dataset / "valid"),
@@ -62,6 +65,7 @@ def test_faiss_index_reports_recall_against_exact():
     assert np.array_equal(rows, np.argsort(-brute, axis=1)[:, :5])
 
 
+@pytest.mark.slow
 def test_zero_shot_equals_clip_benchmark(tiny_checkpoint, tiny_dataset, tmp_path):
     from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier
 
@@ -91,6 +95,7 @@ def test_zero_shot_equals_clip_benchmark(tiny_checkpoint, tiny_dataset, tmp_path
     assert np.allclose(theirs, probabilities, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_classify_script_writes_report_and_confusion_matrix(tiny_checkpoint, tiny_dataset, tmp_path):
     root = tmp_path / "folder"
     for index in range(6):
@@ -111,6 +116,7 @@ def test_classify_script_writes_report_and_confusion_matrix(tiny_checkpoint, tin
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_pytorch(tiny_checkpoint, tmp_path):
     out = tmp_path / "onnx"
     result = run_script("export.py", "--model-path", str(tiny_checkpoint), "--out", str(out))
@@ -126,6 +132,7 @@ def test_onnx_export_matches_pytorch(tiny_checkpoint, tmp_path):
     assert again.returncode == 2 and "--overwrite true" in again.stderr
 
 
+@pytest.mark.slow
 def test_classify_with_empty_class_folders_is_a_clear_error(tiny_checkpoint, tmp_path):
     (tmp_path / "d" / "cat").mkdir(parents=True)
     (tmp_path / "d" / "dog").mkdir()
@@ -133,6 +140,7 @@ def test_classify_with_empty_class_folders_is_a_clear_error(tiny_checkpoint, tmp
     assert result.returncode == 2 and "holds no images" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_index_out_that_is_a_file_fails_before_embedding(tiny_checkpoint, tiny_dataset, tmp_path):
     (tmp_path / "out").write_text("x")
     result = run_script("index.py", "--model-path", str(tiny_checkpoint), "--data", str(tiny_dataset / "valid"),

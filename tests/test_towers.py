@@ -44,6 +44,7 @@ def test_unknown_image_model_lists_choices(tiny_text_tower):
         model_from_towers("resnet5000", str(tiny_text_tower), pretrained=False, max_length=32)
 
 
+@pytest.mark.slow
 def test_missing_text_model_directory_says_what_to_put_there():
     result = run_script("init.py", "--text-model", "pretrains/nothing-here", "--save-path", "/tmp/never.pt")
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -37,6 +37,7 @@ def _recall(payload, dataset, split="valid"):
     return mean_recall(evaluate_table(model, tokenizer, table, eval_transform(spec["image-size"]), 64, 0, CPU, None))
 
 
+@pytest.mark.slow
 def test_sweep_reports_each_alpha_and_writes_the_best(tiny_checkpoint, tiny_dataset, tmp_path):
     payload = read_checkpoint(str(tiny_checkpoint))
     model, spec, _ = model_from_checkpoint(payload)

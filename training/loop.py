@@ -16,7 +16,7 @@ from models.loss import INFONCE
 from training.evaluate import evaluate_table
 from training.optimizer import make_optimizer
 from training.recall import mean_recall
-from training.resume import restore_training_state, rng_state, seed_everything, starting_checkpoint
+from training.resume import resolved_resume, restore_training_state, rng_state, seed_everything, starting_checkpoint
 from training.run_length import RunLength, agreed_seconds
 from training.run_log import RunLog
 from training.objective import objective_from_config, prepare_for_objective
@@ -83,6 +83,7 @@ def _prepare_model(model, spec, config, device, resumed, objective):
 
 
 def _train(config, job, device):
+    config = resolved_resume(config)
     dtype = amp_dtype(device, config["use-amp"])
     seed_everything(config["seed"] + job.rank)
     for path in (config["best-path"], config["last-path"], os.path.join(config["log-dir"], "metrics.jsonl")):
@@ -93,7 +94,8 @@ def _train(config, job, device):
 
     pin_memory = device.type == "cuda"
     data = training_data(config, spec, tokenizer, job, pin_memory)
-    valid_table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"])
+    valid_table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"],
+                                  config["shard-timeout"])
     local_batch, steps_per_epoch = data.local_batch, data.steps_per_epoch
 
     objective = objective_from_config(config)

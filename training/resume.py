@@ -6,14 +6,17 @@ import random
 import numpy as np
 import torch
 
+from data.shard_source import is_shard_source
 from models.checkpoint import read_checkpoint
 from utils.config_schema import TRAIN
+from utils.distributed import broadcast_object
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 # Keys whose change would make a resumed run differ from the run it continues (decided per key in the schema).
 RUN_DEFINING_KEYS = tuple(key.name for key in TRAIN if key.run_defining)
+AUTO = "auto"  # resume: auto, open_clip's --resume latest
 
 
 def seed_everything(seed):
@@ -38,6 +41,18 @@ def restore_rng_state(state):
     random.setstate((version, tuple(python_state), gauss))
 
 
+def resolved_resume(config):
+    """``config`` with ``resume: auto`` made a path: last-path when it exists (rank 0's view, so every rank
+    starts alike), else None, a first start from load-path. One command line serves the first start and every
+    restart (torchrun --max-restarts)."""
+    if config["resume"] != AUTO:
+        return config
+    found = broadcast_object(os.path.exists(config["last-path"]))
+    if not found:
+        logger.info(f"resume auto: no {config['last-path']} yet; starting from {config['load-path']}")
+    return {**config, "resume": config["last-path"] if found else None}
+
+
 def check_resume_config(saved, config):
     """Refuse a resume whose run-defining settings differ from those the checkpoint was trained with."""
     changed = [f"{k}: {saved[k]!r} -> {config[k]!r}" for k in RUN_DEFINING_KEYS if k in saved and saved[k] != config[k]]
@@ -45,6 +60,12 @@ def check_resume_config(saved, config):
         raise UserError(f"--resume {config['resume']} was trained with other settings ({'; '.join(changed)}). "
                         f"Resume with the same settings, or start a new run from its weights with "
                         f"--load-path {config['resume']} --overwrite true")
+    # num-workers is not run-defining for a folder (per-image seeds), but shards' batch k comes from worker k % W
+    workers = saved.get("num-workers", config["num-workers"])
+    if is_shard_source(config["train-data"]) and workers != config["num-workers"]:
+        raise UserError(f"--resume {config['resume']} was trained from shards with num-workers {workers}; a shard "
+                        f"epoch's batches depend on the worker count, so num-workers {config['num-workers']} would "
+                        f"train on other batches. Resume with --num-workers {workers}")
 
 
 def starting_checkpoint(config):

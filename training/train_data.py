@@ -9,7 +9,7 @@ from data.caption_table import read_caption_table
 from data.negatives import FILE_NAME as NEGATIVES_FILE
 from data.negatives import read_negatives
 from data.datasets import PairCollate, TrainImages
-from data.shard_dataset import ShardBatches, first_captions, shard_notice
+from data.shard_dataset import ShardBatches, first_captions, reraise_problems, shard_notice
 from data.shard_source import epoch_samples, is_shard_source, shard_weights
 from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
 from training.hard_batches import HardNegativeMiner, MinedOrder
@@ -73,6 +73,16 @@ class StartAt(Sampler):
 
     def __len__(self):
         return len(self.sampler) - self.skip
+
+
+class ShardLoader:
+    """A DataLoader over ShardBatches whose workers' UserErrors are raised here, as one line (see ShardProblem)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return reraise_problems(self.loader)
 
 
 class TrainData:
@@ -153,11 +163,12 @@ def _shard_data(config, spec, tokenizer, job, loader_options):
     if config["batching"] == "hard-negatives":
         raise UserError("batching hard-negatives picks any image for any batch, which a dataset folder allows and "
                         "streamed shards do not; train-data names shards (use batching: random)")
-    urls, samples = epoch_samples(config["train-data"], config["train-num-samples"])
+    timeout = config["shard-timeout"]
+    urls, samples, sizes = epoch_samples(config["train-data"], config["train-num-samples"], timeout)
     caption_keys = [key.strip() for key in config["caption-key"].split(",") if key.strip()]
     if not caption_keys:
         raise UserError("caption-key: give txt or one or more .json keys")
-    transform, augmentation = _transform(config, spec, first_captions(urls, caption_keys),
+    transform, augmentation = _transform(config, spec, first_captions(urls, caption_keys, timeout=timeout),
                                          " (decided from the first shard's captions)")
     batch_size, local_batch = global_batch(config["batch-size"], samples, job.world_size)
     steps = samples // batch_size
@@ -171,10 +182,11 @@ def _shard_data(config, spec, tokenizer, job, loader_options):
                    if config["train-data-weights"] else [1.0] * len(urls))
     dataset = ShardBatches(urls, transform, PairCollate(tokenizer), caption_keys, config["seed"], job.rank,
                            job.world_size, local_batch, steps, draft_size=spec["image-size"],
-                           resampled_weights=weights, captions_per_image=config["captions-per-image"])
-    loader = DataLoader(dataset, batch_size=None, **loader_options)
+                           resampled_weights=weights, captions_per_image=config["captions-per-image"], sizes=sizes,
+                           timeout=timeout)
+    loader = ShardLoader(DataLoader(dataset, batch_size=None, **loader_options))
     described = (f"training: {samples} samples from shards, global batch {batch_size}{_captions_note(config)}"
                  f"{f' ({job.world_size} processes x {local_batch})' if job.enabled else ''}, {steps} steps/epoch")
-    notices = [augmentation, shard_notice(urls, samples, job.world_size, loader_options["num_workers"], weights),
-               described]
+    notices = [augmentation, shard_notice(urls, samples, job.world_size, loader_options["num_workers"], weights,
+                                          exact=dataset.sizes is not None), described]
     return TrainData(dataset, loader, None, batch_size, local_batch, steps, notices, config["seed"])

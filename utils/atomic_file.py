@@ -14,20 +14,56 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+TEMPORARY_PREFIX = ".tmp-"  # every temporary file of this writer; a killed write leaves one behind
+
+
 def atomic_write(path, write, binary=True):
     """Call ``write(stream)`` on a temporary file, then atomically move it to ``path``.
 
     An OSError (unwritable folder, full disk, path is a directory) becomes a UserError naming ``path``.
     """
+    def fill(handle, temporary):
+        # text: newline="" leaves line ends to the writer (csv writes its own)
+        text_options = {} if binary else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(handle, "wb" if binary else "w", **text_options) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    _write_and_rename(path, fill)
+
+
+def atomic_write_to_path(path, write):
+    """``atomic_write`` for a library that writes only to a file name (``faiss.write_index``): call
+    ``write(temporary_path)``, fsync that file, then atomically move it to ``path``."""
+    def fill(handle, temporary):
+        os.close(handle)
+        write(temporary)
+        handle = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+    _write_and_rename(path, fill)
+
+
+def remove_temporaries(directory):
+    """Remove what killed atomic writes left in ``directory`` (a sweep before a folder is written again)."""
+    for name in os.listdir(directory):
+        if name.startswith(TEMPORARY_PREFIX):
+            os.remove(os.path.join(directory, name))
+
+
+def _write_and_rename(path, fill):
+    """``fill(handle, temporary)`` writes and fsyncs a temporary file beside ``path``; it then replaces ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     temporary = None
     try:
         os.makedirs(directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX,
+                                             suffix=os.path.splitext(path)[1])
+        fill(handle, temporary)
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(temporary, path)
         temporary = None

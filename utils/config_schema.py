@@ -9,6 +9,8 @@ from utils.config import Key, Schema
 _DEVICE = Key("device", "device", "auto picks cuda when available, else cpu")
 _SEED = Key("seed", "int", "random seed for weights, sampling and augmentation", minimum=0, maximum=2**31 - 1)
 _STRICT = Key("strict", "bool", "fail on the first bad dataset row, listing every problem")
+_SHARD_TIMEOUT = Key("shard-timeout", "float", "seconds an http(s) shard may stall (connecting or mid-body) "
+                     "before the rest of it is skipped and counted", minimum=1, maximum=86400)
 
 INIT = Schema("configs/init.yaml", [
     Key("pretrained", "bool", "load pretrained weights for both towers"),
@@ -109,8 +111,9 @@ TRAIN = Schema("configs/train.yaml", [
     _train("load-path", "str", "model written by init.py (ignored on resume)", run_defining=False),
     _train("best-path", "str", "best checkpoint on the validation split", run_defining=False),
     _train("last-path", "str", "latest checkpoint (resumable)", run_defining=False),
-    _train("resume", "str", "resume from this checkpoint (e.g. checkpoints/last.pt)", run_defining=False,
-           nullable=True),
+    _train("resume", "str", "resume from this checkpoint (e.g. checkpoints/last.pt); auto: from last-path if it "
+           "exists, else start from load-path (one command line for the first start and every restart)",
+           run_defining=False, nullable=True),
     _train("overwrite", "bool", "start a new run even if best-path or last-path exist", run_defining=False),
     _train("log-dir", "str", "metrics.jsonl, metrics.csv, TensorBoard events, curves.png", run_defining=False),
     _train("train-data", "str", "training dataset folder (images/ + captions.csv), or webdataset shards: "
@@ -124,6 +127,7 @@ TRAIN = Schema("configs/train.yaml", [
            "an epoch is then train-num-samples or the shards' total", run_defining=True),
     _train("train-data-weights", "str", "resampled: one weight per '::' source of train-data, e.g. '1::3'",
            run_defining=True, nullable=True),
+    replace(_SHARD_TIMEOUT, run_defining=False),
     _train("caption-key", "str", "where a shard sample's captions are: txt (its .txt file) or keys of its .json "
            "(e.g. captions: a list, one drawn per epoch); several comma-separated", run_defining=True),
     # The best checkpoint is chosen by recall on this split: another split makes best-metric incomparable.
@@ -143,6 +147,7 @@ EVAL = Schema("configs/eval.yaml", [
     Key("caption-key", "str", "shards: where a sample's captions are: txt or .json keys (e.g. captions), "
         "comma-separated"),
     Key("output", "str", "also write the recalls as JSON to this path", nullable=True),
+    _SHARD_TIMEOUT,
     _STRICT,
     _DEVICE,
 ])
@@ -169,6 +174,7 @@ INDEX = Schema("configs/index.yaml", [
     Key("data", "str", "dataset folder (images/ + captions.csv), a folder of images, or webdataset shards "
         "('dir/{00000..00099}.tar', '::'-joined, fsspec URLs)"),
     Key("caption-key", "str", "shards: captions from txt (the .txt file) or .json keys, comma-separated"),
+    _SHARD_TIMEOUT,
     Key("out", "str", "index folder; an existing index of the same model is extended"),
     Key("batch-size", "int", "images per encoding batch", minimum=1, maximum=65536),
     *_FAISS,

@@ -42,8 +42,13 @@ def init_distributed(device, timeout=None):
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                **({"timeout": timeout} if timeout else {}))
+        options = {"timeout": timeout} if timeout else {}
+        store, _, _ = next(dist.rendezvous("env://", rank, world_size, **options))
+        # torchrun keeps its store across restarts (--max-restarts) and PyTorch gives no attempt its own keys: a
+        # restarted rank would read the killed one's address and fail to connect. Each attempt gets a prefix.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.PrefixStore(
+            f"attempt-{attempt}", store), rank=rank, world_size=world_size, **options)
     logger.info(f"distributed: {dist.get_backend()}, {world_size} process(es)")
     return Distributed(rank, world_size, local_rank), device
 

@@ -5,12 +5,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install install-cloud demo demo-zh demo-pretrained demo-finetune recipe test test-fast serve clean-demo
+.PHONY: install install-cloud demo demo-zh demo-pretrained demo-finetune recipe test test-fast serve docs clean-demo
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt
+# The project's packages (models/, data/, ...) installed editable (pyproject.toml): scripts, benches and tests
+# import them from any folder. No build isolation: offline, the venv's setuptools (requirements-dev.txt) builds it.
+$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -95,6 +98,10 @@ serve: $(STAMP)
 	test -f checkpoints/demo/index/items.arrow || (rm -rf checkpoints/demo/index && $(PY) index.py \
 		--model-path checkpoints/demo/best.pt --data $(DEMO)/valid --out checkpoints/demo/index)
 	$(PY) serve.py --model-path checkpoints/demo/best.pt --index checkpoints/demo/index
+
+# docs/configuration.md from the config schema (utils/config_schema.py) and configs/*.yaml.
+docs: $(STAMP)
+	$(PY) scripts/config_doc.py
 
 clean-demo:
 	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh \

@@ -2,14 +2,13 @@
 import logging
 
 from data.negatives import read_negatives
-from data.shard_source import is_shard_source
-from data.shard_table import read_eval_table
+from data.sources import open_source
 from data.transforms import preprocess_for
+from evaluation.compositional import format_compositional
+from evaluation.cue_recall import cue_only_recall, format_cue_recall, read_cues
+from evaluation.embedding import evaluate_table
+from evaluation.recall import format_recall_table
 from models.checkpoint import model_from_checkpoint, read_checkpoint
-from training.compositional import format_compositional
-from training.cue_recall import cue_only_recall, format_cue_recall, read_cues
-from training.evaluate import evaluate_table
-from training.recall import format_recall_table
 from utils.atomic_file import atomic_write_json
 from utils.config import load_config
 from utils.config_schema import EVAL
@@ -24,14 +23,15 @@ def main(argv):
     device = resolve_device(config["device"])
     dtype = amp_dtype(device, config["use-amp"])
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(config["model-path"]))
-    table = read_eval_table(config["valid-data"], config["strict"], config["caption-key"], config["shard-timeout"])
-    negatives = None if is_shard_source(config["valid-data"]) else read_negatives(config["valid-data"], table)
+    source = open_source(config["valid-data"], config["caption-key"], config["shard-timeout"])
+    table = source.validation_table(config["strict"])
+    negatives = read_negatives(source.side_files, table) if source.side_files else None
     logger.info(precision_notice(device, config["use-amp"], dtype))
     metrics = evaluate_table(model.to(device), tokenizer, table, preprocess_for(spec),
                              config["batch-size"], config["num-workers"], device, dtype, negatives)
     logger.info(f"{config['model-path']} on {config['valid-data']}: {metrics['images']} images, "
                 f"{metrics['captions']} captions")
-    cues = None if is_shard_source(config["valid-data"]) else read_cues(config["valid-data"], table)
+    cues = read_cues(source.side_files, table) if source.side_files else None
     if cues:
         metrics.update(cue_only_recall([len(record.captions) for record in table.images], cues))
     print(format_recall_table(metrics))

@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from retrieval.encoder import load_encoder
 from retrieval.gallery_build import build_index
+from retrieval.gallery_sources import GallerySource
+from retrieval.vector_search import vector_index_settings
 from utils.config import load_config
 from utils.config_schema import INDEX
 from utils.device import resolve_device
@@ -23,7 +25,8 @@ def main(argv):
     distributed, device = init_distributed(resolve_device(config["device"]), timeout=timedelta(hours=24))
     try:
         encoder = load_encoder(config["model-path"], config["onnx-dir"], device)
-        build_index(config, encoder, distributed)
+        source = GallerySource(config["data"], config["caption-key"], config["shard-timeout"])
+        build_index(source, config["out"], encoder, distributed, config["batch-size"], vector_index_settings(config))
     finally:
         shutdown()
 

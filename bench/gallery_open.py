@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from _common import ROOT, result, rss_mb
+from bench._common import ROOT, result, rss_mb
 
 CHUNK = 65_536
 

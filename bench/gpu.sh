@@ -11,4 +11,4 @@ fi
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-timeout 480 "$PYTHON" bench/gpu_check.py "$@"
+timeout 480 "$PYTHON" -m bench.gpu_check "$@"  # -m from the root: bench/ imports without an install

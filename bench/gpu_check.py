@@ -22,7 +22,7 @@ import traceback
 
 import torch
 
-from _common import ROOT, demo_captions, result
+from bench._common import ROOT, demo_captions, result
 
 # Largest relative L2 error ||g - g_fp32|| / ||g_fp32|| accepted, over the parameters with a gradient.
 TOLERANCES = {"bf16": 5e-2, "fp16": 1e-2, "fp32": 1e-4}
@@ -225,7 +225,7 @@ def prepare_tiny_run(work):
 
 def throughput_numbers(args, device, report):
     """gpu_step's measurements (samples/s, memory, MFU, largest batches), recorded in ``report``."""
-    import gpu_step
+    from bench import gpu_step
 
     report["throughput"] = gpu_step.measure(device, quick=args.quick)
     numbers = report["throughput"]
@@ -235,7 +235,7 @@ def throughput_numbers(args, device, report):
 
 
 def open_clip_side_by_side(args, device, report):
-    import gpu_step
+    from bench import gpu_step
 
     try:
         import open_clip  # noqa: F401

@@ -10,7 +10,7 @@ import time
 import torch
 from transformers import AutoModel, RobertaConfig
 
-from _common import result
+from bench._common import result
 from models.image_tower import build_image_backbone
 from models.model import ContrastiveModel
 from models.text_tower import TextTower
@@ -116,7 +116,7 @@ def compare_open_clip(device, quick=False, batch=192, steps=10, image_size=224, 
     from open_clip.loss import ClipLoss
     from open_clip.model import CustomTextCLIP
 
-    from _common import demo_captions
+    from bench._common import demo_captions
     from models.factory import model_from_towers
     from models.loss import contrastive_loss
     from scripts.make_demo_text_tower import write_text_tower

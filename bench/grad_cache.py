@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from _common import demo_captions, demo_text_tower, reset_peak_rss, result, rss_mb
+from bench._common import demo_captions, demo_text_tower, reset_peak_rss, result, rss_mb
 
 
 def one_step(mode, batch, chunk, image_size, text_dir):

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from _common import demo_dataset_shards_and_model, result, run_script
+from bench._common import demo_dataset_shards_and_model, result, run_script
 
 
 def images_per_second(stdout):

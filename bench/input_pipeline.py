@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from _common import result
+from bench._common import result
 from data.image_file import open_image_rgb
 from data.transforms import train_transform
 

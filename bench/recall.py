@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from _common import reset_peak_rss, result, rss_mb
+from bench._common import reset_peak_rss, result, rss_mb
 
 SIZES = {"5k x 25k": (5_000, 25_000), "50k x 250k": (50_000, 250_000)}
 
@@ -32,7 +32,7 @@ def embeddings(images, texts, dim=512, seed=0):
 def measure(method, images, texts):
     import torch
 
-    from training.recall import CHUNK_ELEMENTS, retrieval_recall
+    from evaluation.recall import CHUNK_ELEMENTS, retrieval_recall
 
     image_features, text_features, owner = embeddings(images, texts)
     before = rss_mb("VmRSS")

@@ -11,8 +11,7 @@ import json
 import os
 import sys
 
-import _common  # noqa: F401  (puts the project root on sys.path)
-
+from bench import _common  # noqa: F401  (sets HF_HUB_OFFLINE and TOKENIZERS_PARALLELISM)
 from scripts.make_demo_dataset import main as make_dataset
 from scripts.recipe import run_recipe
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from _common import demo_captions, demo_text_tower, result
+from bench._common import demo_captions, demo_text_tower, result
 from models.checkpoint import save_checkpoint
 from models.factory import model_from_towers
 from models.onnx_export import export_encoders

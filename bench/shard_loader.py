@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from _common import result
+from bench._common import result
 from bench.input_pipeline import make_jpegs
 from data.datasets import PairCollate
 from data.shard_dataset import ShardBatches

@@ -12,7 +12,7 @@ import re
 import sys
 import tempfile
 
-from _common import demo_dataset_shards_and_model, result, run_script
+from bench._common import demo_dataset_shards_and_model, result, run_script
 
 
 def samples_per_second(stdout):

@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from _common import demo_captions, demo_text_tower, result
+from bench._common import demo_captions, demo_text_tower, result
 from models.factory import model_from_towers
 from models.loss import contrastive_loss
 

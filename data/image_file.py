@@ -1,4 +1,4 @@
-"""Decode one image file safely into an RGB PIL image."""
+"""Image files: find them in a folder, decode one safely into an RGB PIL image."""
 import os
 import warnings
 
@@ -9,8 +9,7 @@ from utils.errors import first_line
 
 # PIL's own default; above it an image is treated as a decompression bomb and skipped.
 MAX_PIXELS = 89_478_485
-
-
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # of files in folders
 
 
 def _registered(names):
@@ -23,6 +22,24 @@ def _registered(names):
 # Pillow reads it). Untrusted uploads to the web service: the common web formats alone.
 IMAGE_FORMATS = _registered(("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "ICO", "JPEG2000", "AVIF"))
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+def image_files(root):
+    """Yield the paths below ``root`` whose names end in an image extension, folders and files sorted."""
+    for folder, directories, files in os.walk(root):
+        directories.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                yield os.path.join(folder, name)
+
+
+class EncodedImage(bytes):
+    """An image file's bytes (from inside a shard) with the label warnings name it by."""
+
+    def __new__(cls, data, label):
+        instance = super().__new__(cls, data)
+        instance.label = label
+        return instance
 
 
 class ImageProblem(Exception):

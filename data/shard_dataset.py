@@ -159,19 +159,25 @@ class ShardBatches(IterableDataset):
         samples are counted and logged for ``worker`` (None: not at all)."""
         total = sum(self.sizes)
         pass_number = start // total
-        position, last_found = pass_number * total, start
+        position = pass_number * total
+        fruitless = set()  # shards read whole since the last sample: all of them, and no shard can give one
         while stop is None or position < stop:
             for index in self._order(epoch, pass_number):
                 begin = position
                 position += self.sizes[index]
                 first, last = max(begin, start), position if stop is None else min(position, stop)
+                found = False
                 if first < last:
                     for sample in self._shard_slice(index, first - begin, last - begin, worker):
-                        last_found = position
+                        found = True
                         yield sample
                 if stop is not None and position >= stop:
                     return
-                if position - last_found > total:  # a whole pass without one sample
+                if found:
+                    fruitless = set()
+                elif (first, last) == (begin, position):  # a part of a shard may lack what the rest holds
+                    fruitless.add(index)
+                if stop is None and len(fruitless) == sum(1 for size in self.sizes if size):
                     raise UserError(f"no sample could be read from any of the {len(self.urls)} shard(s) (rank "
                                     f"{self.rank}); check that they exist and are readable")
             pass_number += 1

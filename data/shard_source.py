@@ -72,17 +72,20 @@ def open_shard(url, timeout=DEFAULT_TIMEOUT):
         return open(url, "rb")
     import fsspec
 
-    options = {}
+    options, http_errors = {}, ()
     if url.startswith(("http://", "https://")):
         import aiohttp
 
         options = {"block_size": 0, "client_kwargs": {"timeout": aiohttp.ClientTimeout(
             total=None, sock_connect=timeout, sock_read=timeout)}}
+        http_errors = (aiohttp.ClientError,)  # e.g. a 5xx or 403 on the GET after the HEAD went through
     try:
         return fsspec.open(url, "rb", **options).open()
     except (ImportError, ValueError) as error:  # no package for the protocol, or an unknown protocol
         raise UserError(f"reading '{url}' needs an fsspec protocol package (aiohttp for http(s), s3fs, gcsfs): "
                         f"{first_line(error)}") from None
+    except http_errors as error:
+        raise OSError(f"{url}: {first_line(error) or type(error).__name__}") from None
 
 
 def shard_samples(url, handler, timeout=DEFAULT_TIMEOUT):
@@ -107,30 +110,31 @@ def shard_samples(url, handler, timeout=DEFAULT_TIMEOUT):
             yield sample
 
 
-def _read_json(url):
+def _read_json(url, timeout=DEFAULT_TIMEOUT):
     """The JSON at ``url`` as a dict, or None when there is none or it is not a JSON object."""
     try:
-        with open_shard(url) as handle:
+        with open_shard(url, timeout) as handle:
             data = json.load(handle)
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def shard_sizes(urls):
-    """Samples per shard, from sizes.json beside the shards (open_clip's convention) or from img2dataset's
-    NNNNN_stats.json ("successes"); None where neither says. One read per folder for sizes.json."""
+def shard_sizes(urls, per_shard_stats=True, timeout=DEFAULT_TIMEOUT):
+    """Samples per shard, from sizes.json beside the shards (open_clip's convention) or, with
+    ``per_shard_stats``, from img2dataset's NNNNN_stats.json ("successes"); None where neither says. One read
+    per folder for sizes.json, one per shard for a stats file."""
     folders = {}
     sizes = []
     for url in urls:
         folder, name = posixpath.split(url) if url.startswith(URL_SCHEMES) else os.path.split(url)
         if folder not in folders:
             join = posixpath.join if url.startswith(URL_SCHEMES) else os.path.join
-            folders[folder] = _read_json(join(folder, "sizes.json")) or {}
+            folders[folder] = _read_json(join(folder, "sizes.json"), timeout) or {}
         size = folders[folder].get(name)
-        if size is None:
+        if size is None and per_shard_stats:
             join = posixpath.join if url.startswith(URL_SCHEMES) else os.path.join
-            stats = _read_json(join(folder, name[:-len(".tar")] + "_stats.json"))
+            stats = _read_json(join(folder, name[:-len(".tar")] + "_stats.json"), timeout)
             size = stats.get("successes") if isinstance(stats, dict) else None
         sizes.append(int(size) if isinstance(size, int) and size >= 0 else None)
     return sizes
@@ -157,7 +161,9 @@ def epoch_samples(value, num_samples=None, timeout=DEFAULT_TIMEOUT):
     ``num_samples`` (train-num-samples) wins for the epoch; otherwise every shard's size must be known.
     UserError naming a missing shard or the missing sizes."""
     urls = checked_shards(value, timeout)
-    sizes = shard_sizes(urls)
+    # with train-num-samples set, sizes only make the epoch exact: a stats file per remote shard is not worth it
+    remote = any(url.startswith(URL_SCHEMES) for url in urls)
+    sizes = shard_sizes(urls, per_shard_stats=not (num_samples and remote), timeout=timeout)
     if num_samples:
         return urls, num_samples, sizes
     unknown = [url for url, size in zip(urls, sizes) if size is None]

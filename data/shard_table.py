@@ -7,9 +7,9 @@ memory; validation splits are small (COCO's 5k images: about 0.8 GB of JPEG).
 import logging
 import os
 
-from data.caption_table import CaptionTable, ImageRecord, read_caption_table
+from data.caption_table import CaptionTable, ImageRecord
 from data.shard_dataset import image_bytes, sample_captions
-from data.shard_source import DEFAULT_TIMEOUT, checked_shards, is_shard_source, shard_samples
+from data.shard_source import DEFAULT_TIMEOUT, checked_shards, shard_samples
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -52,14 +52,3 @@ def read_shard_table(value, caption_keys, strict=False, timeout=DEFAULT_TIMEOUT)
         raise UserError(f"{value}: no sample with an image and a caption under caption-key "
                         f"'{','.join(caption_keys)}'")
     return CaptionTable(value, images, skipped)
-
-
-def read_eval_table(value, strict=False, caption_key="txt", timeout=DEFAULT_TIMEOUT):
-    """The CaptionTable of a dataset folder or of shards (captions under ``caption_key``, comma-separated;
-    ``timeout``: seconds an http(s) shard may stall)."""
-    if not is_shard_source(value):
-        return read_caption_table(value, strict=strict)
-    keys = [key.strip() for key in caption_key.split(",") if key.strip()]
-    if not keys:
-        raise UserError("caption-key: give txt or one or more .json keys")
-    return read_shard_table(value, keys, strict, timeout)

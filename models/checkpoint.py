@@ -4,18 +4,16 @@ A checkpoint holds the model spec (architecture), the tokenizer's files and the 
 training checkpoints, the optimizer/scheduler/scaler/RNG state. Everything loads with
 ``torch.load(weights_only=True)``; files that would need pickled code are refused.
 """
+import hashlib
 import json
 import os
 from contextlib import contextmanager
 
 import torch
 
-from models.image_tower import build_image_backbone
-from models.cn_clip_tower import CN_CLIP_PREFIX, build_cn_clip
-from models.hf_clip_tower import HF_CLIP_PREFIX, build_hf_clip
 from models.model import ContrastiveModel
-from models.open_clip_tower import OPEN_CLIP_PREFIX, create_clip, split_clip
-from models.text_tower import TextTower, build_text_encoder
+from models.registry import build_towers
+from models.spec import ModelSpec
 from models.tokenizer import tokenizer_from_files
 from utils.atomic_file import atomic_write
 from utils.errors import UserError, first_line
@@ -24,58 +22,35 @@ FORMAT = "contrastive-checkpoint/1"
 
 
 def build_model(spec):
-    """Random-weight ContrastiveModel for a spec dict (see ``make_spec``; an imported CLIP's spec names
-    ``open_clip:<model>``; "logit-bias": a model trained with loss siglip)."""
-    model = _build_model(spec)
-    if spec.get("logit-bias"):
+    """Random-weight ContrastiveModel for a ModelSpec (or its on-disk dict): the towers come from their
+    family's builder (models.registry); "logit-bias": a model trained with loss siglip."""
+    spec = ModelSpec.from_dict(spec)
+    image_tower, image_dim, text_tower = build_towers(spec)
+    model = ContrastiveModel(image_tower, image_dim, text_tower, spec.pad_token_id, spec.embed_dim)
+    if spec.logit_bias:
         model.enable_logit_bias()
     return model
 
 
-def _build_model(spec):
-    if spec["image-model"].startswith(OPEN_CLIP_PREFIX):
-        visual, dim, text, _ = split_clip(create_clip(spec["image-model"][len(OPEN_CLIP_PREFIX):]))
-        return ContrastiveModel(visual, dim, text, spec["pad-token-id"], spec["embed-dim"])
-    if spec["image-model"].startswith(CN_CLIP_PREFIX):
-        visual, dim, text = build_cn_clip(spec["text-config"])
-        return ContrastiveModel(visual, dim, text, spec["pad-token-id"], spec["embed-dim"])
-    if spec["image-model"].startswith(HF_CLIP_PREFIX):
-        vision, dim, text = build_hf_clip(spec["text-config"])
-        return ContrastiveModel(vision, dim, text, spec["pad-token-id"], spec["embed-dim"])
-    backbone, image_dim = build_image_backbone(spec["image-model"])
-    if image_dim != spec["image-dim"]:
-        raise UserError(f"checkpoint spec image-dim {spec['image-dim']} does not match {spec['image-model']}")
-    text_tower = TextTower(build_text_encoder(json.loads(spec["text-config"])), spec["text-pooling"])
-    return ContrastiveModel(backbone, image_dim, text_tower, spec["pad-token-id"], spec["embed-dim"])
-
-
 def make_spec(image_model, image_dim, text_config, text_pooling, embed_dim, image_size, max_length, pad_token_id):
-    """The architecture description stored in every checkpoint (plain data only)."""
-    return {
-        "image-model": image_model,
-        "image-dim": int(image_dim),
-        "text-config": json.dumps(text_config.to_dict(), sort_keys=True),
-        "text-pooling": text_pooling,
-        "embed-dim": embed_dim,
-        "image-size": int(image_size),
-        "max-length": int(max_length),
-        "pad-token-id": int(pad_token_id),
-    }
+    """The ModelSpec of two separate towers: an image family's backbone and a Hugging Face text encoder
+    (``text_config``: its transformers config)."""
+    return ModelSpec(image_model=image_model, image_dim=int(image_dim), text_encoder_config=text_config.to_dict(),
+                     text_pooling=text_pooling, embed_dim=embed_dim, image_size=int(image_size),
+                     max_length=int(max_length), pad_token_id=int(pad_token_id))
 
 
 def same_architecture(spec, other):
-    """Whether two specs build the same model (whether its temperature was learned, or a SigLIP logit bias was
-    added, does not change the towers)."""
-    def shape(s):
-        return {key: value for key, value in s.items() if key not in ("learned-logit-scale", "logit-bias")}
-    return shape(spec) == shape(other)
+    """Whether two specs (ModelSpecs or on-disk dicts) build the same model (whether its temperature was
+    learned, or a SigLIP logit bias was added, does not change the towers)."""
+    return ModelSpec.from_dict(spec).same_architecture(other)
 
 
 def save_checkpoint(path, model, spec, tokenizer_files, training_state=None):
     """Write a checkpoint atomically. ``training_state``: optional dict of plain data and tensors."""
     payload = {
         "format": FORMAT,
-        "spec": spec,
+        "spec": ModelSpec.from_dict(spec).to_dict(),  # plain data, checked: unknown keys are refused
         "tokenizer": tokenizer_files,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
@@ -100,6 +75,16 @@ def read_checkpoint(path):
     return payload
 
 
+def model_fingerprint(payload):
+    """sha256 over the model spec and every weight of a read_checkpoint() dict: index folders and ONNX
+    exports name the model they came from with it, and refuse to mix embeddings of different models."""
+    digest = hashlib.sha256(json.dumps(payload["spec"], sort_keys=True).encode())
+    for name in sorted(payload["state_dict"]):
+        digest.update(name.encode())
+        digest.update(payload["state_dict"][name].numpy().tobytes())
+    return digest.hexdigest()
+
+
 @contextmanager
 def checkpoint_contents():
     """Turn any error while taking a read_checkpoint() dict apart into one UserError.
@@ -115,12 +100,14 @@ def checkpoint_contents():
 
 
 def model_from_checkpoint(payload):
-    """(model, spec, tokenizer) from a read_checkpoint() dict; the model is on CPU in eval mode."""
+    """(model, spec, tokenizer) from a read_checkpoint() dict; the model is on CPU in eval mode.
+
+    spec: a ModelSpec, which still reads as the on-disk dict (``spec["image-size"]``) for older callers."""
     with checkpoint_contents():
-        spec = payload["spec"]
+        spec = ModelSpec.from_dict(payload["spec"])
         model = build_model(spec)
         model.load_state_dict(payload["state_dict"])
-        tokenizer = tokenizer_from_files(payload["tokenizer"], spec["max-length"])
+        tokenizer = tokenizer_from_files(payload["tokenizer"], spec.max_length)
     return model.eval(), spec, tokenizer
 
 

@@ -7,13 +7,14 @@ needs only torch and six): ``pip install --no-deps cn-clip==1.6.0 six``.
 """
 import contextlib
 import io
-import json
 import os
 
 import torch
 from torch import nn
 
-from models.open_clip_tower import declare_vit_layers
+from models.open_clip_tower import TORCHSCRIPT_ONLY, declare_vit_layers, need_clip_checkpoint
+from models.registry import clip_importers, clip_models
+from models.spec import ModelSpec
 from utils.errors import UserError, first_line
 
 CN_CLIP_PREFIX = "chinese-clip:"
@@ -33,13 +34,13 @@ def _cn_clip_utils():
 
 
 class ChineseClipText(nn.Module):
-    imported = True  # locking and layer decay require its layer list to cover every parameter
-
-    """Chinese-CLIP's text side: its BERT (RoBERTa-wwm / RBT3) and text projection.
+    """Chinese-CLIP's text side (a models.registry.Tower): its BERT (RoBERTa-wwm / RBT3) and text projection.
 
     forward(input_ids [B,L], attention_mask [B,L]) -> features [B, embed_dim] (the [CLS] token, projected),
     as cn_clip's ``encode_text``.
     """
+
+    imported = True  # locking and layer decay require its layer list to cover every parameter
 
     def __init__(self, bert, text_projection):
         super().__init__()
@@ -92,8 +93,10 @@ def split_cn_clip(clip):
     return declare_vit_layers(clip.visual), text.output_dim, text
 
 
-def build_cn_clip(config_json):
-    return split_cn_clip(create_cn_clip(json.loads(config_json)["chinese-clip"]))
+@clip_models.register(CN_CLIP_PREFIX, "chinese-clip:<name> (e.g. chinese-clip:RN50)")
+def build_cn_clip(spec):
+    """Random-weight (image tower, image_dim, text tower) of an imported Chinese-CLIP's ModelSpec."""
+    return split_cn_clip(create_cn_clip(spec.cn_clip_struct))
 
 
 def read_release_file(path):
@@ -111,12 +114,16 @@ def read_release_file(path):
     return checkpoint
 
 
-def model_from_cn_clip(name, checkpoint_path, build_model_from_parts):
+@clip_importers.register(CN_CLIP_PREFIX, "chinese-clip:<name> (e.g. chinese-clip:RN50) with clip-checkpoint")
+def model_from_cn_clip(name, checkpoint_path, build_model_from_parts, torchscript=False):
     """(model, spec, tokenizer) of Chinese-CLIP ``name`` (RN50, ViT-B-16, ...) from its release file."""
     from transformers import BertTokenizer
 
     from models.tokenizer import CaptionTokenizer, check_hf_tokenizer
 
+    if torchscript:
+        raise UserError(TORCHSCRIPT_ONLY)
+    need_clip_checkpoint(checkpoint_path)
     struct, resolution = _struct(name)
     clip = create_cn_clip(struct, read_release_file(checkpoint_path))
     logit_scale = clip.logit_scale.detach().clone()
@@ -126,8 +133,7 @@ def model_from_cn_clip(name, checkpoint_path, build_model_from_parts):
     tokenizer = CaptionTokenizer(hf_tokenizer, CONTEXT_LENGTH)
     visual, dim, text = split_cn_clip(clip)
     model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id, logit_scale)
-    spec = {"image-model": CN_CLIP_PREFIX + name, "image-dim": int(dim),
-            "text-config": json.dumps({"chinese-clip": struct}), "text-pooling": "cls", "embed-dim": None,
-            "image-size": int(resolution), "max-length": CONTEXT_LENGTH, "pad-token-id": int(tokenizer.pad_token_id),
-            "image-mean": list(MEAN), "image-std": list(STD), "learned-logit-scale": True}
+    spec = ModelSpec(image_model=CN_CLIP_PREFIX + name, image_dim=int(dim), cn_clip_struct=struct, text_pooling="cls",
+                     image_size=int(resolution), max_length=CONTEXT_LENGTH, pad_token_id=int(tokenizer.pad_token_id),
+                     image_mean=MEAN, image_std=STD, learned_logit_scale=True)
     return model, spec, tokenizer

@@ -4,22 +4,17 @@ import torch
 from models.checkpoint import make_spec
 from models.image_tower import build_image_backbone, load_image_weights, read_image_weights
 from models.model import ContrastiveModel
+from models.registry import import_clip
 from models.text_tower import TextTower, check_text_model_dir, load_text_encoder
 from models.tokenizer import CaptionTokenizer, load_hf_tokenizer
 from utils.errors import UserError
 
 
-HF_DIRECTORY_PREFIX = "hf:"
-
-
 def model_from_clip(clip_model, clip_checkpoint, torchscript=False):
     """(model, spec, tokenizer) from a pretrained CLIP: ``open_clip:<model name>`` or ``chinese-clip:<model
-    name>`` and its weights file, or ``hf:<directory>`` holding a Hugging Face CLIPModel / ChineseCLIPModel.
-    ``torchscript``: an open_clip weights file may also be one of OpenAI's TorchScript archives."""
-    from models.cn_clip_tower import CN_CLIP_PREFIX, model_from_cn_clip
-    from models.hf_clip_tower import model_from_hf_clip
-    from models.open_clip_tower import OPEN_CLIP_PREFIX, model_from_open_clip
-
+    name>`` and its weights file, or ``hf:<directory>`` holding a Hugging Face CLIPModel / ChineseCLIPModel
+    (models.registry.clip_importers lists them). ``torchscript``: an open_clip weights file may also be one of
+    OpenAI's TorchScript archives."""
     def joint_model(visual, dim, text, pad_token_id, logit_scale):
         """The CLIP's towers joined; the image projection starts as the identity, so features stay CLIP's."""
         model = ContrastiveModel(visual, dim, text, pad_token_id)
@@ -29,23 +24,7 @@ def model_from_clip(clip_model, clip_checkpoint, torchscript=False):
             model.logit_scale.copy_(logit_scale)
         return model
 
-    if torchscript and not (clip_model.startswith(OPEN_CLIP_PREFIX) and clip_model.endswith("-quickgelu")):
-        # OpenAI's models use QuickGELU; under another name the weights load but compute other features
-        raise UserError("clip-torchscript applies to OpenAI's archives, imported as open_clip:<name>-quickgelu "
-                        "(e.g. open_clip:RN50-quickgelu)")
-    if clip_model.startswith(HF_DIRECTORY_PREFIX):
-        if clip_checkpoint:
-            raise UserError("clip-checkpoint is not used with hf:<directory>: the weights are the directory's")
-        return model_from_hf_clip(clip_model[len(HF_DIRECTORY_PREFIX):], joint_model)
-    if not clip_model.startswith((OPEN_CLIP_PREFIX, CN_CLIP_PREFIX)):
-        raise UserError(f"clip-model '{clip_model}': give open_clip:<name> (e.g. open_clip:RN50), chinese-clip:<name> "
-                        f"(e.g. chinese-clip:RN50), each with clip-checkpoint, or hf:<directory> (a Hugging Face "
-                        f"CLIPModel or ChineseCLIPModel)")
-    if not clip_checkpoint:
-        raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
-    if clip_model.startswith(CN_CLIP_PREFIX):
-        return model_from_cn_clip(clip_model[len(CN_CLIP_PREFIX):], clip_checkpoint, joint_model)
-    return model_from_open_clip(clip_model[len(OPEN_CLIP_PREFIX):], clip_checkpoint, joint_model, torchscript)
+    return import_clip(clip_model, clip_checkpoint, joint_model, torchscript)
 
 
 def model_from_towers(image_model, text_model, pretrained, image_weights=None, text_pooling="cls",

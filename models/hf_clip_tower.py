@@ -9,9 +9,13 @@ import os
 
 from torch import nn
 
+from models.open_clip_tower import TORCHSCRIPT_ONLY
+from models.registry import clip_importers, clip_models
+from models.spec import ModelSpec
 from utils.errors import UserError, first_line
 
-HF_CLIP_PREFIX = "hf-clip:"
+HF_CLIP_PREFIX = "hf-clip:"  # a checkpoint spec's image-model: hf-clip:<model_type>
+HF_DIRECTORY_PREFIX = "hf:"  # the clip-model to import: hf:<directory>
 MODEL_TYPES = ("clip", "chinese_clip")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -19,9 +23,13 @@ CHINESE_CLIP_CONTEXT = 52  # Chinese-CLIP's own context length (its BERT could t
 
 
 class HfClipVision(nn.Module):
-    imported = True
+    """A Hugging Face CLIP's image side (a models.registry.Tower): its vision model and visual projection.
 
-    """images [B,3,S,S] -> projected image features [B, projection_dim] (CLIP's pooled output)."""
+    forward(images [B,3,S,S]) -> projected image features [B, projection_dim] (CLIP's pooled output), as
+    ``get_image_features``.
+    """
+
+    imported = True  # locking and layer decay require its layer list to cover every parameter
 
     def __init__(self, vision_model, projection):
         super().__init__()
@@ -43,14 +51,15 @@ class HfClipVision(nn.Module):
 
 
 class HfClipText(nn.Module):
-    imported = True  # locking and layer decay require its layer list to cover every parameter
+    """A Hugging Face CLIP's text side (a models.registry.Tower): its text model and text projection.
 
-    """input_ids [B,L] -> projected text features [B, projection_dim].
-
-    CLIP pools its end-of-text token under a causal mask, so padding after it never matters (and CLIP's
-    tokenizer pads with that same token): no attention mask is passed. Chinese-CLIP's BERT takes the mask and
-    pools the first token.
+    forward(input_ids [B,L], attention_mask [B,L]) -> projected text features [B, projection_dim], as
+    ``get_text_features``. CLIP pools its end-of-text token under a causal mask, so padding after it never
+    matters (and CLIP's tokenizer pads with that same token): no attention mask is passed. Chinese-CLIP's BERT
+    takes the mask and pools the first token.
     """
+
+    imported = True  # locking and layer decay require its layer list to cover every parameter
 
     def __init__(self, text_model, projection, model_type):
         super().__init__()
@@ -100,12 +109,12 @@ def split_hf_clip(model):
     return vision, model.visual_projection.out_features, text
 
 
-def build_hf_clip(config_json):
-    """Random-weight towers from the config stored in a checkpoint's spec."""
+@clip_models.register(HF_CLIP_PREFIX, "hf-clip:<model type> (an imported Hugging Face CLIP)")
+def build_hf_clip(spec):
+    """Random-weight (image tower, image_dim, text tower) from the config stored in a checkpoint's spec."""
     from transformers import AutoModel
 
-    config_dict = json.loads(config_json)
-    config = _config_class(config_dict["model_type"]).from_dict(config_dict)
+    config = _config_class(spec.clip_config["model_type"]).from_dict(spec.clip_config)
     return split_hf_clip(AutoModel.from_config(config).float())
 
 
@@ -117,7 +126,7 @@ def read_hf_clip(directory):
     from models.tokenizer import load_hf_tokenizer
 
     if not os.path.isfile(os.path.join(directory, "config.json")):
-        raise UserError(f"clip-model '{HF_CLIP_PREFIX}{directory}': no config.json there; give a Hugging Face "
+        raise UserError(f"clip-model '{HF_DIRECTORY_PREFIX}{directory}': no config.json there; give a Hugging Face "
                         f"CLIPModel or ChineseCLIPModel directory (config.json, weights, tokenizer files)")
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
@@ -142,10 +151,16 @@ def read_hf_clip(directory):
     return model.float().eval(), load_hf_tokenizer(directory), preprocess
 
 
-def model_from_hf_clip(directory, build_model_from_parts):
-    """(model, spec, tokenizer) of the CLIP in ``directory``; see ``model_from_open_clip``."""
+@clip_importers.register(HF_DIRECTORY_PREFIX, "hf:<directory> (a Hugging Face CLIPModel or ChineseCLIPModel)")
+def model_from_hf_clip(directory, clip_checkpoint, build_model_from_parts, torchscript=False):
+    """(model, spec, tokenizer) of the CLIP in ``directory``; see ``model_from_open_clip``. The weights are the
+    directory's: ``clip_checkpoint`` and ``torchscript`` must not be given."""
     from models.tokenizer import CaptionTokenizer
 
+    if torchscript:
+        raise UserError(TORCHSCRIPT_ONLY)
+    if clip_checkpoint:
+        raise UserError("clip-checkpoint is not used with hf:<directory>: the weights are the directory's")
     clip, hf_tokenizer, preprocess = read_hf_clip(directory)
     model_type = clip.config.model_type
     positions = clip.config.text_config.max_position_embeddings
@@ -153,11 +168,9 @@ def model_from_hf_clip(directory, build_model_from_parts):
     tokenizer = CaptionTokenizer(hf_tokenizer, context)
     vision, dim, text = split_hf_clip(clip)
     model = build_model_from_parts(vision, dim, text, tokenizer.pad_token_id, clip.logit_scale.detach())
-    spec = {"image-model": HF_CLIP_PREFIX + model_type, "image-dim": int(dim),
-            "text-config": json.dumps(clip.config.to_dict(), sort_keys=True), "text-pooling": "clip",
-            "embed-dim": None, "image-size": int(clip.config.vision_config.image_size), "max-length": int(context),
-            "pad-token-id": int(tokenizer.pad_token_id),
-            "image-mean": list(preprocess.get("image_mean", CLIP_MEAN)),
-            "image-std": list(preprocess.get("image_std", CLIP_STD)),
-            "learned-logit-scale": True}
+    spec = ModelSpec(image_model=HF_CLIP_PREFIX + model_type, image_dim=int(dim), clip_config=clip.config.to_dict(),
+                     text_pooling="clip", image_size=int(clip.config.vision_config.image_size),
+                     max_length=int(context), pad_token_id=int(tokenizer.pad_token_id),
+                     image_mean=preprocess.get("image_mean", CLIP_MEAN), image_std=preprocess.get("image_std", CLIP_STD),
+                     learned_logit_scale=True)
     return model, spec, tokenizer

@@ -1,4 +1,5 @@
-"""Image tower: a torchvision classification backbone with its classifier removed."""
+"""Image towers: torchvision classification backbones with their classifier removed, and timm models (both
+registered in models.registry.image_towers)."""
 import logging
 import os
 from contextlib import nullcontext
@@ -8,6 +9,7 @@ import torchvision
 from torch import nn
 
 from models.batch_norm import frozen_batch_norm_statistics
+from models.registry import image_towers
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -32,22 +34,37 @@ def _strip_classifier(backbone):
     raise UserError(f"image-model '{type(backbone).__name__}': cannot find a Linear classifier to remove")
 
 
-TIMM_PREFIX = "timm:"
-
-
 def build_image_backbone(name):
     """Return (backbone, feature_dim) with random weights. backbone: [B,3,H,W] -> [B,feature_dim].
 
-    name: a torchvision classification model ("resnet50"), or "timm:<name>" for a timm model.
+    name: a torchvision classification model ("resnet50"), or "timm:<name>" for a timm model (see
+    models.registry.image_towers for every family).
     """
-    if name.startswith(TIMM_PREFIX):
-        import timm
+    from models.registry import build_image_tower
 
-        timm_name = name[len(TIMM_PREFIX):]
-        if timm_name not in timm.list_models():
-            raise UserError(f"image-model '{name}': timm has no model '{timm_name}' (see timm.list_models())")
-        backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)  # num_classes=0: pooled features
-        return backbone, backbone.num_features
+    return build_image_tower(name)
+
+
+@image_towers.register("timm:", "timm:<name> (a timm model, e.g. timm:efficientnet_lite0)")
+def build_timm(timm_name):
+    import timm
+
+    if timm_name not in timm.list_models():
+        raise UserError(f"image-model 'timm:{timm_name}': timm has no model '{timm_name}' (see timm.list_models())")
+    backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)  # num_classes=0: pooled features
+    return backbone, backbone.num_features
+
+
+def torchvision_weights_file(name):
+    """Where torchvision keeps the default ImageNet weights of ``name``: (url, local path)."""
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+    return weights.url, cache
+
+
+@image_towers.register("", "a torchvision classification model (resnet50, ...)",
+                       default_weights=torchvision_weights_file)
+def build_torchvision(name):
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise UserError(f"image-model '{name}' is not a torchvision classification model; "
@@ -58,23 +75,18 @@ def build_image_backbone(name):
     return backbone, _strip_classifier(backbone)
 
 
-def torchvision_weights_file(name):
-    """Where torchvision keeps the default ImageNet weights of ``name``: (url, local path)."""
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    cache = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-    return weights.url, cache
-
-
 def read_image_weights(name, weights_path=None):
     """Load the pretrained state dict of the image model, from ``weights_path`` or torchvision's cache.
 
     Never downloads: a missing file is a UserError that says which file to fetch and where to put it.
     """
-    if weights_path is None and name.startswith(TIMM_PREFIX):
-        raise UserError(f"pretrained image-model '{name}' needs image-weights: a local weights file "
-                        f"(timm's hub downloads are not used)")
     if weights_path is None:
-        url, weights_path = torchvision_weights_file(name)
+        family = image_towers.lookup(name)
+        default_weights = family.extras.get("default_weights")
+        if default_weights is None:
+            raise UserError(f"pretrained image-model '{name}' needs image-weights: a local weights file "
+                            f"(hub downloads are not used)")
+        url, weights_path = default_weights(family.name_in(name))
         hint = (f"download {url}\n  and save it as {weights_path}\n"
                 f"  (or set image-weights: pretrains/<file>.pth, or pretrained: false for random weights)")
     else:

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.checkpoint import model_from_checkpoint, read_checkpoint
+from models.checkpoint import model_fingerprint, model_from_checkpoint, read_checkpoint
 from utils.atomic_file import atomic_write, atomic_write_json
 from utils.errors import UserError
 
@@ -44,8 +44,6 @@ def export_encoders(model_path, out_dir, opset=17):
     """Write image_encoder.onnx ([B,3,S,S] -> [B,D]), text_encoder.onnx ([B,L] int64 -> [B,D]) and
     export.json (model fingerprint, parity); returns the parity report."""
     import onnxruntime
-
-    from retrieval.encoder import model_fingerprint
 
     payload = read_checkpoint(model_path)
     model, spec, tokenizer = model_from_checkpoint(payload)

@@ -6,7 +6,6 @@ projection initialised to the identity; the text tower runs CLIP's ``encode_text
 projection). So ``encode_image``/``encode_text`` of the imported model equal CLIP's normalised features.
 """
 import functools
-import json
 import logging
 import os
 import tempfile
@@ -15,9 +14,13 @@ import zipfile
 import torch
 from torch import nn
 
+from models.registry import clip_importers, clip_models
+from models.spec import ModelSpec
 from utils.errors import UserError, first_line
 
 OPEN_CLIP_PREFIX = "open_clip:"
+TORCHSCRIPT_ONLY = ("clip-torchscript applies to OpenAI's archives, imported as open_clip:<name>-quickgelu "
+                    "(e.g. open_clip:RN50-quickgelu)")
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"  # open_clip's tokenizer vocabulary, stored in the checkpoint
 
 
@@ -30,10 +33,13 @@ def _open_clip():
 
 
 class OpenClipText(nn.Module):
-    imported = True  # locking and layer decay require its layer list to cover every parameter
+    """CLIP's text side (a models.registry.Tower): the open_clip CLIP less its image side and logit scale.
 
-    """CLIP's text side. forward(input_ids [B,77], attention_mask ignored: CLIP masks causally and pools the
-    EOT token) -> features [B, embed_dim]."""
+    forward(input_ids [B,77], attention_mask ignored: CLIP masks causally and pools the EOT token) -> features
+    [B, embed_dim], CLIP's text projection applied.
+    """
+
+    imported = True  # locking and layer decay require its layer list to cover every parameter
 
     def __init__(self, clip):
         super().__init__()
@@ -175,11 +181,30 @@ def read_clip_state_dict(path, torchscript=False):
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
 
 
+def need_clip_checkpoint(clip_checkpoint):
+    """The importers of weights files: UserError when clip-checkpoint is not given."""
+    if not clip_checkpoint:
+        raise UserError("clip-model needs clip-checkpoint: the weights file of that model (nothing is downloaded)")
+
+
+@clip_models.register(OPEN_CLIP_PREFIX, "open_clip:<name> (e.g. open_clip:RN50)")
+def build_open_clip(spec):
+    """Random-weight (image tower, image_dim, text tower) of an imported open_clip CLIP's ModelSpec."""
+    visual, dim, text, _ = split_clip(create_clip(spec.open_clip_model))
+    return visual, dim, text
+
+
+@clip_importers.register(OPEN_CLIP_PREFIX, "open_clip:<name> (e.g. open_clip:RN50) with clip-checkpoint")
 def model_from_open_clip(name, checkpoint, build_model_from_parts, torchscript=False):
     """(model, spec, tokenizer) of the CLIP ``name`` with the weights of ``checkpoint``.
 
     ``build_model_from_parts(visual, dim, text, pad_token_id, logit_scale)`` makes the kit's model.
+    ``torchscript``: the file may also be one of OpenAI's TorchScript archives (only for -quickgelu models:
+    OpenAI's use QuickGELU; under another name the weights load but compute other features).
     """
+    if torchscript and not name.endswith("-quickgelu"):
+        raise UserError(TORCHSCRIPT_ONLY)
+    need_clip_checkpoint(checkpoint)
     open_clip = _open_clip()
     clip = create_clip(name)
     try:
@@ -193,11 +218,9 @@ def model_from_open_clip(name, checkpoint, build_model_from_parts, torchscript=F
     tokenizer = OpenClipTokenizer(os.path.join(os.path.dirname(open_clip.__file__), BPE_FILE), context_length)
     model = build_model_from_parts(visual, dim, text, tokenizer.pad_token_id, logit_scale)
     size = preprocess.get("size", 224)
-    spec = {"image-model": OPEN_CLIP_PREFIX + name, "image-dim": int(dim),
-            "text-config": json.dumps({"open_clip": name}), "text-pooling": "eot", "embed-dim": None,
-            "image-size": int(size if isinstance(size, int) else size[0]), "max-length": int(context_length),
-            "pad-token-id": tokenizer.pad_token_id,
-            "image-mean": list(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-            "image-std": list(preprocess.get("std", open_clip.OPENAI_DATASET_STD)),
-            "learned-logit-scale": True}
+    spec = ModelSpec(image_model=OPEN_CLIP_PREFIX + name, image_dim=int(dim), open_clip_model=name,
+                     text_pooling="eot", image_size=int(size if isinstance(size, int) else size[0]),
+                     max_length=int(context_length), pad_token_id=tokenizer.pad_token_id,
+                     image_mean=preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN),
+                     image_std=preprocess.get("std", open_clip.OPENAI_DATASET_STD), learned_logit_scale=True)
     return model, spec, tokenizer

@@ -4,6 +4,7 @@ import os
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from models.registry import text_towers
 from utils.errors import UserError, first_line
 
 _FETCH_HINT = ("put a Hugging Face model directory there (config.json, tokenizer files and, for "
@@ -47,7 +48,7 @@ def _few(names, count=3):
 
 
 class TextTower(nn.Module):
-    """Wraps a Hugging Face encoder.
+    """Wraps a Hugging Face encoder (a models.registry.Tower).
 
     forward(input_ids [B,L], attention_mask [B,L]) -> features [B, hidden_size], pooled as
     ``pooling``: "cls" takes the first token's last hidden state (the original project's choice),
@@ -73,6 +74,12 @@ class TextTower(nn.Module):
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+@text_towers.register("", "a Hugging Face encoder directory")
+def build_text_tower(spec):
+    """Random-weight TextTower of a ModelSpec (its text_encoder_config and text_pooling)."""
+    return TextTower(build_text_encoder(spec.text_encoder_config), spec.text_pooling)
 
 
 def build_text_encoder(config_dict):

@@ -1,5 +1,4 @@
 """Encoders behind index, search, classify and serve: one interface, PyTorch or ONNX Runtime."""
-import hashlib
 import json
 import os
 import threading
@@ -8,18 +7,9 @@ import numpy as np
 import torch
 
 from data.transforms import preprocess_for
-from models.checkpoint import checkpoint_contents, model_from_checkpoint, read_checkpoint
+from models.checkpoint import checkpoint_contents, model_fingerprint, model_from_checkpoint, read_checkpoint
 from models.tokenizer import tokenizer_from_files
 from utils.errors import UserError, first_line
-
-
-def model_fingerprint(payload):
-    """sha256 over the model spec and every weight: index folders refuse to mix embeddings of different models."""
-    digest = hashlib.sha256(json.dumps(payload["spec"], sort_keys=True).encode())
-    for name in sorted(payload["state_dict"]):
-        digest.update(name.encode())
-        digest.update(payload["state_dict"][name].numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _checkpoint_parts(payload):

@@ -13,10 +13,9 @@ from itertools import islice
 import numpy as np
 
 from retrieval.gallery import BUILD_DIR, Gallery, open_or_create
-from retrieval.gallery_sources import GallerySource
 from retrieval.gallery_writer import PartWriter, read_part, write_gallery
 from retrieval.image_files import decoded_batches
-from retrieval.vector_search import VectorIndex, exact_recall_notice, vector_index_settings
+from retrieval.vector_search import DEFAULT_SETTINGS, VectorIndex, exact_recall_notice
 from utils.atomic_file import atomic_write_json, remove_temporaries
 from utils.distributed import all_gather_objects, barrier
 from utils.errors import UserError
@@ -52,10 +51,12 @@ def embed_share(encoder, entries, lookup, part_dir, batch_size, progress=None):
     return writer.images, present[0]
 
 
-def build_index(config, encoder, distributed):
-    """Extend (or create) the index folder ``config["out"]`` with ``config["data"]``; every process of a
-    torchrun job calls this. Returns the merged Gallery on rank 0, None elsewhere."""
-    out = config["out"]
+def build_index(source, out, encoder, distributed, batch_size=64, search=None):
+    """Extend (or create) the index folder ``out`` with the images of ``source`` (a GallerySource), embedded
+    ``batch_size`` at a time; every process of a torchrun job calls this. ``search``: the vector index to store
+    (VectorIndex keyword arguments, see vector_index_settings; None: exact search, nothing stored). Returns the
+    merged Gallery on rank 0, None elsewhere."""
+    search = search or DEFAULT_SETTINGS
     build_dir = os.path.join(out, BUILD_DIR)
     if distributed.is_main:
         gallery = open_or_create(out, encoder)
@@ -65,11 +66,10 @@ def build_index(config, encoder, distributed):
         gallery = (Gallery.load(out) if os.path.isfile(os.path.join(out, "meta.json"))
                    else Gallery.empty(encoder.fingerprint, encoder.model_path, encoder.embed_dim))
     lookup = gallery.items.file_lookup()
-    source = GallerySource(config["data"], config["caption-key"], config["shard-timeout"])
     entries, present_before = source.share(distributed.rank, distributed.world_size, lookup)
     part_dir = os.path.join(build_dir, f"rank-{distributed.rank:05d}")
     started = time.perf_counter()
-    added, present = embed_share(encoder, entries, lookup, part_dir, config["batch-size"],
+    added, present = embed_share(encoder, entries, lookup, part_dir, batch_size,
                                  "embedding" if distributed.is_main else None)
     counts = all_gather_objects((added, present))
     seconds = time.perf_counter() - started  # after the gather: the slowest process's time
@@ -80,7 +80,7 @@ def build_index(config, encoder, distributed):
     added, present = sum(count[0] for count in counts), present_before + sum(count[1] for count in counts)
     if not len(gallery.items) and not added:
         shutil.rmtree(build_dir, ignore_errors=True)
-        raise UserError(f"no image in '{config['data']}' could be decoded; nothing indexed")
+        raise UserError(f"no image in '{source.source.value}' could be decoded; nothing indexed")
     if added:
         parts = [gallery] + [_part(build_dir, rank) for rank in range(distributed.world_size)]
         meta = {key: value for key, value in gallery.meta.items() if key != "vector-index"}
@@ -90,7 +90,7 @@ def build_index(config, encoder, distributed):
     logger.info(f"{out}: added {added} image(s); {len(merged.items)} images and {len(merged.text_item)} captions "
                 f"indexed ({present} already present); embedding took {seconds:.1f} s, "
                 f"{added / max(seconds, 1e-9):.1f} images/s")
-    store_vector_index(out, merged, config)
+    store_vector_index(out, merged, search)
     return merged
 
 
@@ -112,22 +112,23 @@ def _part(build_dir, rank):
     return read_part(directory)
 
 
-def store_vector_index(out, gallery, config):
-    """Build the FAISS index config["search"] asks for, print its recall@10 against exact search, store it as
-    vectors.faiss and record its build settings in meta.json. Nothing to do when the stored one is of that
-    kind and covers the gallery; with search exact a stored index that no longer covers it is removed."""
+def store_vector_index(out, gallery, search):
+    """Build the FAISS index ``search`` (VectorIndex keyword arguments) asks for, print its recall@10 against
+    exact search, store it as vectors.faiss and record its build settings in meta.json. Nothing to do when the
+    stored one is of that kind and covers the gallery; with exact search a stored index that no longer covers
+    it is removed."""
     path = os.path.join(out, "vectors.faiss")
     stored = gallery.meta.get("vector-index") or {}
-    if stored.get("images") == len(gallery.items) and stored.get("kind") == config["search"]:
+    if stored.get("images") == len(gallery.items) and stored.get("kind") == search["kind"]:
         return
-    if config["search"] == "exact":
+    if search["kind"] == "exact":
         if os.path.exists(path) and not stored:
             os.remove(path)
         return
-    vector_index = VectorIndex(gallery.image_features, **vector_index_settings(config))
+    vector_index = VectorIndex(gallery.image_features, **search)
     recall = exact_recall_notice(vector_index)
     vector_index.save(path)
     gallery.meta["vector-index"] = {**vector_index.build, "images": len(gallery.items), "recall@10": recall}
     atomic_write_json(os.path.join(out, "meta.json"), gallery.meta)
-    logger.info(f"{config['search']}: recall@10 against exact search {recall:.3f} (gallery items as queries); "
+    logger.info(f"{search['kind']}: recall@10 against exact search {recall:.3f} (gallery items as queries); "
                 f"stored in {path}")

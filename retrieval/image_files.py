@@ -11,21 +11,10 @@ from itertools import islice
 
 from tqdm import tqdm
 
-from data.image_file import ImageProblem, open_image_rgb
+from data.image_file import ImageProblem, image_files, open_image_rgb
 from utils.errors import UserError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
 logger = logging.getLogger(__name__)
-
-
-def image_files(root):
-    """Yield the paths below ``root`` whose names end in an image extension, folders and files sorted."""
-    for folder, directories, files in os.walk(root):
-        directories.sort()
-        for name in sorted(files):
-            if name.lower().endswith(IMAGE_EXTENSIONS):
-                yield os.path.join(folder, name)
 
 
 def image_folder(root):
@@ -40,15 +29,6 @@ def image_folder(root):
     if not samples:
         raise UserError(f"--data '{root}' holds no images in its class folders")
     return classes, samples
-
-
-class EncodedImage(bytes):
-    """An image file's bytes (from inside a shard) with the label warnings name it by."""
-
-    def __new__(cls, data, label):
-        instance = super().__new__(cls, data)
-        instance.label = label
-        return instance
 
 
 def decoded_batches(entries, batch_size, progress=None):

@@ -15,10 +15,7 @@ import os
 import random
 import sys
 
-if __package__ in (None, ""):  # run as a file: make the project's packages importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from scripts import demo_glyphs, demo_shapes  # noqa: E402
+from scripts import demo_glyphs, demo_shapes
 
 KINDS = {"shapes": demo_shapes, "glyphs": demo_glyphs}
 

@@ -16,13 +16,10 @@ import re
 import sys
 import time
 
-if __package__ in (None, ""):  # run as a file: make the project's packages importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data.caption_table import read_caption_table  # noqa: E402
-from data.image_file import ImageProblem, open_image_rgb  # noqa: E402
-from scripts.dataset_writer import fail, item_logger, setup_script_logging  # noqa: E402
-from utils.atomic_file import atomic_write, atomic_write_json  # noqa: E402
+from data.caption_table import read_caption_table
+from data.image_file import ImageProblem, open_image_rgb
+from scripts.dataset_writer import fail, item_logger, setup_script_logging
+from utils.atomic_file import atomic_write, atomic_write_json
 
 logger = logging.getLogger(__name__)
 SHARD_FILE = re.compile(r"^\d{5}(\.tar|_stats\.json)$|^sizes\.json$")  # what this script (and img2dataset) writes

@@ -11,9 +11,6 @@ import logging
 import os
 import sys
 
-if __name__ == "__main__":  # run as `python scripts/...`: make the repository root (utils/, scripts/) importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from scripts.dataset_writer import fail, item_logger, setup_script_logging, write_dataset
 
 logger = logging.getLogger(__name__)

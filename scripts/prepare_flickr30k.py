@@ -13,9 +13,6 @@ import os
 import re
 import sys
 
-if __name__ == "__main__":  # run as `python scripts/...`: make the repository root (utils/, scripts/) importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from scripts.dataset_writer import clean_caption, fail, item_logger, setup_script_logging, write_prepared
 from scripts.prepare_coco import karpathy_entries, load_json
 

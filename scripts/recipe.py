@@ -15,11 +15,9 @@ import re
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if __package__ in (None, ""):  # run as a file: make the project's packages importable
-    sys.path.insert(0, ROOT)
+from scripts.make_demo_text_tower import read_captions
 
-from scripts.make_demo_text_tower import read_captions  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CJK = re.compile(r"[\u3400-\u9fff]")
 
 

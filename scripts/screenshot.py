@@ -3,15 +3,11 @@
     python scripts/screenshot.py --url http://127.0.0.1:8000 --query "a big red circle" --out docs/screenshot.png
 """
 import argparse
-import os
 import sys
 
 from playwright.sync_api import sync_playwright
 
-if __package__ in (None, ""):  # run as a file: make the project's packages importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from scripts.chromium import FLAGS, HOW_TO_GET_ONE, find_chromium  # noqa: E402
+from scripts.chromium import FLAGS, HOW_TO_GET_ONE, find_chromium
 
 
 def main():

@@ -11,23 +11,19 @@ Both checkpoints must share the architecture and tokenizer (a model fine-tuned f
 import argparse
 import logging
 import os
-import sys
 
-if __package__ in (None, ""):  # run as a file: make the project's packages importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from data.caption_table import read_caption_table  # noqa: E402
-from data.transforms import preprocess_for  # noqa: E402
-from models.checkpoint import (checkpoint_contents, model_from_checkpoint, read_checkpoint,  # noqa: E402
+from data.caption_table import read_caption_table
+from data.transforms import preprocess_for
+from evaluation.embedding import evaluate_table
+from evaluation.recall import mean_recall
+from models.checkpoint import (checkpoint_contents, model_from_checkpoint, read_checkpoint,
                                same_architecture, save_checkpoint)
-from models.interpolate import interpolate_weights  # noqa: E402
-from training.evaluate import evaluate_table  # noqa: E402
-from training.recall import mean_recall  # noqa: E402
-from utils.atomic_file import atomic_write_json, check_writable  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
-from utils.errors import UserError, run_cli  # noqa: E402
+from models.interpolate import interpolate_weights
+from utils.atomic_file import atomic_write_json, check_writable
+from utils.device import resolve_device
+from utils.errors import UserError, run_cli
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from data.caption_table import read_caption_table
 from data.datasets import PairCollate, TrainImages
 from data.image_file import ImageProblem, open_image_rgb
 from data.transforms import eval_transform, train_transform
-from tests.conftest import png_bytes, truncated_png_bytes
+from tests.helpers import png_bytes, snapshot, truncated_png_bytes
 from utils.errors import UserError
 
 GOOD = ["good.png", "gray.png", "cmyk.jpg", "sixteen.png", "palette.png", "alpha.png", "exif.jpg", "tiny.png",
@@ -71,10 +71,6 @@ def read_logged(caplog, root):
     caplog.set_level(logging.INFO, logger="data.caption_table")
     table = read_caption_table(root)
     return table, [record.getMessage() for record in caplog.records]
-
-
-def snapshot(root):
-    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
 @pytest.fixture()

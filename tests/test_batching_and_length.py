@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import run_script
-from tests.test_distributed import torchrun
-from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch, train_args
+from tests.helpers import assert_same_checkpoints, kill_inside_an_epoch, run_script, torchrun, train_args
 from training.hard_batches import MinedOrder, neighbour_groups
 from training.run_length import RunLength
 from training.schedule import warmup_cosine
@@ -60,15 +58,15 @@ def _config(**keys):
 
 
 def test_train_samples_set_the_steps_and_epochs_and_both_budgets_are_refused():
-    run = RunLength(_config(**{"train-samples": 1000}), steps_per_epoch=3, batch_size=16)
+    run = RunLength.from_config(_config(**{"train-samples": 1000}), steps_per_epoch=3, batch_size=16)
     assert (run.total_steps, run.epochs, run.warmup_steps) == (62, 21, 12)  # warmup: at most a fifth
     assert not run.finished(61, 1e9) and run.finished(62, 0)
     with pytest.raises(Exception, match="train-samples and time-budget both set"):
-        RunLength(_config(**{"train-samples": 1000, "time-budget": 1.0}), 3, 16)
+        RunLength.from_config(_config(**{"train-samples": 1000, "time-budget": 1.0}), 3, 16)
 
 
 def test_a_time_budget_fits_the_cosine_schedule_to_the_pace():
-    run = RunLength(_config(**{"time-budget": 1.0}), steps_per_epoch=10, batch_size=16)
+    run = RunLength.from_config(_config(**{"time-budget": 1.0}), steps_per_epoch=10, batch_size=16)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     scheduler = warmup_cosine(optimizer, run.warmup_steps, run.total_steps)
     for step in range(1, 31):  # 2 s a step: 30 steps fill the minute
@@ -112,7 +110,7 @@ def test_hard_negative_batches_resume_inside_an_epoch_bit_for_bit(tiny_checkpoin
     resumed = run_script(*args(killed), "--resume", str(killed / "last.pt"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count("hard-negative batches:") == 2 - state["epoch"]
-    assert_same_run(straight, killed)
+    assert_same_checkpoints(straight, killed)
 
 
 @pytest.mark.slow

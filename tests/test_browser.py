@@ -9,7 +9,7 @@ from retrieval.searcher import Searcher
 from scripts import chromium as browsers
 from scripts.chromium import FLAGS, HOW_TO_GET_ONE, find_chromium
 from service.app import create_app
-from tests.conftest import serve_in_thread
+from tests.helpers import serve_in_thread
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models import load_checkpoint
-from tests.conftest import HF_CLIP_TEXTS as TEXTS, run_script, write_hf_clip
+from tests.helpers import HF_CLIP_TEXTS as TEXTS, run_script, write_hf_clip
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tests.conftest import run_script
+from tests.helpers import run_script
 from utils.config import load_config
 from utils.config_schema import CLASSIFY, EVAL, EXPORT, INDEX, INIT, SEARCH, SERVE, TRAIN
 from utils.errors import ConfigError

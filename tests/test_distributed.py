@@ -1,70 +1,13 @@
-"""torchrun/DDP: train.py under torchrun, and the helpers the objectives' global-batch gradient test spawns."""
+"""torchrun/DDP: train.py under torchrun."""
 import json
-import os
 import shutil
 
 import pytest
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
-from models import load_checkpoint
-from models.loss import INFONCE
-from training.objective import prepare_for_objective
-from tests.conftest import run_script
-from tests.test_end_to_end import assert_same_run, kill_during_run, train_args
-from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
-from training.step import grad_cache_step, plain_step
+from tests.helpers import assert_same_checkpoints, kill_during_run, run_script, torchrun, train_args
 
-CPU = torch.device("cpu")
 pytestmark = pytest.mark.slow  # every test here runs train.py under torchrun
-
-
-def local_step(model, images, ids, rank, world, mode, chunk_size, objective=INFONCE):
-    """This rank's share of the batch (images [B], ids [B*k], image-major) through DDP: plain, grad cache, or
-    grad cache under torch.compile (as train.py wraps them: compile(DDP(model)))."""
-    half, k = images.shape[0] // world, ids.shape[0] // images.shape[0]
-    local_images, local_ids = images[rank * half:(rank + 1) * half], ids[rank * half * k:(rank + 1) * half * k]
-    ddp = DistributedDataParallel(model)
-    if mode == "compiled-cache":
-        ddp = torch.compile(ddp, backend="eager")
-    if mode == "plain":
-        plain_step(ddp, local_images, local_ids, CPU, None, NoScaler(), objective)
-    else:
-        grad_cache_step(ddp, local_images, local_ids, CPU, None, NoScaler(), chunk_size=chunk_size,
-                        objective=objective)
-
-
-def prepared_model(checkpoint, objective=INFONCE, siglip_checkpoint=False):
-    """The tiny model made ready for ``objective`` as train.py does (training.objective), in eval mode:
-    per-rank or per-chunk BatchNorm statistics would differ from the full batch's. ``siglip_checkpoint``:
-    a model that already has SigLIP's bias (trained on with another loss, the bias is frozen)."""
-    model, _, tokenizer = load_checkpoint(checkpoint)
-    model.logit_scale.requires_grad_(True)
-    if siglip_checkpoint:
-        model.enable_logit_bias(-10.0)
-    prepare_for_objective(model, {}, objective, learn_temperature=True)
-    model.eval()
-    return model, tokenizer
-
-
-def rank_worker(rank, world, checkpoint, rendezvous, out_dir, cases):
-    """One DDP process: for each case (name, mode, objective, captions per image, chunk) a step on this rank's
-    share of the batch; rank 0 saves the gradients to out_dir/name.pt."""
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
-    try:
-        for name, mode, objective, captions_per_image, chunk in cases:
-            model, tokenizer = prepared_model(checkpoint, objective)
-            local_step(model, *batch(tokenizer, captions_per_image=captions_per_image), rank, world, mode, chunk,
-                       objective)
-            if rank == 0:
-                torch.save(gradients(model), os.path.join(out_dir, f"{name}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def torchrun(port, *args):
-    return ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), *args]
 
 
 def test_torchrun_validation_measures_best_pt_and_resume_after_sigkill_is_exact(tiny_checkpoint, tiny_dataset,
@@ -98,7 +41,7 @@ def test_torchrun_validation_measures_best_pt_and_resume_after_sigkill_is_exact(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # rank 0 alone reports; every rank restored its own random streams
     assert resumed.stdout.count(f"at epoch {epoch_at_kill}, step {3 * epoch_at_kill}") == 1, resumed.stdout
-    assert_same_run(straight, killed)
+    assert_same_checkpoints(straight, killed)
 
 
 def test_torchrun_survives_images_that_fail_to_decode_mid_epoch(tiny_checkpoint, tiny_dataset, tmp_path):

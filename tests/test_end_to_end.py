@@ -1,25 +1,15 @@
 """init -> train -> eval through the real scripts on a tiny generated dataset."""
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
 from models.checkpoint import model_from_checkpoint
-from tests.conftest import ROOT, run_script, train_args
-from training.loop import _prepare_model
-from training.objective import objective_from_config
+from tests.helpers import (assert_same_checkpoints, kill_during_run, kill_inside_an_epoch, run_script, snapshot,
+                           train_args)
 from utils.config import load_config
 from utils.config_schema import TRAIN
-
-
-def snapshot(root):
-    return sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*"))
 
 
 @pytest.mark.slow
@@ -38,12 +28,13 @@ def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
     assert last["training"]["epoch"] == 2 and "optimizer" in last["training"]
     # learn-temperature (the demo's): a fine-tune from this model starts at its learned temperature, not 0.07
     assert last["spec"]["learned-logit-scale"] is True
-    model, spec, _ = model_from_checkpoint(last)
-    learned = model.scale().item()
+    learned = model_from_checkpoint(last)[0].scale().item()
     assert learned != pytest.approx(1 / 0.07)
-    config = {**load_config(TRAIN, "configs/demo/train.yaml", []), "channels-last": False}
-    _prepare_model(model, spec, config, torch.device("cpu"), None, objective_from_config(config))
-    assert model.scale().item() == learned
+    tuned = tmp_path / "fine-tune"  # learning rate 0: it saves the temperature it started from
+    result = run_script(*train_args(tmp_path / "last.pt", tiny_dataset, tuned, "--epochs", "1", "--learning-rate",
+                                    "0"))
+    assert result.returncode == 0, result.stderr
+    assert model_from_checkpoint(torch.load(tuned / "last.pt", weights_only=True))[0].scale().item() == learned
 
     output = tmp_path / "recall.json"
     result = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tmp_path / "best.pt"),
@@ -64,57 +55,6 @@ def test_a_new_run_never_overwrites_an_earlier_one_by_accident(tiny_checkpoint, 
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path, "--epochs", "1"))
     assert result.returncode == 2 and "--resume" in result.stderr and "--overwrite true" in result.stderr
     assert (tmp_path / "best.pt").read_bytes() == b"precious"
-
-
-def descendants(root):
-    """Every process below ``root`` (children, their children, ...), from /proc."""
-    children = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])  # field 4; the name may hold spaces
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(parent, []).append(int(entry))
-    found, stack = [], [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def kill_during_run(args, out, after_seconds=0.3, timeout=240):
-    """Start ``args``, SIGKILL it and every process it started soon after the first last.pt exists (so
-    mid-way through a later epoch), and return the epoch that last.pt holds."""
-    process = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    while not (out / "last.pt").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    time.sleep(after_seconds)
-    for pid in [process.pid, *descendants(process.pid)]:  # torchrun starts its workers in their own sessions
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    process.wait()
-    return torch.load(out / "last.pt", weights_only=True)["training"]["epoch"]
-
-
-def assert_same_run(a_dir, b_dir):
-    """Bitwise-equal weights, equal history (timing aside) and best metric in two runs' last.pt."""
-    a = torch.load(a_dir / "last.pt", weights_only=True)
-    b = torch.load(b_dir / "last.pt", weights_only=True)
-    for name, tensor in a["state_dict"].items():
-        other = b["state_dict"][name]
-        assert torch.equal(tensor, other), (name, (tensor.float() - other.float()).abs().max())
-
-    def without_timing(history):
-        return [{k: v for k, v in item.items() if k not in ("samples_per_s", "train_seconds", "run_seconds")} for item in history]
-
-    assert without_timing(a["training"]["history"]) == without_timing(b["training"]["history"])
-    assert a["training"]["best-metric"] == b["training"]["best-metric"]
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +79,7 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(uninterru
     result = run_script(*args, "--resume", str(killed / "last.pt"))
     assert result.returncode == 0, result.stderr
     assert f"resumed {killed / 'last.pt'} at epoch {epoch_at_kill}" in result.stdout
-    assert_same_run(uninterrupted_run, killed)
+    assert_same_checkpoints(uninterrupted_run, killed, random_streams=workers == 0)  # see its docstring
 
     if workers == 0:
         changed = run_script(*train_args(tiny_checkpoint, tiny_dataset, killed, "--epochs", "6",
@@ -148,19 +88,6 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(uninterru
         other_split = run_script(*args, "--valid-data", str(tiny_dataset / "train"), "--resume",
                                  str(killed / "last.pt"))
         assert other_split.returncode == 2 and "valid-data:" in other_split.stderr
-
-
-def kill_inside_an_epoch(args, out, accept=lambda batches: True):
-    """Kill runs of ``args`` (checkpoint-every-steps 1; a list, or a function of the attempt number that gives
-    one, e.g. a fresh torchrun port) until last.pt holds a position inside an epoch after a number of batches
-    ``accept`` takes; return that training state. A kill lands where timing puts it, so up to 12 tries."""
-    for attempt in range(12):
-        shutil.rmtree(out, ignore_errors=True)
-        kill_during_run(args(attempt) if callable(args) else args, out, after_seconds=(0.2, 0.7, 1.2, 0.4)[attempt % 4])
-        state = torch.load(out / "last.pt", weights_only=True)["training"]
-        if state.get("epoch-progress") and accept(state["epoch-progress"]["batches"]):
-            return state
-    pytest.fail("no kill landed inside an epoch where wanted")
 
 
 @pytest.mark.slow
@@ -176,7 +103,8 @@ def test_a_run_killed_inside_an_epoch_resumes_there_bit_for_bit(uninterrupted_ru
     result = run_script(*args, "--resume", str(killed / "last.pt"))
     assert result.returncode == 0, result.stderr
     assert f"after batch {done} of epoch {state['epoch'] + 1}" in result.stdout
-    assert_same_run(uninterrupted_run, killed)  # same weights, same per-epoch losses and recalls
+    # same weights, optimizer state, per-epoch losses and recalls; the uninterrupted run had no loader workers
+    assert_same_checkpoints(uninterrupted_run, killed, random_streams=False)
 
 
 @pytest.mark.slow

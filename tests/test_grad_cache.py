@@ -4,36 +4,10 @@ import torch
 
 from models import load_checkpoint
 from models.loss import contrastive_loss
+from tests.helpers import NoScaler, assert_same, batch, gradients
 from training.step import grad_cache_step, plain_step
 
 CPU = torch.device("cpu")
-
-
-class NoScaler:
-    """GradScaler stand-in with scaling off (what training uses on CPU)."""
-
-    def scale(self, loss):
-        return loss
-
-
-def batch(tokenizer, size=8, captions_per_image=1):
-    """(images [size,3,32,32], input_ids [size*captions_per_image, L]), the same on every call."""
-    generator = torch.Generator().manual_seed(11)
-    images = torch.randn(size, 3, 32, 32, generator=generator)
-    words = ["red", "blue", "green", "circle", "square", "left", "right", "big"]
-    captions = [" ".join(words[(i * 3 + j) % len(words)] for j in range(2 + i % 4))
-                for i in range(size * captions_per_image)]
-    return images, tokenizer(captions)
-
-
-def gradients(model):
-    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-
-def assert_same(a, b, tol=1e-5):
-    assert a.keys() == b.keys() and len(a) > 10
-    for name in a:
-        assert torch.allclose(a[name], b[name], atol=tol, rtol=1e-4), (name, (a[name] - b[name]).abs().max())
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import run_script, write_hf_clip
+from tests.helpers import run_script, write_hf_clip
 from utils.errors import UserError
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from retrieval.vector_search import VectorIndex
-from tests.conftest import ROOT, run_script
+from tests.helpers import ROOT, run_script
 from utils.atomic_file import TEMPORARY_PREFIX
 
 # A save killed between writing its temporary file and the rename (as a SIGKILL there would leave it).

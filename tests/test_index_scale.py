@@ -11,8 +11,7 @@ from retrieval.searcher import Searcher
 from retrieval.vector_search import VectorIndex, recall_against_exact
 from scripts.make_shards import main as make_shards
 from service.app import create_app
-from tests.conftest import http_server, run_script, truncated_png_bytes
-from tests.test_distributed import torchrun
+from tests.helpers import http_server, run_script, torchrun, truncated_png_bytes
 
 
 def _index(tiny_checkpoint, data, out, *extra, port=None):
@@ -67,19 +66,19 @@ def test_two_processes_index_what_one_does_in_the_same_order(tiny_checkpoint, ti
 def test_a_gallery_streamed_from_shards_over_http(tiny_checkpoint, tiny_dataset, tmp_path, monkeypatch):
     from retrieval.encoder import TorchEncoder
     from retrieval.gallery_build import build_index
+    from retrieval.gallery_sources import GallerySource
     from utils.distributed import Distributed
 
     assert make_shards(["--data", str(tiny_dataset / "valid"), "--out", str(tmp_path / "shards"),
                         "--samples-per-shard", "10", "--quiet"]) == 0
     encoder = TorchEncoder(str(tiny_checkpoint))
     monkeypatch.chdir(tmp_path)  # a relative pattern: items record the shards' absolute paths
-    config = {"data": "shards/{00000..00001}.tar", "caption-key": "txt", "batch-size": 4, "search": "exact",
-              "shard-timeout": 60}
-    local = build_index({**config, "out": str(tmp_path / "local")}, encoder, Distributed())
+    local = build_index(GallerySource("shards/{00000..00001}.tar"), str(tmp_path / "local"), encoder, Distributed(),
+                        batch_size=4)
     assert local.items[0]["file"] == f"{tmp_path}/shards/00000.tar#000000000.png"
     with http_server(tmp_path / "shards") as base:
-        remote = build_index({**config, "data": base + "/{00000..00001}.tar", "out": str(tmp_path / "remote")},
-                             encoder, Distributed())
+        remote = build_index(GallerySource(base + "/{00000..00001}.tar"), str(tmp_path / "remote"), encoder,
+                             Distributed(), batch_size=4)
     np.testing.assert_allclose(remote.image_features, local.image_features, atol=1e-6)
     assert remote.items[15]["file"] == base + "/00001.tar#000010005.png" and remote.items[15]["captions"] == \
         local.items[15]["captions"] and len(local.items[15]["captions"]) == 1
@@ -193,6 +192,7 @@ def test_thumbnails_of_shard_images_with_upper_case_extensions(tiny_checkpoint, 
 
     from retrieval.encoder import TorchEncoder
     from retrieval.gallery_build import build_index
+    from retrieval.gallery_sources import GallerySource
     from utils.distributed import Distributed
 
     shard = tmp_path / "camera.tar"
@@ -204,9 +204,8 @@ def test_thumbnails_of_shard_images_with_upper_case_extensions(tiny_checkpoint, 
                 member = tarfile.TarInfo(name)
                 member.size = len(data)
                 tar.addfile(member, io.BytesIO(data))
-    config = {"data": str(shard), "caption-key": "txt", "batch-size": 4, "search": "exact", "shard-timeout": 60,
-              "out": str(tmp_path / "idx")}
-    gallery = build_index(config, TorchEncoder(str(tiny_checkpoint)), Distributed())
+    gallery = build_index(GallerySource(str(shard)), str(tmp_path / "idx"), TorchEncoder(str(tiny_checkpoint)),
+                          Distributed(), batch_size=4)
     assert [item["file"] for item in gallery.items] == [f"{shard}#DCIM/IMG_{i:04d}.JPG" for i in range(3)]
     assert gallery.items[0]["captions"] == ["a photo"]
     client = TestClient(create_app(Searcher(str(tmp_path / "idx"))))

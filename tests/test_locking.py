@@ -6,7 +6,7 @@ import torch
 from models import load_checkpoint
 from models.factory import model_from_towers
 from models.image_tower import build_image_backbone, load_image_weights
-from tests.test_grad_cache import NoScaler, batch
+from tests.helpers import NoScaler, batch
 from training.step import plain_step
 
 

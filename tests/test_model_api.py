@@ -4,9 +4,9 @@ from PIL import Image
 
 from data.caption_table import read_caption_table
 from data.transforms import eval_transform
+from evaluation.embedding import evaluate_table
 from models import load_checkpoint
 from utils.device import resolve_device
-from training.evaluate import evaluate_table
 
 
 def test_load_checkpoint_gives_model_preprocess_and_tokenizer(tiny_checkpoint):

@@ -10,10 +10,7 @@ import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 
 from models.loss import INFONCE, Objective, info_nce, max_violation, siglip
-from tests.conftest import run_script
-from tests.test_distributed import prepared_model, rank_worker
-from tests.test_end_to_end import train_args
-from tests.test_grad_cache import NoScaler, assert_same, batch, gradients
+from tests.helpers import NoScaler, assert_same, batch, gradients, prepared_model, rank_worker, run_script, train_args
 from training.step import grad_cache_step, plain_step
 
 CPU = torch.device("cpu")
@@ -243,7 +240,7 @@ def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_data
     assert f"over {len(rows)} caption pairs" in result.stdout
     import json
 
-    from training.compositional import compositional_accuracy
+    from evaluation.compositional import compositional_accuracy
 
     measured = json.loads((tmp_path / "r.json").read_text())
     assert 0 <= measured["compositional"] <= 1 and measured["compositional-pairs"] == len(rows)
@@ -252,11 +249,11 @@ def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_data
     assert metrics["compositional"] == pytest.approx(2 / 3) and metrics["compositional/b"] == 0.0  # a tie fails
 
 
-def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model():
+def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model(tiny_checkpoint):
     from models.checkpoint import same_architecture
     from models.interpolate import interpolate_weights
 
-    spec = {"image-model": "resnet18", "embed-dim": 32}
+    spec = torch.load(tiny_checkpoint, weights_only=True)["spec"]
     assert same_architecture(spec, {**spec, "logit-bias": True, "learned-logit-scale": True})
     zero_shot = {"w": torch.zeros(2), "logit_scale": torch.tensor(2.0)}
     fine_tuned = {"w": torch.ones(2), "logit_scale": torch.tensor(3.0), "logit_bias": torch.tensor(-7.0)}
@@ -265,7 +262,7 @@ def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model():
 
 
 def test_cue_only_recall_is_the_expected_recall_of_a_random_ranking_within_a_cue(tmp_path):
-    from training.cue_recall import cue_only_recall
+    from evaluation.cue_recall import cue_only_recall
     from scripts.make_demo_dataset import main as make_demo_dataset
 
     metrics = cue_only_recall([1, 2, 1], {0: "red", 1: "red", 2: "blue"})

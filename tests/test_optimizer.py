@@ -3,14 +3,13 @@ import pytest
 import torch
 
 from models import load_checkpoint
-from training.optimizer import make_optimizer
+from training.optimizer import OptimizerSettings, make_optimizer
 
 CPU = torch.device("cpu")
 
 
 def config(layer_decay):
-    return {"learning-rate": 1e-3, "weight-decay": 0.1, "layer-decay": layer_decay, "warmup-steps": 0,
-            "lr-schedule": "constant"}
+    return OptimizerSettings(learning_rate=1e-3, weight_decay=0.1, layer_decay=layer_decay, cosine=False)
 
 
 def lr_of(optimizer):
@@ -19,7 +18,7 @@ def lr_of(optimizer):
 
 def test_without_layer_decay_there_are_the_two_usual_groups(tiny_checkpoint):
     model, _, _ = load_checkpoint(str(tiny_checkpoint))
-    optimizer, _ = make_optimizer(model, config(1.0), CPU, 10)
+    optimizer, _ = make_optimizer(model, config(1.0), CPU, 10, 0)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0]
     assert all(p.ndim >= 2 for p in optimizer.param_groups[0]["params"])
     assert set(lr_of(optimizer).values()) == {1e-3}
@@ -27,7 +26,7 @@ def test_without_layer_decay_there_are_the_two_usual_groups(tiny_checkpoint):
 
 def test_layer_decay_lowers_the_rate_layer_by_layer_down_each_tower(tiny_checkpoint):
     model, _, _ = load_checkpoint(str(tiny_checkpoint))
-    optimizer, scheduler = make_optimizer(model, config(0.5), CPU, 10)
+    optimizer, scheduler = make_optimizer(model, config(0.5), CPU, 10, 0)
     rates = lr_of(optimizer)
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert sorted(rates) == sorted(id(p) for p in trainable)  # every parameter in exactly one group

@@ -6,7 +6,7 @@ import os
 from PIL import Image
 
 from data.caption_table import read_caption_table
-from tests.conftest import run_script
+from tests.helpers import run_script
 
 
 def rows(folder):

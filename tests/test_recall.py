@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from clip_benchmark.metrics.zeroshot_retrieval import recall_at_k as cb_recall_at_k
 
-from training.recall import format_recall_table, mean_recall, retrieval_recall
+from evaluation.recall import format_recall_table, mean_recall, retrieval_recall
 
 
 def clip_benchmark_recalls(image_features, text_features, text_image_index, ks=(1, 5, 10)):

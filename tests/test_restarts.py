@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from scripts.make_shards import main as make_shards
-from tests.conftest import (ROOT, assert_same_checkpoints, child_processes, free_port, run_script, train_args,
-                            wait_for_checkpoint)
+from tests.helpers import (ROOT, assert_same_checkpoints, child_processes, free_port, run_script, train_args,
+                           wait_for_checkpoint)
 
 # Every launch below trains with these: the same command line starts the run and continues it after a restart.
 RUN = ("--epochs", "2", "--num-workers", "2", "--checkpoint-every-steps", "1", "--resume", "auto")

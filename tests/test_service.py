@@ -9,7 +9,7 @@ from PIL import Image
 
 from retrieval.searcher import Searcher
 from service.app import create_app
-from tests.conftest import png_bytes, serve_in_thread, truncated_png_bytes
+from tests.helpers import png_bytes, serve_in_thread, truncated_png_bytes
 
 MAX_UPLOAD = 200_000
 

@@ -10,7 +10,8 @@ import webdataset
 from data.caption_table import read_caption_table
 from scripts.make_shards import main as make_shards
 from utils.errors import UserError
-from tests.conftest import http_server, run_script, truncated_png_bytes
+from tests.helpers import (assert_same_checkpoints, http_server, kill_inside_an_epoch, png_bytes, run_script,
+                           torchrun, truncated_png_bytes)
 
 
 def _read_back(pattern):
@@ -74,14 +75,14 @@ def _epoch(urls, rank, world_size, workers, local_batch, batches, epoch=0, first
            keys=("filename",), weights=None, sizes=None, timeout=60):
     """One epoch of ShardBatches as the training loader reads it: (its batches, the dataset)."""
     from data.shard_dataset import ShardBatches
-    from training.train_data import ShardLoader
+    from training.train_data import StreamLoader
 
     dataset = ShardBatches(urls, transform or (lambda image: torch.zeros(1)), collate, list(keys), seed=7,
                            rank=rank, world_size=world_size, local_batch=local_batch, batches=batches,
                            resampled_weights=weights, sizes=sizes, timeout=timeout)
     dataset.set_epoch(epoch, first)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
-    return list(ShardLoader(loader)), dataset
+    return list(StreamLoader(loader)), dataset
 
 
 @pytest.mark.parametrize("per_shard", [12, 48])  # a shard per slot; one shard for all slots
@@ -186,8 +187,6 @@ def test_train_py_and_eval_py_from_shards(tiny_checkpoint, tiny_dataset, tmp_pat
 
 @pytest.mark.slow
 def test_training_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
-    from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch
-
     _shards(tiny_dataset, tmp_path, 10)  # 5 uneven shards for 2 workers
 
     def args(out, *extra):
@@ -209,14 +208,11 @@ def test_training_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_ch
     resumed = run_script(*args(killed, "--checkpoint-every-steps", "1"), "--resume", str(killed / "last.pt"))
     assert resumed.returncode == 0, resumed.stderr
     assert f"after batch {state['epoch-progress']['batches']} of epoch" in resumed.stdout
-    assert_same_run(straight, killed)
+    assert_same_checkpoints(straight, killed)
 
 
 @pytest.mark.slow
 def test_torchrun_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_checkpoint, tiny_dataset, tmp_path):
-    from tests.test_distributed import torchrun
-    from tests.test_end_to_end import assert_same_run, kill_inside_an_epoch
-
     _shards(tiny_dataset, tmp_path, 10)
 
     def args(out, port, *extra):  # 2 processes x 2 persistent workers: 4 slots over 5 uneven shards
@@ -236,7 +232,7 @@ def test_torchrun_from_shards_killed_inside_an_epoch_resumes_bit_for_bit(tiny_ch
     resumed = run_script(*args(killed, 29539, "--checkpoint-every-steps", "1"), "--resume", str(killed / "last.pt"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.count(f"after batch {state['epoch-progress']['batches']} of epoch") == 1  # rank 0 reports
-    assert_same_run(straight, killed)
+    assert_same_checkpoints(straight, killed)
 
 
 def test_shards_stream_over_http_as_from_disk(tiny_dataset, tmp_path):
@@ -343,8 +339,6 @@ def _noise_shard(path, count, side=200):
     import numpy as np
     from PIL import Image
 
-    from tests.conftest import png_bytes
-
     rng = np.random.default_rng(0)
     with webdataset.TarWriter(str(path)) as writer:
         for i in range(count):
@@ -373,6 +367,8 @@ def _stalling_server(data, send_bytes):
     import http.server
     import threading
 
+    stalled = threading.Event()
+
     class Handler(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
@@ -391,15 +387,11 @@ def _stalling_server(data, send_bytes):
             self.wfile.flush()
             stalled.wait(120)
 
-    stalled = threading.Event()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        stalled.set()
-        server.shutdown()
+    with http_server(handler=Handler) as base:
+        try:
+            yield base
+        finally:
+            stalled.set()
 
 
 def test_an_http_shard_that_stalls_mid_body_is_cut_after_shard_timeout(tmp_path, caplog):
@@ -416,3 +408,38 @@ def test_an_http_shard_that_stalls_mid_body_is_cut_after_shard_timeout(tmp_path,
     assert len(names) == 12 and 0 < len(read) < 12 and read == {f"noise {i}" for i in range(len(read))}
     assert dataset.bad_samples() == 12 - len(read)  # the places of its range it could not fill, counted
     assert "rest of the shard skipped" in caplog.text
+
+
+def test_a_big_missing_shard_does_not_stop_a_slot_that_refills_from_a_small_one(tiny_dataset, tmp_path):
+    urls, _ = _shards(tiny_dataset, tmp_path, 20)  # 20, 20, 8
+    gone = str(tmp_path / "gone.tar")  # deleted after the sizes were taken: most of every pass is unreadable
+    for epoch in range(4):
+        batches, dataset = _epoch([urls[2], gone], 0, 1, 0, 2, 6, epoch=epoch, sizes=[8, 40])
+        assert len(batches) == 6 and dataset.bad_samples() > 0  # the 8 samples, again and again
+
+
+def _refusing_handler(status):
+    """An HTTP handler that answers HEAD with a size and GET with ``status``."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_HEAD(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "10240")
+            self.end_headers()
+
+        def do_GET(self):
+            self.send_error(status)
+
+    return Handler
+
+
+def test_an_http_error_on_a_shard_get_is_skipped_and_counted(tiny_dataset, tmp_path):
+    urls, _ = _shards(tiny_dataset, tmp_path, 12)
+    with http_server(handler=_refusing_handler(503)) as base:
+        epoch, dataset = _epoch([urls[0], base + "/busy.tar"], 0, 1, 2, 4, 6, sizes=[12, 12])
+    assert len(epoch) == 6 and all(len(batch) == 4 for batch in epoch)
+    assert dataset.bad_samples() == 12

@@ -10,7 +10,7 @@ from PIL import Image
 from retrieval.encoder import OnnxEncoder, TorchEncoder
 from retrieval.item_table import ItemTable
 from retrieval.vector_search import VectorIndex, recall_against_exact
-from tests.conftest import run_script
+from tests.helpers import run_script
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from models.factory import model_from_towers
 from models.image_tower import (build_image_backbone, load_image_weights, read_image_weights,
                                  torchvision_weights_file)
 from models.text_tower import load_text_encoder
-from tests.conftest import run_script
+from tests.helpers import run_script
 from utils.errors import UserError
 
 

@@ -6,11 +6,11 @@ import torch
 
 from data.caption_table import read_caption_table
 from data.transforms import eval_transform
+from evaluation.embedding import evaluate_table
+from evaluation.recall import mean_recall
 from models.checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from models.interpolate import interpolate_weights
-from tests.conftest import run_script
-from training.evaluate import evaluate_table
-from training.recall import mean_recall
+from tests.helpers import run_script
 from utils.errors import UserError
 
 CPU = torch.device("cpu")

@@ -2,7 +2,7 @@
 
 Look-alike pairs then meet in one batch, where the loss must tell them apart; with random batches they
 seldom do. The neighbours are re-mined before every epoch with the model as it is, through the kit's own
-encoding path (training.evaluate) and vector index (retrieval.vector_search).
+encoding path (evaluation.embedding) and vector index (retrieval.vector_search).
 """
 import logging
 import time
@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from evaluation.embedding import sharded_image_features
 from retrieval.vector_search import VectorIndex
-from training.evaluate import sharded_image_features
 from utils.distributed import broadcast_object
 
 logger = logging.getLogger(__name__)

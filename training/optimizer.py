@@ -1,4 +1,6 @@
 """AdamW over the trainable parameters, with weight decay where it belongs, and its schedule."""
+from dataclasses import dataclass
+
 import torch
 
 from training.schedule import warmup_cosine
@@ -40,16 +42,27 @@ def layered_parameter_groups(model, weight_decay, learning_rate, layer_decay):
             for (scale, decays), params in sorted(groups.items(), key=lambda item: (-item[0][0], not item[0][1]))]
 
 
-def make_optimizer(model, config, device, total_steps, warmup_steps=None):
-    """(AdamW, LambdaLR) from the config's learning-rate, layer-decay, weight-decay, warmup-steps (unless
-    ``warmup_steps`` is given) and lr-schedule. Under layer-decay 1 (no decay) the groups are the two of
-    ``parameter_groups``."""
-    if config["layer-decay"] == 1.0:
-        groups = parameter_groups(model, config["weight-decay"])
+@dataclass
+class OptimizerSettings:
+    """train.py's learning-rate, weight-decay, layer-decay and lr-schedule (cosine: True, constant: False)."""
+    learning_rate: float
+    weight_decay: float
+    layer_decay: float = 1.0
+    cosine: bool = True
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config["learning-rate"], config["weight-decay"], config["layer-decay"],
+                   config["lr-schedule"] == "cosine")
+
+
+def make_optimizer(model, settings, device, total_steps, warmup_steps):
+    """(AdamW, LambdaLR): ``warmup_steps`` of linear warmup, then cosine decay to zero over ``total_steps``
+    (or constant). Under layer-decay 1 (no decay) the groups are the two of ``parameter_groups``."""
+    if settings.layer_decay == 1.0:
+        groups = parameter_groups(model, settings.weight_decay)
     else:
-        groups = layered_parameter_groups(model, config["weight-decay"], config["learning-rate"],
-                                          config["layer-decay"])
-    optimizer = torch.optim.AdamW(groups, lr=config["learning-rate"], fused=device.type == "cuda")
-    warmup = config["warmup-steps"] if warmup_steps is None else warmup_steps
-    scheduler = warmup_cosine(optimizer, warmup, total_steps, config["lr-schedule"] == "cosine")
+        groups = layered_parameter_groups(model, settings.weight_decay, settings.learning_rate, settings.layer_decay)
+    optimizer = torch.optim.AdamW(groups, lr=settings.learning_rate, fused=device.type == "cuda")
+    scheduler = warmup_cosine(optimizer, warmup_steps, total_steps, settings.cosine)
     return optimizer, scheduler

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from data.shard_source import is_shard_source
+from data.sources import open_source
 from models.checkpoint import read_checkpoint
 from utils.config_schema import TRAIN
 from utils.distributed import broadcast_object
@@ -62,7 +62,8 @@ def check_resume_config(saved, config):
                         f"--load-path {config['resume']} --overwrite true")
     # num-workers is not run-defining for a folder (per-image seeds), but shards' batch k comes from worker k % W
     workers = saved.get("num-workers", config["num-workers"])
-    if is_shard_source(config["train-data"]) and workers != config["num-workers"]:
+    order_follows_workers = open_source(config["train-data"], config["caption-key"]).order_follows_workers
+    if order_follows_workers and workers != config["num-workers"]:
         raise UserError(f"--resume {config['resume']} was trained from shards with num-workers {workers}; a shard "
                         f"epoch's batches depend on the worker count, so num-workers {config['num-workers']} would "
                         f"train on other batches. Resume with --num-workers {workers}")
@@ -82,26 +83,3 @@ def starting_checkpoint(config):
         raise UserError(f"{' and '.join(existing)} exist from an earlier run: continue it with --resume "
                         f"{config['last-path']}, or pass --overwrite true to start a new run that replaces them")
     return read_checkpoint(config["load-path"])
-
-
-def restore_training_state(resumed, optimizer, scheduler, scaler, job, resume_path):
-    """Load optimizer, schedule, scaler and this rank's random streams from a training checkpoint.
-
-    Returns (epoch, step, best metric, history, progress) to continue from; ``progress`` is None at an
-    epoch's end, else what the interrupted epoch had done: {"batches", "loss_sum"}.
-    """
-    optimizer.load_state_dict(resumed["optimizer"])
-    scheduler.load_state_dict(resumed["scheduler"])
-    if resumed["scaler"] and scaler.is_enabled():
-        scaler.load_state_dict(resumed["scaler"])
-    states = resumed["rng"]
-    if len(states) == job.world_size:
-        restore_rng_state(states[job.rank])
-    else:
-        logger.info(f"note: {resume_path} was written by {len(states)} process(es), this run has "
-                    f"{job.world_size}; random streams restart from the seed")
-    progress = resumed.get("epoch-progress")
-    within = f" after batch {progress['batches']} of epoch {resumed['epoch'] + 1}" if progress else ""
-    logger.info(f"resumed {resume_path} at epoch {resumed['epoch']}{within}, step {resumed['step']}, best mean "
-                f"recall {resumed['best-metric']:.4f}")
-    return resumed["epoch"], resumed["step"], resumed["best-metric"], resumed["history"], progress

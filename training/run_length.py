@@ -4,6 +4,7 @@ A budget of samples or minutes lets one recipe fit a thousand images as well as 
 learning-rate schedule spans the budget, whatever an epoch is.
 """
 import math
+import time
 
 from utils.distributed import all_gather_objects
 from utils.errors import UserError
@@ -19,12 +20,9 @@ class RunLength:
     """``epochs`` (an upper bound for the loop), ``total_steps`` (what the schedule spans, updated by
     ``steer`` under a time budget), ``finished(step, seconds)`` and ``label(epoch)`` for the logs."""
 
-    def __init__(self, config, steps_per_epoch, batch_size):
-        self.configured_warmup = config["warmup-steps"]
-        self.samples, minutes = config["train-samples"], config["time-budget"]
-        if self.samples and minutes:
-            raise UserError(f"{config['config-path']}: train-samples and time-budget both set; a run's length "
-                            f"is one of them (or epochs, when both are null)")
+    def __init__(self, epochs, warmup_steps, steps_per_epoch, batch_size, train_samples=None, minutes=None):
+        self.configured_warmup = warmup_steps
+        self.samples = train_samples
         self.seconds = minutes * 60 if minutes else None
         self.steps_per_epoch = steps_per_epoch
         if self.samples:
@@ -32,13 +30,22 @@ class RunLength:
             self.epochs = math.ceil(self.total_steps / steps_per_epoch)
             self.warmup_steps = self.capped_warmup(self.total_steps)
         elif self.seconds:
-            self.total_steps = steps_per_epoch * config["epochs"]  # a first guess; steer() fits it to the pace
+            self.total_steps = steps_per_epoch * epochs  # a first guess; steer() fits it to the pace
             self.epochs = None
             self.warmup_steps = self.configured_warmup
         else:
-            self.total_steps = steps_per_epoch * config["epochs"]
-            self.epochs = config["epochs"]
+            self.total_steps = steps_per_epoch * epochs
+            self.epochs = epochs
             self.warmup_steps = self.configured_warmup
+
+    @classmethod
+    def from_config(cls, config, steps_per_epoch, batch_size):
+        """From train.py's epochs, warmup-steps, train-samples and time-budget (at most one of the last two)."""
+        if config["train-samples"] and config["time-budget"]:
+            raise UserError(f"{config['config-path']}: train-samples and time-budget both set; a run's length "
+                            f"is one of them (or epochs, when both are null)")
+        return cls(config["epochs"], config["warmup-steps"], steps_per_epoch, batch_size, config["train-samples"],
+                   config["time-budget"])
 
     def capped_warmup(self, total_steps):
         return min(self.configured_warmup, int(WARMUP_SHARE * total_steps))
@@ -86,3 +93,21 @@ class RunLength:
 def agreed_seconds(seconds):
     """The largest of every rank's ``seconds``: all ranks must stop a time budget at the same step."""
     return max(all_gather_objects(seconds))
+
+
+class EpochBudget:
+    """The run's length as seen inside one epoch: ``spent`` training seconds before it, the epoch's start
+    (perf_counter). ``done(step, scheduler)`` says whether the run's budget is spent, and steers a time-budget
+    schedule."""
+
+    def __init__(self, run, spent, started):
+        self.run, self.spent, self.started = run, spent, started
+        self.spent_at_end = spent
+
+    def done(self, step, scheduler):
+        seconds = self.spent + time.perf_counter() - self.started
+        if self.run.seconds:
+            seconds = agreed_seconds(seconds)
+            self.run.steer(scheduler, step, seconds)
+        self.spent_at_end = seconds
+        return self.run.finished(step, seconds)

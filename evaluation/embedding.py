@@ -7,11 +7,11 @@ from torch.utils.data import DataLoader
 
 from data.caption_table import CaptionTable
 from data.datasets import EvalImages, collate_images
+from evaluation.compositional import compositional_accuracy
+from evaluation.recall import retrieval_recall
 from utils.device import autocast
 from utils.distributed import all_gather_objects
 from utils.errors import UserError
-from training.compositional import compositional_accuracy
-from training.recall import retrieval_recall
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,83 @@
+"""A dataset folder: images/ plus captions.csv (filename,caption; several rows may share an image), and for
+index.py also a plain folder of images."""
+import logging
+import os
+
+from data.caption_table import read_caption_table
+from data.datasets import TrainImages
+from data.image_file import IMAGE_EXTENSIONS, ImageProblem, check_image_header, image_files
+from data.negatives import FILE_NAME as NEGATIVES_FILE
+from data.negatives import read_negatives
+from data.sources import register_layout
+from data.training_set import TrainingSet, global_batch
+from utils.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@register_layout(None)  # the fallback: whatever no other layout claims
+class FolderSource:
+    """A dataset folder (see data/sources.py's Source for the methods)."""
+    order_follows_workers = False  # per-image seeds: the data do not depend on the worker count
+
+    def __init__(self, value, caption_key="txt", timeout=None):
+        self.value, self.side_files = value, value
+
+    def validation_table(self, strict):
+        return read_caption_table(self.value, strict=strict)
+
+    def training_set(self, options, transform_for, collate, job, batch_size):
+        table = read_caption_table(self.value, strict=options.strict)
+        transform, augmentation = transform_for(table.captions, "")
+        if len(table.images) < 2:
+            raise UserError(f"{self.value}: {len(table.images)} usable image(s); contrastive training needs at "
+                            f"least 2")
+        notices = [augmentation]
+        negatives = self._negatives(table, notices) if options.compositional_negatives else None
+        dataset = TrainImages(table, transform, options.seed, draft_size=options.image_size,
+                              captions_per_image=options.captions_per_image, negatives=negatives)
+        batch_size, local_batch = global_batch(batch_size, len(dataset), job.world_size)
+        return TrainingSet(dataset, table, batch_size, local_batch, len(dataset) // batch_size,
+                           f"{len(dataset)} images, {len(table.captions)} captions", notices)
+
+    def _negatives(self, table, notices):
+        """Per image of ``table``, {caption: its compositional negative} from negatives.csv."""
+        negatives = read_negatives(self.value, table)
+        if not negatives:
+            raise UserError(f"compositional-negatives: {self.value}/{NEGATIVES_FILE} not found or empty (columns "
+                            f"filename, caption, negative; scripts/make_demo_dataset.py writes one for the shapes "
+                            f"domain)")
+        swapped = [{} for _ in table.images]
+        for pair in negatives:
+            swapped[pair.image][pair.caption] = pair.negative
+        covered = sum(1 for entry in swapped if entry)
+        notices.append(f"compositional negatives: {len(negatives)} swapped captions for {covered} of "
+                       f"{len(table.images)} images; one per image joins each batch as an extra negative (an empty "
+                       f"caption for images without one)")
+        return swapped
+
+    def gallery_units(self):
+        """[(path, name, captions)]: a dataset folder's images with their captions, or every image below a
+        plain folder (name: relative to the folder, the only form web clients see). Unusable images are
+        logged and left out."""
+        if os.path.isfile(os.path.join(self.value, "captions.csv")):
+            table = read_caption_table(self.value)
+            return [(os.path.abspath(record.path), record.filename, record.captions) for record in table.images]
+        if not os.path.isdir(self.value):
+            raise UserError(f"data folder '{self.value}' not found")
+        units = []
+        for path in image_files(self.value):
+            try:
+                check_image_header(path)
+                units.append((os.path.abspath(path), os.path.relpath(path, self.value), []))
+            except ImageProblem as problem:
+                logger.warning(f"skipped {path}: {problem}")
+        if not units:
+            raise UserError(f"no images found in '{self.value}' (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        return units
+
+    def unit_files(self, units):
+        return [path for path, _, _ in units]
+
+    def gallery_entries(self, units):
+        return [(path, path, name, captions) for path, name, captions in units]

@@ -1,9 +1,11 @@
 """ModelSpec and the tower registry: checkpoints written before them still load with the same features, every
 family's spec round-trips through the on-disk dict, and an unknown family prefix is one UserError.
 
-tests/data/ holds what the code before ModelSpec wrote (commit 6745d68): a tiny timm:test_efficientnet +
-RoBERTa checkpoint with a logit bias and a learned temperature, its features on fixed inputs, and the spec
-dicts of every family's importer (specs_before_model_spec.json).
+tests/data/ holds what the code before ModelSpec wrote (commit 6745d68), as text: the layout of a tiny
+timm:test_efficientnet + RoBERTa checkpoint with a logit bias and a learned temperature (format, spec dict,
+tokenizer files, weight names and shapes) and the features that code gave with weights drawn from seed 0
+(checkpoint_before_model_spec.json); and the spec dicts of every family's importer (specs_before_model_spec.json).
+No weight file is kept: the test writes the old checkpoint from its layout.
 """
 import json
 import os
@@ -18,7 +20,7 @@ from models.spec import ModelSpec
 from utils.errors import UserError
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-OLD_CHECKPOINT = os.path.join(DATA, "checkpoint_before_model_spec.pt")
+OLD_LAYOUT = os.path.join(DATA, "checkpoint_before_model_spec.json")
 
 
 def old_specs():
@@ -26,21 +28,45 @@ def old_specs():
         return json.load(handle)
 
 
+def write_old_checkpoint(path):
+    """The checkpoint 6745d68 wrote, from its layout, with weights drawn from seed 0 (floats in [0.5, 1): a valid
+    BatchNorm variance); returns the layout's expected features with the inputs they were measured on."""
+    with open(OLD_LAYOUT, encoding="utf-8") as handle:
+        layout = json.load(handle)
+    generator = torch.Generator().manual_seed(0)
+    state_dict = {}
+    for name, shape, dtype in layout["state_dict"]:
+        if dtype == "float32":
+            state_dict[name] = torch.rand(shape, generator=generator) * 0.5 + 0.5
+        else:
+            state_dict[name] = torch.zeros(shape, dtype=getattr(torch, dtype))
+    tokenizer = {name: torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).clone()
+                 for name, text in layout["tokenizer"].items()}
+    torch.save({"format": layout["format"], "spec": layout["spec"], "tokenizer": tokenizer,
+                "state_dict": state_dict}, path)
+    size = layout["spec"]["image-size"]
+    images = torch.rand(len(layout["captions"]), 3, size, size, generator=generator)
+    expected = {key: torch.tensor(value) for key, value in layout["expected"].items()}
+    return {**expected, "captions": layout["captions"], "images": images}
+
+
 def _check_features(model, tokenizer, expected):
+    model.eval()
     assert torch.equal(tokenizer(expected["captions"]), expected["input_ids"])
     with torch.no_grad():
         assert (model.encode_image(expected["images"]) - expected["image_features"]).abs().max() <= 1e-6
         assert (model.encode_text(expected["input_ids"]) - expected["text_features"]).abs().max() <= 1e-6
-    assert torch.equal(model.logit_scale.detach(), expected["logit_scale"])
-    assert torch.equal(model.logit_bias.detach(), expected["logit_bias"])
+    assert model.logit_scale.item() == expected["logit_scale"].item()
+    assert model.logit_bias.item() == expected["logit_bias"].item()
 
 
 def test_a_checkpoint_written_before_model_spec_loads_with_the_same_features(tmp_path):
-    expected = torch.load(os.path.join(DATA, "checkpoint_before_model_spec.features.pt"), weights_only=True)
-    model, preprocess, tokenizer = load_checkpoint(OLD_CHECKPOINT)
+    old = tmp_path / "old.pt"
+    expected = write_old_checkpoint(old)
+    model, preprocess, tokenizer = load_checkpoint(str(old))
     _check_features(model, tokenizer, expected)
     # written again, it holds the very same spec dict, and loads the same
-    saved = torch.load(OLD_CHECKPOINT, weights_only=True)
+    saved = torch.load(old, weights_only=True)
     again = tmp_path / "again.pt"
     save_checkpoint(str(again), model, ModelSpec.from_dict(saved["spec"]), saved["tokenizer"])
     assert torch.load(again, weights_only=True)["spec"] == saved["spec"]
@@ -138,7 +164,8 @@ def test_every_family_registers_itself():
     assert {f.prefix for f in clip_importers.families()} == {"open_clip:", "chinese-clip:", "hf:"}
 
 
-def test_towers_follow_the_tower_protocol():
-    model = load_checkpoint(OLD_CHECKPOINT)[0]
+def test_towers_follow_the_tower_protocol(tmp_path):
+    write_old_checkpoint(tmp_path / "old.pt")
+    model = load_checkpoint(str(tmp_path / "old.pt"))[0]
     assert isinstance(model.text_tower, Tower)
     assert model.text_tower.output_dim == 32 and not getattr(model.text_tower, "imported", False)

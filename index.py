@@ -9,7 +9,7 @@ from datetime import timedelta
 from retrieval.encoder import load_encoder
 from retrieval.gallery_build import build_index
 from retrieval.gallery_sources import GallerySource
-from retrieval.vector_search import vector_index_settings
+from retrieval.vector_search import SearchSettings
 from utils.config import load_config
 from utils.config_schema import INDEX
 from utils.device import resolve_device
@@ -26,7 +26,7 @@ def main(argv):
     try:
         encoder = load_encoder(config["model-path"], config["onnx-dir"], device)
         source = GallerySource(config["data"], config["caption-key"], config["shard-timeout"])
-        build_index(source, config["out"], encoder, distributed, config["batch-size"], vector_index_settings(config))
+        build_index(source, config["out"], encoder, distributed, config["batch-size"], SearchSettings.from_config(config))
     finally:
         shutdown()
 

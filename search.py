@@ -6,7 +6,7 @@ import json
 
 from retrieval.image_files import open_image_argument
 from retrieval.searcher import Searcher, format_results
-from retrieval.vector_search import vector_index_settings
+from retrieval.vector_search import SearchSettings
 from utils.config import load_config
 from utils.config_schema import SEARCH
 from utils.device import resolve_device
@@ -18,7 +18,7 @@ def main(argv):
     if (config["text"] is None) == (config["image"] is None):
         raise UserError("give exactly one of --text \"...\" or --image FILE")
     searcher = Searcher(config["index"], config["model-path"], config["onnx-dir"],
-                        resolve_device(config["device"]), **vector_index_settings(config))
+                        resolve_device(config["device"]), SearchSettings.from_config(config))
     if config["text"] is not None:
         results = searcher.search_text(config["text"], config["k"])
     else:

@@ -5,7 +5,7 @@ python serve.py --model-path checkpoints/best.pt --index checkpoints/index [--po
 import logging
 
 from retrieval.searcher import Searcher
-from retrieval.vector_search import vector_index_settings
+from retrieval.vector_search import SearchSettings
 from utils.config import load_config
 from utils.config_schema import SERVE
 from utils.device import resolve_device
@@ -21,7 +21,7 @@ def main(argv):
     from service.app import create_app
 
     searcher = Searcher(config["index"], config["model-path"], config["onnx-dir"], resolve_device(config["device"]),
-                        **vector_index_settings(config))
+                        SearchSettings.from_config(config))
     app = create_app(searcher, int(config["max-upload-mb"] * 2 ** 20), config["max-k"], config["thumbnail-size"])
     logger.info(f"serving {len(searcher.gallery.items)} items from {config['index']} ({searcher.encoder.kind} "
                 f"encoder, {searcher.vector_index.kind} search) on http://{config['host']}:{config['port']}/  "

@@ -27,7 +27,7 @@ class TrainingOptions:
 
     @classmethod
     def from_config(cls, config, spec):
-        return cls(config["seed"], config["strict"], spec["image-size"], config["captions-per-image"],
+        return cls(config["seed"], config["strict"], spec.image_size, config["captions-per-image"],
                    config["compositional-negatives"], config["batching"] == "hard-negatives",
                    config["train-num-samples"], config["resampled"], config["train-data-weights"],
                    config["num-workers"])

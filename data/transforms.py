@@ -56,12 +56,12 @@ class ToRGB:
 
 def normalization(spec):
     """(mean, std) a checkpoint's image tower expects: ImageNet's, unless the spec names others (a CLIP's)."""
-    return tuple(spec.get("image-mean", IMAGENET_MEAN)), tuple(spec.get("image-std", IMAGENET_STD))
+    return spec.image_mean or IMAGENET_MEAN, spec.image_std or IMAGENET_STD
 
 
 def preprocess_for(spec):
     """The evaluation transform of a checkpoint's spec: its image size and normalisation."""
-    return eval_transform(spec["image-size"], *normalization(spec))
+    return eval_transform(spec.image_size, *normalization(spec))
 
 
 def eval_transform(image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD):

@@ -1,5 +1,6 @@
 """The one encoding path: embed a dataset's images and captions, and score retrieval on them."""
 import logging
+import os
 
 import torch
 import torch.distributed as dist
@@ -20,6 +21,9 @@ logger = logging.getLogger(__name__)
 def embed_images(model, table, transform, batch_size, num_workers, device, dtype):
     """Returns (features FloatTensor[N', D] on CPU, kept LongTensor[N']): images that failed to decode
     are reported and left out of ``kept``."""
+    # more workers than usable CPUs only adds processes (and PyTorch's warning); the features do not change
+    num_workers = min(num_workers, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
+                      os.cpu_count() or 1)
     loader = DataLoader(EvalImages(table, transform), batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_images, pin_memory=device.type == "cuda")
     features, kept = [], []

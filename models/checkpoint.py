@@ -101,8 +101,7 @@ def checkpoint_contents():
 
 def model_from_checkpoint(payload):
     """(model, spec, tokenizer) from a read_checkpoint() dict; the model is on CPU in eval mode.
-
-    spec: a ModelSpec, which still reads as the on-disk dict (``spec["image-size"]``) for older callers."""
+    spec: a ModelSpec (the checkpoint's ``spec`` dict read by ModelSpec.from_dict)."""
     with checkpoint_contents():
         spec = ModelSpec.from_dict(payload["spec"])
         model = build_model(spec)

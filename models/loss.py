@@ -5,14 +5,16 @@ gathered) and ``owner`` [T]: the image row of each text, or -1 for an extra nega
 image i's k captions (``captions-per-image``), then its m compositional negatives (captions with attributes
 or roles swapped, NegCLIP-style), so T == (k + m) N. An image's k captions are all its positives; its
 negatives are negatives of every image and are no query themselves.
+
+Each objective is a function and a class registered under its ``loss`` name (models/loss_registry.py); a new
+loss is both, added here (or in a module imported at the end of this one).
 """
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-LOSSES = ("infonce", "siglip", "max-violation")
-SIGLIP_INIT_SCALE = 10.0   # Zhai et al. 2023: logit scale log 10 ...
-SIGLIP_INIT_BIAS = -10.0   # ... and bias -10, so that the many negatives start near probability 0
+from models.loss_registry import LOSSES, Loss, register_loss
+from utils.errors import UserError
 
 
 def default_owner(image_features, text_features, negatives_per_image=0):
@@ -114,38 +116,73 @@ def max_violation(image_features, text_features, owner=None, margin=0.2):
     return image_to_text + text_to_image
 
 
+@register_loss("infonce", options={"hard-negative-beta": ("hard_negative_beta", 0.0)})
+class InfoNCE(Loss):
+    """The original project's symmetric InfoNCE (several positives per image), HN-NCE with hard_negative_beta."""
+
+    def __init__(self, hard_negative_beta=0.0):
+        self.beta = hard_negative_beta
+
+    def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
+        return info_nce(image_features, text_features, logit_scale, owner, self.beta)
+
+    def describe(self):
+        return "loss: infonce" + (f", hard-negative-beta {self.beta} (HN-NCE)" if self.beta else "")
+
+
+@register_loss("siglip")
+class SigLIP(Loss):
+    """A sigmoid per image-text pair with a learnable logit bias, from Zhai et al.'s scale 10 and bias -10
+    (log 10 and -10: the many negatives start near probability 0)."""
+    learns_bias = True
+    start_scale_and_bias = (10.0, -10.0)
+
+    def __init__(self, chunk=1024):
+        self.chunk = chunk
+
+    def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
+        return siglip(image_features, text_features, logit_scale, logit_bias, owner, self.chunk)
+
+    def describe(self):
+        return "loss: siglip (sigmoid per pair, learnable bias)"
+
+
+@register_loss("max-violation", options={"max-violation-margin": ("margin", None)})
+class MaxViolation(Loss):
+    """VSE++'s hinge on the hardest negative; cosine similarities, so no temperature."""
+    uses_temperature = False
+
+    def __init__(self, margin=0.2):
+        self.margin = margin
+
+    def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
+        return max_violation(image_features, text_features, owner, self.margin)
+
+    def describe(self):
+        return f"loss: max-violation (VSE++ hinge, margin {self.margin})"
+
+
 class Objective:
-    """The configured loss: objective(image [N, D], text [T, D], logit_scale, logit_bias, owner [T]) -> scalar.
+    """The configured loss with the batch layout: objective(image [N, D], text [T, D], logit_scale, logit_bias,
+    owner [T]) -> scalar; owner defaults to the image-major layout with ``negatives_per_image`` extra
+    negatives after each image's captions. ``arguments``: the loss's constructor arguments."""
 
-    kind: "infonce" (with hard_negative_beta: HN-NCE), "siglip" or "max-violation".
-    """
-
-    def __init__(self, kind="infonce", hard_negative_beta=0.0, margin=0.2, siglip_chunk=1024, negatives_per_image=0):
+    def __init__(self, kind="infonce", negatives_per_image=0, **arguments):
         if kind not in LOSSES:
-            raise ValueError(f"loss '{kind}' unknown; choose one of {', '.join(LOSSES)}")
-        self.kind, self.beta, self.margin, self.chunk = kind, hard_negative_beta, margin, siglip_chunk
-        self.negatives_per_image = negatives_per_image
+            raise UserError(f"loss '{kind}' unknown; choose one of {', '.join(LOSSES)}")
+        self.kind, self.loss, self.negatives_per_image = kind, LOSSES[kind](**arguments), negatives_per_image
 
     @property
     def needs_bias(self):
-        return self.kind == "siglip"
+        return self.loss.learns_bias
 
     def __call__(self, image_features, text_features, logit_scale, logit_bias=None, owner=None):
         if owner is None:
             owner = default_owner(image_features, text_features, self.negatives_per_image)
-        if self.kind == "siglip":
-            return siglip(image_features, text_features, logit_scale, logit_bias, owner, self.chunk)
-        if self.kind == "max-violation":
-            return max_violation(image_features, text_features, owner, self.margin)
-        return info_nce(image_features, text_features, logit_scale, owner, self.beta)
+        return self.loss(image_features, text_features, logit_scale, logit_bias, owner)
 
     def describe(self):
-        extra = ", a compositional negative per image" if self.negatives_per_image else ""
-        if self.kind == "infonce":
-            return "loss: infonce" + (f", hard-negative-beta {self.beta} (HN-NCE)" if self.beta else "") + extra
-        if self.kind == "siglip":
-            return "loss: siglip (sigmoid per pair, learnable bias)" + extra
-        return f"loss: max-violation (VSE++ hinge, margin {self.margin})" + extra
+        return self.loss.describe() + (", a compositional negative per image" if self.negatives_per_image else "")
 
 
 INFONCE = Objective()

@@ -55,7 +55,7 @@ def export_encoders(model_path, out_dir, opset=17):
             os.remove(meta_path)  # until the new export passes its check, no fingerprint vouches for the files
     except OSError as error:
         raise UserError(f"cannot write to --out '{out_dir}': {error.strerror}") from None
-    size = spec["image-size"]
+    size = spec.image_size
     images = torch.randn(2, 3, size, size)
     input_ids = tokenizer(["a short caption", "a somewhat longer caption with more words in it"])
     image_path, text_path = (os.path.join(out_dir, name) for name in ("image_encoder.onnx", "text_encoder.onnx"))

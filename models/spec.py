@@ -8,9 +8,6 @@ one of four things, which the record keeps apart:
 - ``clip_config``: the full ``CLIPConfig``/``ChineseCLIPConfig`` dict of a Hugging Face CLIP (``hf-clip:``);
 - ``open_clip_model``: open_clip's model name (``{"open_clip": name}`` on disk);
 - ``cn_clip_struct``: Chinese-CLIP's struct, e.g. "RN50@RBT3-chinese" (``{"chinese-clip": struct}`` on disk).
-
-Transition: a ModelSpec is also a read-only Mapping over its on-disk keys (``spec["image-size"]``,
-``spec.get("image-mean")``, ``{**spec, "logit-bias": True}``), so callers written for the dict keep working.
 """
 import dataclasses
 import json
@@ -28,7 +25,7 @@ _HF_CLIP_TYPES = ("clip", "chinese_clip")  # model_type of a whole Hugging Face 
 
 
 @dataclass(frozen=True, eq=False)
-class ModelSpec(Mapping):
+class ModelSpec:
     """What builds a checkpoint's model with random weights, and how its inputs are prepared.
 
     image_model: the image tower's name with its family prefix ("resnet18", "timm:vit_tiny_patch16_224",
@@ -138,21 +135,9 @@ class ModelSpec(Mapping):
             return ModelSpec.from_dict(spec).replace(learned_logit_scale=False, logit_bias=False)
         return towers(self) == towers(other)
 
-    # Mapping over the on-disk keys, for callers written for the dict (transition; prefer the fields).
-    def __getitem__(self, key):
-        return self.to_dict()[key]
-
-    def __iter__(self):
-        return iter(self.to_dict())
-
-    def __len__(self):
-        return len(self.to_dict())
-
     __hash__ = None  # its config dicts are mutable
 
     def __eq__(self, other):
         if isinstance(other, ModelSpec):
             return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self))
-        if isinstance(other, Mapping):
-            return self.to_dict() == dict(other)
         return NotImplemented

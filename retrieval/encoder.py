@@ -8,6 +8,7 @@ import torch
 
 from data.transforms import preprocess_for
 from models.checkpoint import checkpoint_contents, model_fingerprint, model_from_checkpoint, read_checkpoint
+from models.spec import ModelSpec
 from models.tokenizer import tokenizer_from_files
 from utils.errors import UserError, first_line
 
@@ -16,8 +17,8 @@ def _checkpoint_parts(payload):
     """(spec, tokenizer, embed_dim, logit_scale) from a read_checkpoint() dict, without building the model:
     what the ONNX encoder needs besides its sessions (model_from_checkpoint builds the same spec and tokenizer)."""
     with checkpoint_contents():
-        spec = payload["spec"]
-        tokenizer = tokenizer_from_files(payload["tokenizer"], spec["max-length"])
+        spec = ModelSpec.from_dict(payload["spec"])
+        tokenizer = tokenizer_from_files(payload["tokenizer"], spec.max_length)
         embed_dim = int(payload["state_dict"]["image_projection.weight"].shape[0])
         logit_scale = payload["state_dict"]["logit_scale"].exp().item()
     return spec, tokenizer, embed_dim, logit_scale

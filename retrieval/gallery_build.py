@@ -15,7 +15,7 @@ import numpy as np
 from retrieval.gallery import BUILD_DIR, Gallery, open_or_create
 from retrieval.gallery_writer import PartWriter, read_part, write_gallery
 from retrieval.image_files import decoded_batches
-from retrieval.vector_search import DEFAULT_SETTINGS, VectorIndex, exact_recall_notice
+from retrieval.vector_search import SearchSettings, VectorIndex, exact_recall_notice
 from utils.atomic_file import atomic_write_json, remove_temporaries
 from utils.distributed import all_gather_objects, barrier
 from utils.errors import UserError
@@ -54,9 +54,9 @@ def embed_share(encoder, entries, lookup, part_dir, batch_size, progress=None):
 def build_index(source, out, encoder, distributed, batch_size=64, search=None):
     """Extend (or create) the index folder ``out`` with the images of ``source`` (a GallerySource), embedded
     ``batch_size`` at a time; every process of a torchrun job calls this. ``search``: the vector index to store
-    (VectorIndex keyword arguments, see vector_index_settings; None: exact search, nothing stored). Returns the
+    (SearchSettings; None: exact search, nothing stored). Returns the
     merged Gallery on rank 0, None elsewhere."""
-    search = search or DEFAULT_SETTINGS
+    search = search or SearchSettings()
     build_dir = os.path.join(out, BUILD_DIR)
     if distributed.is_main:
         gallery = open_or_create(out, encoder)
@@ -113,22 +113,22 @@ def _part(build_dir, rank):
 
 
 def store_vector_index(out, gallery, search):
-    """Build the FAISS index ``search`` (VectorIndex keyword arguments) asks for, print its recall@10 against
+    """Build the FAISS index ``search`` (SearchSettings) asks for, print its recall@10 against
     exact search, store it as vectors.faiss and record its build settings in meta.json. Nothing to do when the
     stored one is of that kind and covers the gallery; with exact search a stored index that no longer covers
     it is removed."""
     path = os.path.join(out, "vectors.faiss")
     stored = gallery.meta.get("vector-index") or {}
-    if stored.get("images") == len(gallery.items) and stored.get("kind") == search["kind"]:
+    if stored.get("images") == len(gallery.items) and stored.get("kind") == search.kind:
         return
-    if search["kind"] == "exact":
+    if search.kind == "exact":
         if os.path.exists(path) and not stored:
             os.remove(path)
         return
-    vector_index = VectorIndex(gallery.image_features, **search)
+    vector_index = VectorIndex(gallery.image_features, settings=search)
     recall = exact_recall_notice(vector_index)
     vector_index.save(path)
     gallery.meta["vector-index"] = {**vector_index.build, "images": len(gallery.items), "recall@10": recall}
     atomic_write_json(os.path.join(out, "meta.json"), gallery.meta)
-    logger.info(f"{search['kind']}: recall@10 against exact search {recall:.3f} (gallery items as queries); "
+    logger.info(f"{search.kind}: recall@10 against exact search {recall:.3f} (gallery items as queries); "
                 f"stored in {path}")

@@ -1,7 +1,7 @@
 """Text/image queries against an index folder: the one search path behind search.py and serve.py."""
 from retrieval.encoder import load_encoder
 from retrieval.gallery import Gallery
-from retrieval.vector_search import stored_or_built
+from retrieval.vector_search import SearchSettings, stored_or_built
 from utils.errors import UserError
 
 
@@ -12,14 +12,15 @@ class Searcher:
     first ("file": absolute path on this machine; "name": relative to the indexed folder).
     """
 
-    def __init__(self, index_dir, model_path=None, onnx_dir=None, device="cpu", **vector_index_kwargs):
+    def __init__(self, index_dir, model_path=None, onnx_dir=None, device="cpu", settings=None):
+        """settings: how to search (a SearchSettings; default exact)."""
         self.gallery = Gallery.load(index_dir)
         model_path = model_path or self.gallery.meta["model-path"]
         self.encoder = load_encoder(model_path, onnx_dir, device)
         if self.encoder.fingerprint != self.gallery.meta.get("fingerprint"):
             raise UserError(f"index '{index_dir}' was built with another model than {model_path}")
         self.vector_index = stored_or_built(index_dir, self.gallery.meta, self.gallery.image_features,
-                                            vector_index_kwargs)
+                                            settings or SearchSettings())
 
     def _results(self, query, k):
         scores, rows = self.vector_index.search(query[None, :], k)

@@ -7,6 +7,12 @@ trained and encoded once, not at every start of the service.
 import logging
 import mmap
 import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -20,15 +26,37 @@ TRAIN_POINTS_PER_LIST = 100  # FAISS wants >= 39 per IVF list; more only costs t
 ADD_ROWS = 65_536            # vectors added to a FAISS index at a time, from the memory-mapped embeddings
 
 
-DEFAULT_SETTINGS = {"kind": "exact", "hnsw_m": 32, "hnsw_ef_search": 128, "ivf_nlist": 1024, "ivf_nprobe": 32,
-                    "ivfpq_m": 64, "ivfpq_bits": 8, "ivfpq_rerank": 50}
+@dataclass(frozen=True)
+class SearchSettings:
+    """How a gallery is searched (the ``search`` key and hnsw-*, ivf-*, ivfpq-* of index.py, search.py and
+    serve.py). Build settings (hnsw_m, ivf_nlist, ivfpq_m, ivfpq_bits) shape the FAISS index; search-time ones
+    (hnsw_ef_search, ivf_nprobe, ivfpq_rerank) only how widely it is searched."""
+    kind: str = "exact"
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    ivfpq_m: int = 64
+    ivfpq_bits: int = 8
+    ivfpq_rerank: int = 50
 
+    @classmethod
+    def from_config(cls, config):
+        """kind from the ``search`` key, every other field from its own key (hnsw_m from hnsw-m, ...)."""
+        return cls(**{field.name: config["search" if field.name == "kind" else field.name.replace("_", "-")]
+                      for field in fields(cls)})
 
-def vector_index_settings(config):
-    """The vector index keys of a config (search, hnsw-*, ivf-*, ivfpq-*), as VectorIndex keyword arguments."""
-    return {"kind": config["search"], "hnsw_m": config["hnsw-m"], "hnsw_ef_search": config["hnsw-ef-search"],
-            "ivf_nlist": config["ivf-nlist"], "ivf_nprobe": config["ivf-nprobe"], "ivfpq_m": config["ivfpq-m"],
-            "ivfpq_bits": config["ivfpq-bits"], "ivfpq_rerank": config["ivfpq-rerank"]}
+    def build_keys(self, count):
+        """The build settings a stored index must have to serve these settings over ``count`` vectors, as
+        meta.json's "vector-index" records them."""
+        keys = {"kind": self.kind}
+        if self.kind == "faiss-hnsw":
+            keys["hnsw-m"] = self.hnsw_m
+        if self.kind in ("faiss-ivf", "faiss-ivfpq"):
+            keys["ivf-nlist"] = ivf_lists(self.ivf_nlist, count)
+        if self.kind == "faiss-ivfpq":
+            keys.update({"ivfpq-m": self.ivfpq_m, "ivfpq-bits": self.ivfpq_bits})
+        return keys
 
 
 def _random_access(array):
@@ -39,22 +67,39 @@ def _random_access(array):
         mapping.madvise(mmap.MADV_RANDOM)
 
 
+@contextmanager
+def _one_line_for_faiss_warnings():
+    """FAISS's C++ code writes "WARNING clustering N points to K centroids: please provide at least M training
+    points" to the process's stderr once per codebook (ivfpq-m of them): gather them from file descriptor 2 and
+    log one line instead. Anything else written there meanwhile is passed on unchanged."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode("utf-8", "replace").splitlines()
+    warned = [match for match in map(_FAISS_FEW_POINTS.match, lines) if match]
+    for line in lines:
+        if not _FAISS_FEW_POINTS.match(line):
+            print(line, file=sys.stderr)
+    if warned:
+        points, centroids, wanted = warned[0].groups()
+        logger.info(f"faiss: {len(warned)} codebook(s) of {centroids} centroids trained on {points} points (FAISS "
+                    f"suggests {wanted} or more)")
+
+
+_FAISS_FEW_POINTS = re.compile(r"WARNING clustering (\d+) points to (\d+) centroids: please provide at least "
+                               r"(\d+) training points")
+
+
 def ivf_lists(requested, count):
     """IVF lists used for ``count`` vectors: FAISS wants about 39 training points per list."""
     return max(1, min(requested, count // 39))
-
-
-def build_keys(settings, count):
-    """The settings a stored index must have been built with to serve ``settings`` over ``count`` vectors."""
-    kind = settings["kind"]
-    keys = {"kind": kind}
-    if kind == "faiss-hnsw":
-        keys["hnsw-m"] = settings["hnsw_m"]
-    if kind in ("faiss-ivf", "faiss-ivfpq"):
-        keys["ivf-nlist"] = ivf_lists(settings["ivf_nlist"], count)
-    if kind == "faiss-ivfpq":
-        keys.update({"ivfpq-m": settings["ivfpq_m"], "ivfpq-bits": settings["ivfpq_bits"]})
-    return keys
 
 
 class VectorIndex:
@@ -69,21 +114,23 @@ class VectorIndex:
     file: only those rows), which restores most of the recall the codes lose.
     """
 
-    def __init__(self, features, kind="exact", hnsw_m=32, hnsw_ef_search=128, ivf_nlist=1024, ivf_nprobe=32,
-                 ivfpq_m=64, ivfpq_bits=8, ivfpq_rerank=50, faiss_index=None):
+    def __init__(self, features, kind="exact", faiss_index=None, settings=None, **options):
+        """kind and ``options`` (SearchSettings' fields), or ``settings`` whole; faiss_index: one already built."""
+        settings = settings or SearchSettings(kind, **options)
+        kind = settings.kind
         if kind not in KINDS:
             raise UserError(f"search kind '{kind}' unknown; choose one of {', '.join(KINDS)}")
         self.features = features if isinstance(features, np.memmap) else np.ascontiguousarray(features, np.float32)
         self.kind = kind
-        self.rerank = ivfpq_rerank if kind == "faiss-ivfpq" else 0
+        self.rerank = settings.ivfpq_rerank if kind == "faiss-ivfpq" else 0
         if self.rerank and isinstance(self.features, np.memmap):
             _random_access(self.features)
         self.build = {"kind": kind}  # what the stored index was built with (meta.json "vector-index")
         self.faiss_index = faiss_index
         if kind != "exact" and faiss_index is None and len(self.features):
-            self.faiss_index = self._build(hnsw_m, ivf_nlist, ivfpq_m, ivfpq_bits)
+            self.faiss_index = self._build(settings.hnsw_m, settings.ivf_nlist, settings.ivfpq_m, settings.ivfpq_bits)
         if self.faiss_index is not None:
-            self._set_search_breadth(hnsw_ef_search, ivf_nprobe)
+            self._set_search_breadth(settings.hnsw_ef_search, settings.ivf_nprobe)
 
     def _build(self, hnsw_m, ivf_nlist, ivfpq_m, ivfpq_bits):
         import faiss
@@ -109,7 +156,8 @@ class VectorIndex:
             self.build.update({"ivfpq-m": ivfpq_m, "ivfpq-bits": ivfpq_bits})
         if self.kind in ("faiss-ivf", "faiss-ivfpq"):
             self.build["ivf-nlist"] = nlist
-            index.train(self._training_sample(max(TRAIN_POINTS_PER_LIST * nlist, 64 * 2 ** ivfpq_bits)))
+            with _one_line_for_faiss_warnings():
+                index.train(self._training_sample(max(TRAIN_POINTS_PER_LIST * nlist, 64 * 2 ** ivfpq_bits)))
         for start in range(0, count, ADD_ROWS):
             index.add(np.ascontiguousarray(self.features[start:start + ADD_ROWS], np.float32))
         return index
@@ -138,8 +186,8 @@ class VectorIndex:
             raise UserError(f"cannot write '{path}': {error}") from None
 
     @classmethod
-    def load(cls, path, features, kind, hnsw_ef_search=128, ivf_nprobe=32, ivfpq_rerank=50, **_build_settings):
-        """The FAISS index index.py stored at ``path`` over ``features``."""
+    def load(cls, path, features, settings):
+        """The FAISS index index.py stored at ``path`` over ``features``, searched with ``settings``' breadth."""
         import faiss
 
         try:
@@ -148,8 +196,7 @@ class VectorIndex:
             raise UserError(f"'{path}' is damaged ({str(error).splitlines()[0]}); rebuild the index") from None
         if faiss_index.ntotal != len(features):
             raise UserError(f"'{path}' holds {faiss_index.ntotal} vectors, the gallery {len(features)}; rebuild it")
-        return cls(features, kind, hnsw_ef_search=hnsw_ef_search, ivf_nprobe=ivf_nprobe, ivfpq_rerank=ivfpq_rerank,
-                   faiss_index=faiss_index)
+        return cls(features, faiss_index=faiss_index, settings=settings)
 
     def __len__(self):
         return len(self.features)
@@ -208,19 +255,18 @@ def exact_recall_notice(vector_index, sample=200, k=10):
 def stored_or_built(directory, gallery_meta, features, settings):
     """The vector index for a gallery: index.py's stored vectors.faiss when it is of ``settings``' kind and
     holds these very vectors (its own build settings then apply; search-time ones come from ``settings``),
-    else one built now from ``settings`` (logged)."""
-    settings = {**DEFAULT_SETTINGS, **settings}
-    kind = settings["kind"]
+    else one built now from ``settings`` (a SearchSettings; logged)."""
+    kind = settings.kind
     stored = gallery_meta.get("vector-index") or {}
     path = os.path.join(directory, "vectors.faiss")
     if kind == "exact":
-        return VectorIndex(features, **settings)
+        return VectorIndex(features, settings=settings)
     if stored.get("kind") == kind and stored.get("images") == len(features) and os.path.isfile(path):
         built = {key: value for key, value in stored.items() if key not in ("kind", "images", "recall@10")}
-        wanted = build_keys(settings, len(features))
+        wanted = settings.build_keys(len(features))
         if any(wanted.get(key) != value for key, value in built.items()):
             logger.info(f"{directory}: using the stored {kind} index as index.py built it "
                         f"({', '.join(f'{key} {value}' for key, value in built.items())}), not this config's")
-        return VectorIndex.load(path, features, **settings)
+        return VectorIndex.load(path, features, settings)
     logger.info(f"{directory}: no stored {kind} index; building one in memory (index.py --search {kind} stores it)")
-    return VectorIndex(features, **settings)
+    return VectorIndex(features, settings=settings)

@@ -29,7 +29,9 @@ DECODE_SLOTS = 4             # uploads decoded at once: bounds memory under conc
 def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_size=256):
     app = FastAPI(title="Contrastive", description="Image-text retrieval and zero-shot classification",
                   version="1.0")
-    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + 64 * 1024)  # + multipart framing
+    limit = f"{max_upload_bytes / 2 ** 20:g} MB" if max_upload_bytes >= 2 ** 20 else f"{max_upload_bytes:,} bytes"
+    too_large = f"upload larger than the service's limit of {limit} (max-upload-mb)"
+    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + 64 * 1024, detail=too_large)  # + multipart framing
     items = searcher.gallery.items
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 
@@ -39,15 +41,15 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
 
     def read_upload(upload):
         if upload.size is not None and upload.size > max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+            raise HTTPException(413, too_large)
         data = upload.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
+            raise HTTPException(413, too_large)
         if not data:
             raise HTTPException(400, "empty upload")
         try:
             with decode_slots:
-                return open_image_rgb(io.BytesIO(data), draft_size=2 * searcher.encoder.spec["image-size"],
+                return open_image_rgb(io.BytesIO(data), draft_size=2 * searcher.encoder.spec.image_size,
                                       max_pixels=MAX_UPLOAD_PIXELS, formats=UPLOAD_FORMATS)
         except ImageProblem as problem:
             raise HTTPException(400, f"not a usable image: {problem}") from None

@@ -16,9 +16,11 @@ class _TooLarge(Exception):
 class BodySizeLimit:
     """Checks Content-Length up front, and counts streamed bytes for requests without one."""
 
-    def __init__(self, app, max_bytes, drain_bytes=DRAIN_BYTES, drain_seconds=DRAIN_SECONDS):
+    def __init__(self, app, max_bytes, detail=None, drain_bytes=DRAIN_BYTES, drain_seconds=DRAIN_SECONDS):
+        """detail: the 413's message (default: the byte count); the service states the limit it was given."""
         self.app = app
         self.max_bytes = max_bytes
+        self.detail = detail or f"upload larger than {max_bytes} bytes"
         self.drain_bytes = drain_bytes
         self.drain_seconds = drain_seconds
 
@@ -41,7 +43,7 @@ class BodySizeLimit:
         """Answer 413; first read and discard what the client is sending (``receive`` None: nothing is)."""
         if receive is not None:
             await self._drain(receive)
-        body = json.dumps({"detail": f"upload larger than {self.max_bytes} bytes"}).encode()
+        body = json.dumps({"detail": self.detail}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

@@ -318,15 +318,15 @@ def prepared_model(checkpoint, objective=None, siglip_checkpoint=False):
     in eval mode: per-rank or per-chunk BatchNorm statistics would differ from the full batch's.
     ``siglip_checkpoint``: a model that already has SigLIP's bias (trained on with another loss, the bias is
     frozen)."""
-    from models import load_checkpoint
+    from models.checkpoint import model_from_checkpoint, read_checkpoint
     from models.loss import INFONCE
     from training.objective import prepare_for_objective
 
-    model, _, tokenizer = load_checkpoint(checkpoint)
+    model, spec, tokenizer = model_from_checkpoint(read_checkpoint(checkpoint))
     model.logit_scale.requires_grad_(True)
     if siglip_checkpoint:
         model.enable_logit_bias(-10.0)
-    prepare_for_objective(model, {}, INFONCE if objective is None else objective, learn_temperature=True)
+    prepare_for_objective(model, spec, INFONCE if objective is None else objective, learn_temperature=True)
     model.eval()
     return model, tokenizer
 

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from retrieval.gallery import Gallery
 from retrieval.searcher import Searcher
-from retrieval.vector_search import VectorIndex, recall_against_exact
+from retrieval.vector_search import SearchSettings, VectorIndex, recall_against_exact
 from scripts.make_shards import main as make_shards
 from service.app import create_app
 from tests.helpers import http_server, run_script, torchrun, truncated_png_bytes
@@ -141,12 +141,12 @@ def test_ivfpq_is_built_once_by_index_py_and_used_by_the_service(tiny_checkpoint
     assert meta == {"kind": "faiss-ivfpq", "ivfpq-m": 8, "ivfpq-bits": 2, "ivf-nlist": 1, "images": 16,
                     "recall@10": meta["recall@10"]} and 0 < meta["recall@10"] <= 1
     with caplog.at_level(logging.INFO):
-        stored = Searcher(str(out), kind="faiss-ivfpq", ivfpq_m=8, ivfpq_bits=2, ivf_nlist=1)
+        stored = Searcher(str(out), settings=SearchSettings("faiss-ivfpq", ivfpq_m=8, ivfpq_bits=2, ivf_nlist=1))
         assert "building one in memory" not in caplog.text
         assert stored.vector_index.faiss_index.code_size == 2  # 8 codes of 2 bits: 2 bytes per image
-        other = Searcher(str(out), kind="faiss-ivfpq", ivfpq_m=4, ivfpq_bits=2, ivf_nlist=1)  # what index.py built wins
+        other = Searcher(str(out), settings=SearchSettings("faiss-ivfpq", ivfpq_m=4, ivfpq_bits=2, ivf_nlist=1))  # what index.py built wins
         assert "as index.py built it (ivfpq-m 8" in caplog.text and other.vector_index.faiss_index.code_size == 2
-        built_now = Searcher(str(out), kind="faiss-hnsw")
+        built_now = Searcher(str(out), settings=SearchSettings("faiss-hnsw"))
         assert "no stored faiss-hnsw index; building one in memory" in caplog.text
         assert built_now.vector_index.faiss_index.ntotal == 16
     query = stored.gallery.image_features[5]

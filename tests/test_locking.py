@@ -44,6 +44,6 @@ def test_timm_image_tower_and_weights_matched_by_position(tiny_text_tower):
         assert torch.equal(model.image_backbone.state_dict()[name], value), name
     with torch.no_grad():
         assert model.eval().encode_image(torch.randn(2, 3, 64, 64)).shape == (2, 16)
-    assert spec["image-model"] == "timm:efficientnet_lite0"
+    assert spec.image_model == "timm:efficientnet_lite0"
     notice = model.lock(image=True, image_unlocked=1)
     assert "of" in notice and not any(p.requires_grad for p in model.image_backbone.conv_stem.parameters())

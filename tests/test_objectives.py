@@ -112,7 +112,66 @@ def test_max_violation_matches_its_definition(k):
     assert math.isclose(max_violation(image, text, margin=0.2).item(), brute, rel_tol=1e-5)
 
 
-OBJECTIVES = {"siglip-k2": (Objective("siglip", siglip_chunk=5), 2), "infonce-k2-hn": (Objective(hard_negative_beta=0.5), 2),
+def _loss_config(**changes):
+    config = {"loss": "infonce", "hard-negative-beta": 0.0, "max-violation-margin": 0.2,
+              "compositional-negatives": False, "config-path": "configs/train.yaml"}
+    return {**config, **changes}
+
+
+def test_the_loss_key_offers_exactly_the_registered_losses_and_their_keys():
+    from models.loss_registry import LOSSES
+    from utils.config_schema import TRAIN
+
+    keys = {key.name: key for key in TRAIN}
+    assert keys["loss"].choices == tuple(LOSSES)
+    assert all(option in keys for loss in LOSSES.values() for option in loss.options)
+
+
+def test_a_key_of_another_loss_is_refused_unless_it_asks_nothing_of_it():
+    from training.objective import objective_from_config
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match=r"hard-negative-beta applies to loss infonce; configs/train.yaml chooses "
+                                        r"loss siglip \(set hard-negative-beta: 0.0, or loss: infonce\)"):
+        objective_from_config(_loss_config(loss="siglip", **{"hard-negative-beta": 0.5}))
+    margin = objective_from_config(_loss_config(loss="max-violation", **{"max-violation-margin": 0.3}))
+    assert margin.loss.margin == 0.3 and margin.describe() == "loss: max-violation (VSE++ hinge, margin 0.3)"
+    assert objective_from_config(_loss_config(**{"max-violation-margin": 0.3})).kind == "infonce"  # unused there
+    hn = objective_from_config(_loss_config(**{"hard-negative-beta": 0.5, "compositional-negatives": True}))
+    assert hn.loss.beta == 0.5 and hn.negatives_per_image == 1 and hn.describe().endswith("per image")
+
+
+def test_a_new_loss_is_one_registered_class(tiny_checkpoint):
+    """What docs/ARCHITECTURE.md promises: a class with @register_loss trains, bias and temperature included."""
+    from models.loss_registry import LOSSES, Loss, register_loss
+    from training.objective import objective_from_config
+
+    @register_loss("test-sigmoid-hinge", options={"hard-negative-beta": ("weight", 0.0)})
+    class SigmoidHinge(Loss):
+        learns_bias = True
+        start_scale_and_bias = (5.0, -2.0)
+
+        def __init__(self, weight=0.0):
+            self.weight = weight
+
+        def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
+            logits = logit_scale * image_features @ text_features.t() + logit_bias
+            positive = owner[None, :] == torch.arange(len(image_features))[:, None]
+            return F.softplus(torch.where(positive, -logits, logits)).mean() * (1 + self.weight)
+
+    try:
+        objective = objective_from_config(_loss_config(loss="test-sigmoid-hinge", **{"hard-negative-beta": 0.5}))
+        assert objective.loss.weight == 0.5 and objective.describe() == "loss: test-sigmoid-hinge"
+        model, tokenizer = prepared_model(str(tiny_checkpoint), objective)
+        assert model.scale().item() == pytest.approx(5.0) and model.logit_bias.item() == -2.0
+        plain_step(model, *batch(tokenizer), CPU, None, NoScaler(), objective)
+        grads = gradients(model)
+        assert grads["logit_bias"].abs() > 0 and grads["logit_scale"].abs() > 0
+    finally:
+        del LOSSES["test-sigmoid-hinge"]
+
+
+OBJECTIVES = {"siglip-k2": (Objective("siglip", chunk=5), 2), "infonce-k2-hn": (Objective(hard_negative_beta=0.5), 2),
               "max-violation": (Objective("max-violation"), 1),
               "infonce-negative": (Objective(negatives_per_image=1), 2)}  # a caption and a swapped one per image
 
@@ -179,7 +238,7 @@ def test_train_py_with_siglip_two_captions_per_image_and_compositional_negatives
 
     wrong = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "bad", "--loss", "siglip",
                                    "--hard-negative-beta", "0.5"))
-    assert wrong.returncode == 2 and "hard-negative-beta weighs the negatives of loss infonce" in wrong.stderr
+    assert wrong.returncode == 2 and "hard-negative-beta applies to loss infonce" in wrong.stderr
     bare = tmp_path / "bare"
     import shutil
 
@@ -254,7 +313,7 @@ def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model(tiny_checkpoi
     from models.interpolate import interpolate_weights
 
     spec = torch.load(tiny_checkpoint, weights_only=True)["spec"]
-    assert same_architecture(spec, {**spec, "logit-bias": True, "learned-logit-scale": True})
+    assert same_architecture(spec, {**spec, "logit-bias": True, "learned-logit-scale": True})  # on-disk dicts
     zero_shot = {"w": torch.zeros(2), "logit_scale": torch.tensor(2.0)}
     fine_tuned = {"w": torch.ones(2), "logit_scale": torch.tensor(3.0), "logit_bias": torch.tensor(-7.0)}
     mixed = interpolate_weights(zero_shot, fine_tuned, 0.5)

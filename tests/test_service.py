@@ -84,11 +84,15 @@ def test_hostile_input_gets_a_4xx_with_a_message(client, method, url, kwargs, st
 
 
 def test_upload_over_the_limit_is_refused_from_content_length_alone(tiny_index):
-    app = create_app(Searcher(str(tiny_index)), max_upload_bytes=1000)
+    app = create_app(Searcher(str(tiny_index)), max_upload_bytes=10 * 2 ** 20)
     client = TestClient(app)
     response = client.post("/api/search/image", content=b"x" * 10, headers={"content-length": "99999999",
                                                                           "content-type": "multipart/form-data; boundary=z"})
     assert response.status_code == 413
+    assert response.json()["detail"] == "upload larger than the service's limit of 10 MB (max-upload-mb)"
+    over = TestClient(create_app(Searcher(str(tiny_index)), max_upload_bytes=1000)).post(
+        "/api/search/image", files={"image": ("a.png", b"x" * 5000, "image/png")})  # under the framing allowance
+    assert over.status_code == 413 and "limit of 1,000 bytes (max-upload-mb)" in over.json()["detail"]
 
 
 @pytest.mark.parametrize("declared", [True, False])

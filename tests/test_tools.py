@@ -65,6 +65,18 @@ def test_faiss_index_reports_recall_against_exact():
     assert np.array_equal(rows, np.argsort(-brute, axis=1)[:, :5])
 
 
+def test_faiss_lines_per_codebook_become_one_line_of_ours(capfd, caplog):
+    import logging
+
+    features = np.random.default_rng(0).standard_normal((600, 64)).astype(np.float32)
+    with caplog.at_level(logging.INFO):
+        VectorIndex(features, "faiss-ivfpq", ivfpq_m=8, ivf_nlist=4)
+    err = capfd.readouterr().err
+    assert "WARNING clustering" not in err
+    assert caplog.text.count("faiss: 8 codebook(s) of 256 centroids trained on 600 points (FAISS suggests 9984 or "
+                             "more)") == 1
+
+
 @pytest.mark.slow
 def test_zero_shot_equals_clip_benchmark(tiny_checkpoint, tiny_dataset, tmp_path):
     from clip_benchmark.metrics.zeroshot_classification import run_classification, zero_shot_classifier

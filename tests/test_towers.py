@@ -1,5 +1,4 @@
 """Tower construction, including the actionable errors when pretrained weights are absent offline."""
-import json
 
 import pytest
 import torch
@@ -60,7 +59,7 @@ def test_bert_style_text_tower_and_mean_pooling(tmp_path):
                intermediate_size=32).save_pretrained(str(tmp_path))
     model, spec, tokenizer = model_from_towers("resnet18", str(tmp_path), pretrained=False, text_pooling="mean",
                                                embed_dim=8)
-    assert json.loads(spec["text-config"])["model_type"] == "bert"
+    assert spec.text_encoder_config["model_type"] == "bert"
     ids = tokenizer(["a red cat", "a dog"])
     assert ids[0].tolist() == [2, 5, 6, 7, 3] and ids[1].tolist() == [2, 5, 8, 3, 0]  # real words, right padding
     with torch.no_grad():
@@ -76,7 +75,7 @@ def test_chinese_bert_tower_with_a_character_vocabulary(tmp_path):
     write_chinese_text_tower(captions, str(tmp_path), hidden_size=16, layers=1, heads=2, max_length=32)
     model, spec, tokenizer = model_from_towers("resnet18", str(tmp_path), pretrained=False, max_length=32,
                                                embed_dim=8)
-    assert json.loads(spec["text-config"])["model_type"] == "bert"
+    assert spec.text_encoder_config["model_type"] == "bert"
     ids = tokenizer(["红色圆形在左上角", "青色十字"])
     tokens = tokenizer.hf_tokenizer.convert_ids_to_tokens(ids[0])
     assert tokens == ["[CLS]", "红", "色", "圆", "形", "在", "左", "上", "角", "[SEP]"]

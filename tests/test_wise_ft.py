@@ -34,7 +34,7 @@ def test_interpolation_is_exact_at_the_ends_and_linear_between():
 def _recall(payload, dataset, split="valid"):
     model, spec, tokenizer = model_from_checkpoint(payload)
     table = read_caption_table(str(dataset / split))
-    return mean_recall(evaluate_table(model, tokenizer, table, eval_transform(spec["image-size"]), 64, 0, CPU, None))
+    return mean_recall(evaluate_table(model, tokenizer, table, eval_transform(spec.image_size), 64, 0, CPU, None))
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_sweep_reports_each_alpha_and_writes_the_best(tiny_checkpoint, tiny_data
             parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
     fine_tuned = tmp_path / "fine.pt"
     # as train.py with learn-temperature writes it: same architecture, the temperature marked as learned
-    save_checkpoint(str(fine_tuned), model, {**spec, "learned-logit-scale": True}, payload["tokenizer"])
+    save_checkpoint(str(fine_tuned), model, spec.replace(learned_logit_scale=True), payload["tokenizer"])
     out, report = tmp_path / "wise.pt", tmp_path / "sweep.json"
     splits = [str(tiny_dataset / "valid"), str(tiny_dataset / "train")]  # two domains to keep at once
     result = run_script("scripts/wise_ft.py", "--zero-shot", str(tiny_checkpoint), "--fine-tuned", str(fine_tuned),
@@ -84,7 +84,7 @@ def test_sweep_reports_each_alpha_and_writes_the_best(tiny_checkpoint, tiny_data
     assert read_checkpoint(str(out))["training"]["wise-ft"]["alpha"] == 0.5
 
     other = tmp_path / "other.pt"  # another architecture: refused, not interpolated
-    save_checkpoint(str(other), model, {**spec, "embed-dim": 64}, payload["tokenizer"])
+    save_checkpoint(str(other), model, spec.replace(embed_dim=64), payload["tokenizer"])
     refused = run_script("scripts/wise_ft.py", "--zero-shot", str(tiny_checkpoint), "--fine-tuned", str(other),
                          "--alpha", "0.5", "--out", str(tmp_path / "mixed.pt"))
     assert refused.returncode == 2 and "differ in architecture" in refused.stderr

@@ -22,7 +22,7 @@ from training.run_log import RunLog
 from training.state import EpochProgress, TrainState
 from training.objective import objective_from_config, prepare_for_objective
 from training.step import grad_cache_step, plain_step
-from training.train_data import training_data
+from training.train_data import DataSettings, training_data
 from utils.atomic_file import check_writable
 from utils.device import amp_dtype, precision_notice, resolve_device
 from utils.distributed import broadcast_buffers, init_distributed, shutdown
@@ -65,7 +65,7 @@ def train(config):
 def _prepare_model(model, spec, config, device, resumed, objective):
     """Temperature, the objective's parameters, locking, checkpointing and memory format, in place.
     Returns (the towers' lock notice, the spec to save)."""
-    if resumed is None and not spec.get("learned-logit-scale") and not spec.get("logit-bias"):
+    if resumed is None and not spec.learned_logit_scale and not spec.logit_bias:
         model.set_temperature(config["temperature"], config["learn-temperature"])
     else:
         if resumed is None:  # a CLIP or an earlier run learned its temperature: the key would throw that away
@@ -94,7 +94,7 @@ def _train(config, job, device):
     resumed = payload.get("training") if config["resume"] else None
 
     pin_memory = device.type == "cuda"
-    data = training_data(config, spec, tokenizer, job, pin_memory)
+    data = training_data(DataSettings.from_config(config, spec), spec, tokenizer, job, pin_memory)
     valid_source = open_source(config["valid-data"], config["caption-key"], config["shard-timeout"])
     valid = Validation(valid_source.validation_table(config["strict"]), tokenizer, data.local_batch,
                        config["num-workers"])

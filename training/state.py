@@ -70,7 +70,7 @@ class TrainState:
         """The spec written with the weights: once the temperature has been learned, a later fine-tune starts
         from it, as from a CLIP's."""
         if self.config["learn-temperature"] and self.step > 0:
-            return {**self.spec, "learned-logit-scale": True}
+            return self.spec.replace(learned_logit_scale=True)
         return self.spec
 
     def spent_seconds(self):

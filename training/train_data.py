@@ -1,6 +1,7 @@
 """The training data of a run, from whatever layout train-data names (data/sources.py), behind one loader."""
 import itertools
 import logging
+from dataclasses import dataclass, fields
 
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
@@ -15,12 +16,37 @@ from training.hard_batches import HardNegativeMiner, MinedOrder
 logger = logging.getLogger(__name__)
 
 
-def _transform(config, spec, captions, source):
+@dataclass(frozen=True)
+class DataSettings:
+    """The train keys the training data reads, each field named for its key (train_data: train-data, ...);
+    ``options``: what the data layout itself needs (data.training_set.TrainingOptions)."""
+    train_data: str
+    caption_key: str
+    shard_timeout: float
+    num_workers: int
+    seed: int
+    batch_size: int
+    batching: str
+    hard_negative_group: int
+    captions_per_image: int
+    use_augment: bool
+    augment_flip: str
+    augment_color: str
+    augment_crop_scale: float
+    options: TrainingOptions
+
+    @classmethod
+    def from_config(cls, config, spec):
+        keys = {field.name: config[field.name.replace("_", "-")] for field in fields(cls) if field.name != "options"}
+        return cls(**keys, options=TrainingOptions.from_config(config, spec))
+
+
+def _transform(settings, spec, captions, source):
     """The training transform and a line saying what augmentation is on (auto decided from ``captions``)."""
-    if not config["use-augment"]:
+    if not settings.use_augment:
         return preprocess_for(spec), "augmentation: off"
-    flip, color, notice = augmentation_policy(captions, config["augment-flip"], config["augment-color"])
-    transform = train_transform(spec["image-size"], config["augment-crop-scale"], flip, color, *normalization(spec))
+    flip, color, notice = augmentation_policy(captions, settings.augment_flip, settings.augment_color)
+    transform = train_transform(spec.image_size, settings.augment_crop_scale, flip, color, *normalization(spec))
     return transform, notice + source
 
 
@@ -102,33 +128,33 @@ class TrainData:
                            f"process (undecodable image, no caption, bad JSON or a truncated shard)")
 
 
-def training_data(config, spec, tokenizer, job, pin_memory):
-    """The run's TrainData from ``train-data``, in whatever layout it names."""
-    workers = config["num-workers"]
+def training_data(settings, spec, tokenizer, job, pin_memory):
+    """The run's TrainData from ``settings.train_data`` (a DataSettings), in whatever layout it names."""
+    workers = settings.num_workers
     loader_options = {"num_workers": workers, "pin_memory": pin_memory, "persistent_workers": workers > 0,
                       "prefetch_factor": 4 if workers else None,
                       # its own generator, not the global one: a resumed run creates its iterator at another
                       # epoch than an uninterrupted run, and a global draw there would shift every later mask
-                      "generator": torch.Generator().manual_seed(config["seed"])}
-    source = open_source(config["train-data"], config["caption-key"], config["shard-timeout"])
+                      "generator": torch.Generator().manual_seed(settings.seed)}
+    source = open_source(settings.train_data, settings.caption_key, settings.shard_timeout)
     collate = PairCollate(tokenizer)
-    training = source.training_set(TrainingOptions.from_config(config, spec),
-                                   lambda captions, note: _transform(config, spec, captions, note), collate, job,
-                                   config["batch-size"])
+    training = source.training_set(settings.options,
+                                   lambda captions, note: _transform(settings, spec, captions, note), collate, job,
+                                   settings.batch_size)
     notices, miner = list(training.notices), None
     if training.table is None:  # a stream of whole batches that splits itself over ranks and workers
         epochs, loader = training.dataset, StreamLoader(DataLoader(training.dataset, batch_size=None, **loader_options))
     else:
-        sampler = _sampler(config, training, job)
+        sampler = _sampler(settings, training, job)
         if isinstance(sampler.sampler, MinedOrder):
             miner = HardNegativeMiner(sampler.sampler, training.table, preprocess_for(spec),
-                                      config["hard-negative-group"], config["seed"], training.local_batch, workers)
-            notices.append(f"batching: hard negatives, groups of {config['hard-negative-group']} neighbours in the "
+                                      settings.hard_negative_group, settings.seed, training.local_batch, workers)
+            notices.append(f"batching: hard negatives, groups of {settings.hard_negative_group} neighbours in the "
                            f"image embedding, re-mined before each epoch")
-        epochs = ImageEpochs(training.dataset, sampler, config["seed"], training.local_batch)
+        epochs = ImageEpochs(training.dataset, sampler, settings.seed, training.local_batch)
         loader = DataLoader(training.dataset, batch_size=training.local_batch, sampler=sampler, drop_last=True,
                             collate_fn=collate, **loader_options)
-    k = config["captions-per-image"]
+    k = settings.captions_per_image
     notices.append(f"training: {training.what}, global batch {training.batch_size}"
                    f"{f' images x {k} captions each' if k > 1 else ''}"
                    f"{f' ({job.world_size} processes x {training.local_batch})' if job.enabled else ''}, "
@@ -137,11 +163,11 @@ def training_data(config, spec, tokenizer, job, pin_memory):
                      miner)
 
 
-def _sampler(config, training, job):
+def _sampler(settings, training, job):
     """The order of a map-style dataset's images: mined, split over ranks, or random."""
-    if config["batching"] == "hard-negatives":
+    if settings.batching == "hard-negatives":
         return StartAt(MinedOrder(len(training.dataset), training.batch_size, job.rank, job.world_size))
     if job.enabled:
         return StartAt(DistributedSampler(training.dataset, job.world_size, job.rank, shuffle=True,
-                                          seed=config["seed"], drop_last=True))
+                                          seed=settings.seed, drop_last=True))
     return StartAt(RandomSampler(training.dataset, generator=torch.Generator()))

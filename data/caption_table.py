@@ -1,5 +1,6 @@
 """Read a dataset folder (images/ + captions.csv) into images with their captions, skipping bad rows."""
 import csv
+import io
 import logging
 import os
 from collections import Counter
@@ -22,6 +23,10 @@ class ImageRecord:
     captions: list = field(default_factory=list)
     data: bytes = None  # the encoded image, when it comes from a shard rather than a file at ``path``
 
+    def image_source(self):
+        """What open_image_rgb reads: the encoded bytes when the record holds them, else the file."""
+        return io.BytesIO(self.data) if self.data is not None else self.path
+
 
 @dataclass
 class CaptionTable:
@@ -40,6 +45,22 @@ class CaptionTable:
     def caption_image_index(self):
         """For each caption in ``captions``, the index of its image: list[int] of length M."""
         return [i for i, record in enumerate(self.images) for _ in record.captions]
+
+
+def collected_table(root, images, skipped, strict, where="", nothing="no usable sample"):
+    """The CaptionTable of ``images`` (ImageRecords) a layout reader collected, with ``skipped`` (one line per
+    problem): strict raises UserError listing them, else they are logged (the first 20) with one summary line
+    (``where``: e.g. " from 3 shard(s)"). UserError ``nothing`` when no image is usable."""
+    if strict and skipped:
+        raise UserError(f"{root}: {len(skipped)} problem(s) (strict: true):\n" + "\n".join(skipped))
+    for message in skipped[:20]:
+        logger.warning(message)
+    pairs = sum(len(record.captions) for record in images)
+    logger.info(f"{root}: {pairs} pairs over {len(images)} images{where}" + (f"; skipped {len(skipped)}" if skipped
+                                                                               else ""))
+    if not images:
+        raise UserError(f"{root}: {nothing}")
+    return CaptionTable(root, images, skipped)
 
 
 def safe_image_name(name):

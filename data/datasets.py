@@ -1,5 +1,4 @@
 """PyTorch datasets over a CaptionTable and the collate function that tokenizes captions."""
-import io
 import logging
 
 import torch
@@ -14,8 +13,7 @@ logger = logging.getLogger(__name__)
 def _load(record, transform, draft_size=None):
     """Transformed image tensor, or None (with a one-line report) if the file cannot be decoded."""
     try:
-        source = io.BytesIO(record.data) if record.data is not None else record.path
-        return transform(open_image_rgb(source, draft_size))
+        return transform(open_image_rgb(record.image_source(), draft_size))
     except ImageProblem as problem:
         logger.warning(f"skipped image '{record.filename}': {problem}")
         return None
@@ -95,7 +93,7 @@ class TrainImages(Dataset):
             if self.broken[candidate]:
                 continue
             try:
-                return self.transform(open_image_rgb(self.records[candidate].path, self.draft_size)), candidate
+                return self.transform(open_image_rgb(self.records[candidate].image_source(), self.draft_size)), candidate
             except ImageProblem as problem:
                 self.broken[candidate] = True
                 logger.warning(f"image '{self.records[candidate].filename}' cannot be decoded ({problem}); "

@@ -23,11 +23,15 @@ class FolderSource:
     def __init__(self, value, caption_key="txt", timeout=None):
         self.value, self.side_files = value, value
 
-    def validation_table(self, strict):
+    def _table(self, strict):
+        """The folder's CaptionTable (a layout of captioned image files overrides this alone)."""
         return read_caption_table(self.value, strict=strict)
 
+    def validation_table(self, strict):
+        return self._table(strict)
+
     def training_set(self, options, transform_for, collate, job, batch_size):
-        table = read_caption_table(self.value, strict=options.strict)
+        table = self._table(options.strict)
         transform, augmentation = transform_for(table.captions, "")
         if len(table.images) < 2:
             raise UserError(f"{self.value}: {len(table.images)} usable image(s); contrastive training needs at "
@@ -60,8 +64,8 @@ class FolderSource:
         """[(path, name, captions)]: a dataset folder's images with their captions, or every image below a
         plain folder (name: relative to the folder, the only form web clients see). Unusable images are
         logged and left out."""
-        if os.path.isfile(os.path.join(self.value, "captions.csv")):
-            table = read_caption_table(self.value)
+        if self.captioned():
+            table = self._table(False)
             return [(os.path.abspath(record.path), record.filename, record.captions) for record in table.images]
         if not os.path.isdir(self.value):
             raise UserError(f"data folder '{self.value}' not found")
@@ -75,6 +79,10 @@ class FolderSource:
         if not units:
             raise UserError(f"no images found in '{self.value}' (looked for {', '.join(IMAGE_EXTENSIONS)})")
         return units
+
+    def captioned(self):
+        """Whether the folder has captions (else index.py takes it as a plain folder of images)."""
+        return os.path.isfile(os.path.join(self.value, "captions.csv"))
 
     def unit_files(self, units):
         return [path for path, _, _ in units]

@@ -2,3 +2,5 @@
 imported here."""
 from data import folder_layout  # noqa: F401
 from data import shard_layout  # noqa: F401
+from data import files_layout  # noqa: F401
+from data import parquet_layout  # noqa: F401

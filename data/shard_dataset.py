@@ -32,13 +32,14 @@ MAX_WORKERS = 256  # per process, whose bad-sample counts are kept apart
 
 
 def sample_captions(sample, caption_keys):
-    """Every caption of a webdataset sample under ``caption_keys`` ("txt": the .txt file; any other name: that
-    key of the .json, a string or a list of strings). ValueError if there is none or the JSON is bad."""
+    """Every caption of a webdataset sample under ``caption_keys`` ("txt": the .txt file, one caption per line,
+    as clip_benchmark's retrieval shards hold them; any other name: that key of the .json, a string or a list of
+    strings). ValueError if there is none or the JSON is bad."""
     captions, meta = [], None
     for key in caption_keys:
         if key == "txt":
             if "txt" in sample:
-                captions.append(sample["txt"].decode("utf-8").strip())
+                captions += sample["txt"].decode("utf-8").splitlines()
             continue
         if meta is None:
             meta = json.loads(sample["json"]) if "json" in sample else {}

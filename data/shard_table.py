@@ -7,7 +7,7 @@ memory; validation splits are small (COCO's 5k images: about 0.8 GB of JPEG).
 import logging
 import os
 
-from data.caption_table import CaptionTable, ImageRecord
+from data.caption_table import ImageRecord, collected_table
 from data.shard_dataset import image_bytes, sample_captions
 from data.shard_source import DEFAULT_TIMEOUT, checked_shards, shard_samples
 from utils.errors import UserError
@@ -41,14 +41,5 @@ def read_shard_table(value, caption_keys, strict=False, timeout=DEFAULT_TIMEOUT)
                 skipped.append(f"{name}: skipped: {str(problem)[:200]}")
                 continue
             images.append(ImageRecord(filename=name, path=url, captions=captions, data=data))
-    if strict and skipped:
-        raise UserError(f"{value}: {len(skipped)} problem(s) (strict: true):\n" + "\n".join(skipped))
-    for message in skipped[:20]:
-        logger.warning(message)
-    pairs = sum(len(record.captions) for record in images)
-    logger.info(f"{value}: {pairs} pairs over {len(images)} images from {len(urls)} shard(s)"
-                + (f"; skipped {len(skipped)}" if skipped else ""))
-    if not images:
-        raise UserError(f"{value}: no sample with an image and a caption under caption-key "
-                        f"'{','.join(caption_keys)}'")
-    return CaptionTable(value, images, skipped)
+    return collected_table(value, images, skipped, strict, f" from {len(urls)} shard(s)",
+                           f"no sample with an image and a caption under caption-key '{','.join(caption_keys)}'")

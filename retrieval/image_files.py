@@ -64,9 +64,12 @@ def open_image_argument(path):
 
 
 def open_gallery_image(file, draft_size=None):
-    """An indexed item's image from its gallery ``file``: a path, or "<shard>#<member>" for an image inside
-    a local webdataset shard (read with tarfile). Raises ImageProblem when it is gone or remote."""
+    """An indexed item's image from its gallery ``file``: a path, "<shard>#<member>" for an image inside
+    a local webdataset shard (read with tarfile), or "<file.parquet>#<row>" for a row of image bytes. Raises
+    ImageProblem when it is gone or remote."""
     shard, separator, member = file.rpartition("#")
+    if separator and shard.endswith(".parquet"):
+        return open_image_rgb(io.BytesIO(_parquet_image(shard, member)), draft_size=draft_size)
     if not (separator and shard.endswith(".tar")):
         return open_image_rgb(file, draft_size=draft_size)
     if shard.startswith("file://"):
@@ -79,3 +82,18 @@ def open_gallery_image(file, draft_size=None):
     except (OSError, KeyError, AttributeError, tarfile.TarError) as error:
         raise ImageProblem(f"cannot read {member} from {shard}: {error}") from None
     return open_image_rgb(io.BytesIO(data), draft_size=draft_size)
+
+
+def _parquet_image(path, row):
+    """The image bytes of row ``row`` (a string of digits) of a local parquet file (data/parquet_layout.py)."""
+    import pyarrow.parquet as pq
+
+    from data.parquet_layout import IMAGE_COLUMNS
+
+    try:
+        names = pq.read_schema(path).names
+        column = next(name for name in IMAGE_COLUMNS if name in names)
+        table = pq.read_table(path, columns=[column])
+        return bytes(table.column(column)[int(row)].as_py())
+    except (OSError, StopIteration, ValueError, IndexError, TypeError) as error:
+        raise ImageProblem(f"cannot read row {row} of {path}: {error or type(error).__name__}") from None

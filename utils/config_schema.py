@@ -128,8 +128,9 @@ TRAIN = Schema("configs/train.yaml", [
     _train("train-data-weights", "str", "resampled: one weight per '::' source of train-data, e.g. '1::3'",
            run_defining=True, nullable=True),
     replace(_SHARD_TIMEOUT, run_defining=False),
-    _train("caption-key", "str", "where a shard sample's captions are: txt (its .txt file) or keys of its .json "
-           "(e.g. captions: a list, one drawn per epoch); several comma-separated", run_defining=True),
+    _train("caption-key", "str", "shards, img2dataset files or parquet: where an image's captions are: txt (the "
+           ".txt, one caption per line; parquet: the caption column) or .json keys / parquet columns (e.g. "
+           "all_captions: a list, one drawn per epoch); several comma-separated", run_defining=True),
     # The best checkpoint is chosen by recall on this split: another split makes best-metric incomparable.
     _train("valid-data", "str", "validation dataset folder, or webdataset shards (each sample with all its "
            "captions under caption-key)", run_defining=True),
@@ -143,9 +144,10 @@ EVAL = Schema("configs/eval.yaml", [
     Key("num-workers", "int", "data-loading worker processes", minimum=0, maximum=256),
     Key("use-amp", "bool", "automatic mixed precision on CUDA"),
     Key("model-path", "str", "checkpoint to evaluate"),
-    Key("valid-data", "str", "dataset folder (images/ + captions.csv), or webdataset shards"),
-    Key("caption-key", "str", "shards: where a sample's captions are: txt or .json keys (e.g. captions), "
-        "comma-separated"),
+    Key("valid-data", "str", "dataset folder (images/ + captions.csv), webdataset shards, or img2dataset's "
+        "files or parquet output"),
+    Key("caption-key", "str", "shards, img2dataset files or parquet: txt (the .txt, one caption per line; "
+        "parquet: the caption column) or .json keys / parquet columns (e.g. all_captions), comma-separated"),
     Key("output", "str", "also write the recalls as JSON to this path", nullable=True),
     _SHARD_TIMEOUT,
     _STRICT,
@@ -173,7 +175,8 @@ INDEX = Schema("configs/index.yaml", [
     Key("model-path", "str", "checkpoint whose encoders embed the gallery"),
     Key("data", "str", "dataset folder (images/ + captions.csv), a folder of images, or webdataset shards "
         "('dir/{00000..00099}.tar', '::'-joined, fsspec URLs)"),
-    Key("caption-key", "str", "shards: captions from txt (the .txt file) or .json keys, comma-separated"),
+    Key("caption-key", "str", "shards, img2dataset files or parquet: txt (the .txt; parquet: the caption "
+        "column) or .json keys / parquet columns, comma-separated"),
     _SHARD_TIMEOUT,
     Key("out", "str", "index folder; an existing index of the same model is extended"),
     Key("batch-size", "int", "images per encoding batch", minimum=1, maximum=65536),

@@ -71,7 +71,7 @@ def measure(step, directory, dim):
     import torch  # noqa: F401
 
     from retrieval.gallery import Gallery
-    from retrieval.vector_search import VectorIndex, exact_recall_notice
+    from retrieval.vector_search import SearchSettings, VectorIndex, exact_recall_notice
 
     base, base_anon = rss_mb("VmRSS"), rss_mb("RssAnon")
     started = time.perf_counter()
@@ -100,8 +100,8 @@ def measure(step, directory, dim):
     elif step in ("load-ivfpq", "load-ivfpq-norerank", "load-flat"):
         gallery = Gallery.load(directory)
         if step.startswith("load-ivfpq"):
-            index = VectorIndex.load(os.path.join(directory, "vectors.faiss"), gallery.image_features, "faiss-ivfpq",
-                                     ivfpq_rerank=0 if step.endswith("norerank") else 50)
+            index = VectorIndex.load(os.path.join(directory, "vectors.faiss"), gallery.image_features,
+                                     SearchSettings("faiss-ivfpq", ivfpq_rerank=0 if step.endswith("norerank") else 50))
         else:
             index = VectorIndex(gallery.image_features, "faiss-flat")
         queries = np.ascontiguousarray(gallery.text_features[:100])

@@ -255,7 +255,9 @@ def test_training_keeps_the_imported_logit_scale(imported):
     from models.loss import INFONCE
     from training.loop import _prepare_model
 
-    model, spec = load_checkpoint(str(imported))[0], read_spec(imported)
+    from models.spec import ModelSpec
+
+    model, spec = load_checkpoint(str(imported))[0], ModelSpec.from_dict(read_spec(imported))
     before = model.scale().item()
     config = {"temperature": 0.07, "learn-temperature": True, "lock-image": False, "lock-image-unlocked": 0,
               "lock-text": False, "lock-text-unlocked": 0, "grad-checkpointing": False, "channels-last": False}

@@ -213,3 +213,19 @@ def test_an_eps_named_jpg_is_never_opened_as_eps(tmp_path, caplog):
     assert [r.filename for r in table.images] == ["good.png", "good2.png"]
     assert any("'fake.jpg': not an image file" in line for line in lines)
     assert calls == []  # the EPS parser (and Ghostscript behind it) was never reached
+
+
+@pytest.mark.slow
+def test_a_folder_whose_images_all_fail_to_decode_stops_train_py_with_one_line(tiny_checkpoint, tiny_dataset,
+                                                                                tmp_path):
+    """The headers pass the scan; every decode fails inside the loader workers (num-workers 2)."""
+    import shutil
+
+    from tests.helpers import run_script, train_args
+
+    shutil.copytree(tiny_dataset, tmp_path / "data")
+    for image in (tmp_path / "data" / "train" / "images").iterdir():
+        image.write_bytes(truncated_png_bytes())
+    result = run_script(*train_args(tiny_checkpoint, tmp_path / "data", tmp_path / "run", "--num-workers", "2"))
+    assert result.returncode == 2 and "error: no training image can be decoded" in result.stderr
+    assert "Traceback" not in result.stderr and "Caught UserError" not in result.stderr

@@ -12,6 +12,7 @@ from data.sources import open_source
 from data.training_set import TrainingOptions
 from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
 from training.hard_batches import HardNegativeMiner, MinedOrder
+from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,26 @@ class StreamLoader:
         return reraise_problems(self.loader)
 
 
+class MapLoader:
+    """A DataLoader over a map-style dataset whose workers' UserErrors (e.g. no image can be decoded) are
+    raised here as their one line, not as PyTorch's "Caught UserError in DataLoader worker" report."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        try:
+            yield from self.loader
+        except UserError as error:
+            lines = str(error).strip().splitlines()
+            if len(lines) > 1 and lines[0].startswith("Caught UserError in DataLoader worker"):
+                raise UserError(lines[-1].split("UserError: ", 1)[-1]) from None
+            raise
+
+
 class TrainData:
     """What the loop needs of its data: ``loader`` (batches of (images [b,3,S,S], input_ids [b,L]), b the
     per-process batch), ``batch_size`` (global), ``local_batch``, ``steps_per_epoch``, the notices to log, and
@@ -152,8 +173,8 @@ def training_data(settings, spec, tokenizer, job, pin_memory):
             notices.append(f"batching: hard negatives, groups of {settings.hard_negative_group} neighbours in the "
                            f"image embedding, re-mined before each epoch")
         epochs = ImageEpochs(training.dataset, sampler, settings.seed, training.local_batch)
-        loader = DataLoader(training.dataset, batch_size=training.local_batch, sampler=sampler, drop_last=True,
-                            collate_fn=collate, **loader_options)
+        loader = MapLoader(DataLoader(training.dataset, batch_size=training.local_batch, sampler=sampler,
+                                      drop_last=True, collate_fn=collate, **loader_options))
     k = settings.captions_per_image
     notices.append(f"training: {training.what}, global batch {training.batch_size}"
                    f"{f' images x {k} captions each' if k > 1 else ''}"

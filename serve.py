@@ -22,7 +22,8 @@ def main(argv):
 
     searcher = Searcher(config["index"], config["model-path"], config["onnx-dir"], resolve_device(config["device"]),
                         SearchSettings.from_config(config))
-    app = create_app(searcher, int(config["max-upload-mb"] * 2 ** 20), config["max-k"], config["thumbnail-size"])
+    app = create_app(searcher, int(config["max-upload-mb"] * 2 ** 20), config["max-k"], config["thumbnail-size"],
+                     config["allow-image-url"])
     logger.info(f"serving {len(searcher.gallery.items)} items from {config['index']} ({searcher.encoder.kind} "
                 f"encoder, {searcher.vector_index.kind} search) on http://{config['host']}:{config['port']}/  "
                 f"(API docs: /docs)")

@@ -15,6 +15,7 @@ from data.image_file import UPLOAD_FORMATS, ImageProblem, open_image_rgb
 from retrieval.image_files import open_gallery_image
 from retrieval.zero_shot import DEFAULT_TEMPLATES, class_embeddings, parse_labels, parse_templates, rank_labels
 from service.body_limit import BodySizeLimit
+from service.knn_api import add_knn_routes
 from utils.errors import UserError
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web")
@@ -26,7 +27,9 @@ MAX_UPLOAD_PIXELS = 4096 * 4096
 DECODE_SLOTS = 4             # uploads decoded at once: bounds memory under concurrent load
 
 
-def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_size=256):
+def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_size=256, allow_image_url=False):
+    """The service over ``searcher``. allow_image_url: clip-retrieval queries may name an image URL, which the
+    service then fetches (off by default: a URL makes the server connect wherever the client asks)."""
     app = FastAPI(title="Contrastive", description="Image-text retrieval and zero-shot classification",
                   version="1.0")
     limit = f"{max_upload_bytes / 2 ** 20:g} MB" if max_upload_bytes >= 2 ** 20 else f"{max_upload_bytes:,} bytes"
@@ -45,6 +48,9 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
         data = upload.file.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise HTTPException(413, too_large)
+        return decode_upload(data)
+
+    def decode_upload(data):
         if not data:
             raise HTTPException(400, "empty upload")
         try:
@@ -112,5 +118,6 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
     def front_end():
         return FileResponse(os.path.join(WEB_DIR, "index.html"))
 
+    add_knn_routes(app, searcher, searcher.index_name, decode_upload, max_k, max_upload_bytes, allow_image_url)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
     return app

@@ -220,6 +220,8 @@ SERVE = Schema("configs/serve.yaml", [
     Key("max-upload-mb", "float", "largest accepted upload, MiB", minimum=0.01, maximum=1024),
     Key("max-k", "int", "largest k a request may ask for", minimum=1, maximum=10000),
     Key("thumbnail-size", "int", "thumbnail side in pixels", minimum=16, maximum=2048),
+    Key("allow-image-url", "bool", "clip-retrieval's /knn-service may name an image_url, which the server then "
+        "fetches (it connects wherever a client asks: only on a network you trust)"),
     *_FAISS,
     _ONNX,
     _DEVICE,

@@ -1,0 +1,106 @@
+"""clip-retrieval's real ClipClient (clip-retrieval 2.45.0) against the service's /knn-service, /indices-list
+and /metadata. The client module is loaded from the installed package by its file: the package's __init__
+imports its own server's dependencies (flask, faiss-cpu < 2 with numpy < 2, ...), which the client never uses."""
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+import requests
+
+from retrieval.searcher import Searcher
+from service.app import create_app
+from tests.helpers import http_server, run_script, serve_in_thread
+
+
+def _clip_client_module():
+    package = importlib.util.find_spec("clip_retrieval")
+    path = os.path.join(os.path.dirname(package.origin), "clip_client.py")
+    spec = importlib.util.spec_from_file_location("clip_retrieval_client", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def service(tiny_index):
+    searcher = Searcher(str(tiny_index))
+    with serve_in_thread(create_app(searcher, max_upload_bytes=2 ** 20, allow_image_url=True)) as url:
+        yield url, searcher
+
+
+def test_the_real_client_searches_by_text_image_url_and_embedding(service, tiny_dataset):
+    client_module = _clip_client_module()
+    url, searcher = service
+    name = requests.get(f"{url}/indices-list", timeout=10).json()
+    assert name == [searcher.index_name]
+    client = client_module.ClipClient(f"{url}/knn-service", indice_name=name[0], num_images=5)  # its defaults:
+    results = client.query(text="a red circle")  # safety model, violence detector, aesthetic score on
+    ours = searcher.search_text("a red circle", 5)
+    assert [r["id"] for r in results] == [r["id"] for r in ours]
+    assert np.allclose([r["similarity"] for r in results], [r["score"] for r in ours], atol=1e-6)
+    assert all(set(r) == {"id", "similarity", "url", "caption", "image_path"} for r in results)
+    assert results[0]["caption"] == ours[0]["captions"][0] and results[0]["image_path"] == ours[0]["name"]
+    assert requests.get(results[0]["url"], timeout=10).headers["content-type"] == "image/jpeg"
+
+    picture = tiny_dataset / "valid" / "images" / searcher.gallery.items[3]["name"]
+    by_file = client.query(image=str(picture))  # sent as base64
+    assert by_file[0]["id"] == 3 and by_file[0]["similarity"] == pytest.approx(1.0, abs=1e-4)
+    with http_server(tiny_dataset / "valid" / "images") as images:  # loopback only
+        by_url = client.query(image=f"{images}/{searcher.gallery.items[3]['name']}")
+    assert by_url[0]["id"] == 3
+    by_vector = client.query(embedding_input=searcher.gallery.image_features[7].tolist())
+    assert by_vector[0]["id"] == 7 and by_vector[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+    captions = client_module.ClipClient(f"{url}/knn-service", indice_name=name[0], num_images=3,
+                                        modality=client_module.Modality.TEXT)
+    caption = searcher.gallery.items[5]["captions"][1]
+    assert captions.query(text=caption)[0]["caption"] == caption  # the caption itself, nearest to its own text
+
+
+def test_metadata_results_beyond_num_images_and_refusals(service):
+    url, searcher = service
+    name = searcher.index_name
+    post = lambda path, body: requests.post(f"{url}{path}", json=body, timeout=30)  # noqa: E731
+    many = post("/knn-service", {"text": "a blue square", "indice_name": name, "num_images": 2,
+                                 "num_result_ids": 6, "modality": "image"}).json()
+    assert len(many) == 6 and all("url" in r for r in many[:2]) and not any("url" in r for r in many[2:])
+    described = post("/metadata", {"indice_name": name, "ids": [r["id"] for r in many]}).json()
+    assert [d["id"] for d in described] == [r["id"] for r in many]
+    assert described[0]["metadata"]["caption"] == searcher.gallery.items[many[0]["id"]]["captions"][0]
+    for body, words in (({"text": "x", "indice_name": "laion5B"}, "unknown indice_name"),
+                        ({"indice_name": name}, "give one of"),
+                        ({"embedding_input": [1.0, 2.0], "indice_name": name}, "has 2 values"),
+                        ({"image": "***", "indice_name": name}, "not base64"),
+                        ({"text": "x", "indice_name": name, "modality": "audio"}, "modality")):
+        response = post("/knn-service", body)
+        assert response.status_code == 400 and words in response.json()["detail"], body
+
+
+def test_image_urls_are_refused_unless_allowed(tiny_index, tiny_dataset):
+    searcher = Searcher(str(tiny_index))
+    with serve_in_thread(create_app(searcher)) as url, http_server(tiny_dataset / "valid" / "images") as images:
+        response = requests.post(f"{url}/knn-service", timeout=30, json={
+            "image_url": f"{images}/{searcher.gallery.items[0]['name']}", "indice_name": searcher.index_name})
+    assert response.status_code == 400 and "--allow-image-url true" in response.json()["detail"]
+
+
+@pytest.mark.slow
+def test_deduplicate_drops_an_image_indexed_twice(tiny_checkpoint, tiny_dataset, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images = sorted((tiny_dataset / "valid" / "images").iterdir())[:3]
+    for number, image in enumerate(images):
+        (folder / f"{number}.png").write_bytes(image.read_bytes())
+    (folder / "copy.png").write_bytes(images[0].read_bytes())
+    indexed = run_script("index.py", "--model-path", str(tiny_checkpoint), "--data", str(folder),
+                         "--out", str(tmp_path / "idx"))
+    assert indexed.returncode == 0, indexed.stderr
+    searcher = Searcher(str(tmp_path / "idx"))
+    with serve_in_thread(create_app(searcher)) as url:
+        query = {"embedding_input": searcher.gallery.image_features[0].tolist(), "indice_name": "idx",
+                 "num_images": 4}
+        kept = requests.post(f"{url}/knn-service", json=query, timeout=30).json()
+        every = requests.post(f"{url}/knn-service", json={**query, "deduplicate": False}, timeout=30).json()
+    assert len(every) == 4 and len(kept) == 3
+    assert {r["image_path"] for r in every[:2]} == {"0.png", "copy.png"}

@@ -3,11 +3,11 @@
 POST /knn-service takes clip-retrieval's JSON query: ``text``, or ``image`` (base64), ``image_url`` or
 ``embedding_input``, taken in that order; ``modality`` "image" (search the images) or "text" (search the
 captions); ``num_images`` (results with metadata) and ``num_result_ids`` (results in all); ``deduplicate``.
-It answers ``[{"id", "similarity", "url", "caption", "image_path"}]``, metadata for the first num_images only.
-GET /indices-list answers ``[name]`` (the index folder's name); POST /metadata takes ``{"indice_name", "ids"}``
-(image ids) and answers ``[{"id", "metadata"}]``. The safety, violence, aesthetic and multilingual options are accepted and have no
-effect (this service has none of those models); an ``image_url`` is fetched only when serve.py's
-allow-image-url is on.
+It answers ``[{"id", "similarity", "url", "caption", "image_path"}]``, with metadata for the first
+num_images only. GET /indices-list answers ``[name]`` (the index folder's name); POST /metadata takes
+``{"indice_name", "ids"}`` (image ids) and answers ``[{"id", "metadata"}]``. The safety, violence, aesthetic
+and multilingual options are accepted and have no effect (this service has none of those models); an
+``image_url`` is fetched only when serve.py's allow-image-url is on.
 """
 import base64
 import binascii

@@ -26,7 +26,7 @@ $(DEMO)/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py 
 	$(PY) scripts/make_demo_dataset.py --out $(DEMO) --overwrite
 
 pretrains/demo-roberta/config.json: $(DEMO)/valid/captions.csv scripts/make_demo_text_tower.py
-	$(PY) scripts/make_demo_text_tower.py --captions $(DEMO)/train/captions.csv --out pretrains/demo-roberta
+	$(PY) scripts/make_demo_text_tower.py --data $(DEMO)/train --out pretrains/demo-roberta
 
 demo: $(STAMP) pretrains/demo-roberta/config.json
 	$(PY) init.py --config configs/demo/init.yaml --overwrite true
@@ -37,7 +37,7 @@ datasets/demo-zh/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_s
 	$(PY) scripts/make_demo_dataset.py --lang zh --out datasets/demo-zh --overwrite
 
 pretrains/demo-zh-bert/config.json: datasets/demo-zh/valid/captions.csv scripts/make_demo_text_tower.py
-	$(PY) scripts/make_demo_text_tower.py --lang zh --captions datasets/demo-zh/train/captions.csv \
+	$(PY) scripts/make_demo_text_tower.py --lang zh --data datasets/demo-zh/train \
 		--out pretrains/demo-zh-bert
 
 # The Chinese demo: same recipe, Chinese captions, a character-level BERT text tower.
@@ -70,8 +70,8 @@ $(FT)/glyphs/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shape
 
 # The stand-in for a pretrained CLIP's tokenizer: it knows both domains' words.
 pretrains/demo-finetune-roberta/config.json: $(FT)/glyphs/valid/captions.csv scripts/make_demo_text_tower.py
-	$(PY) scripts/make_demo_text_tower.py --captions $(FT)/shapes/train/captions.csv \
-		$(FT)/glyphs/train/captions.csv --out pretrains/demo-finetune-roberta
+	$(PY) scripts/make_demo_text_tower.py --data $(FT)/shapes/train \
+		$(FT)/glyphs/train --out pretrains/demo-finetune-roberta
 
 demo-finetune: $(STAMP) pretrains/demo-finetune-roberta/config.json
 	$(PY) scripts/demo_finetune.py

@@ -81,8 +81,7 @@ def demo_dataset_shards_and_model(directory, images, valid, per_shard):
                "--samples-per-shard", str(per_shard), "--quiet")
     shards = len([name for name in os.listdir(shard_dir) if name.endswith(".tar")])
     text = os.path.join(directory, "text")
-    run_script("scripts/make_demo_text_tower.py", "--captions", os.path.join(data, "train", "captions.csv"),
-               "--out", text)
+    run_script("scripts/make_demo_text_tower.py", "--data", os.path.join(data, "train"), "--out", text)
     model = os.path.join(directory, "init.pt")
     run_script("init.py", "--config", "configs/demo/init.yaml", "--text-model", text, "--save-path", model)
     return data, os.path.join(shard_dir, "{00000..%05d}.tar" % (shards - 1)), model

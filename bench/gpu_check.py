@@ -214,7 +214,7 @@ def prepare_tiny_run(work):
     data = os.path.join(work, "data")
     assert make_dataset(["--out", data, "--train", "48", "--valid", "16", "--image-size", "32", "--seed", "3"]) == 0
     text = os.path.join(work, "text")
-    write_text_tower(read_captions(os.path.join(data, "train", "captions.csv")), text, vocab_size=300,
+    write_text_tower(read_captions(os.path.join(data, "train")), text, vocab_size=300,
                      hidden_size=32, layers=1, heads=2, max_length=32)
     run = subprocess.run([sys.executable, "init.py", "--config", "configs/demo/init.yaml", "--text-model", text,
                           "--save-path", os.path.join(work, "pretrain.pt"), "--image-size", "32", "--max-length",

@@ -44,6 +44,9 @@ class FolderSource:
         return TrainingSet(dataset, table, batch_size, local_batch, len(dataset) // batch_size,
                            f"{len(dataset)} images, {len(table.captions)} captions", notices)
 
+    def captions(self, limit):
+        return self._table(False).captions[:limit]
+
     def _negatives(self, table, notices):
         """Per image of ``table``, {caption: its compositional negative} from negatives.csv."""
         negatives = read_negatives(self.value, table)

@@ -30,15 +30,18 @@ def _image_column(path):
 
 
 def has_image_parquet(value):
-    """A .parquet file (or pattern), or a folder of them without captions.csv, whose first file has an image
-    column (img2dataset's other formats also leave NNNNN.parquet files, of metadata only, in their folder)."""
-    if os.path.isdir(value) and os.path.isfile(os.path.join(value, "captions.csv")):
+    """A .parquet file or pattern (refused with its reason when it holds no images), or a folder without
+    captions.csv whose first .parquet has an image column (img2dataset's other formats also leave NNNNN.parquet
+    files, of metadata only, in their folder)."""
+    if value.endswith(".parquet"):
+        return True
+    if not os.path.isdir(value) or os.path.isfile(os.path.join(value, "captions.csv")):
         return False
     files = _parquet_files(value)
     try:
         return bool(files) and _image_column(files[0]) is not None
     except OSError:
-        return value.endswith(".parquet")  # a damaged file: opened here, refused with its reason when read
+        return False
 
 
 @register_layout(has_image_parquet)

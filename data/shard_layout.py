@@ -57,6 +57,19 @@ class ShardSource:
                            [augmentation, shard_notice(urls, samples, job.world_size, options.num_workers, weights,
                                                        exact=dataset.sizes is not None)])
 
+    def captions(self, limit):
+        captions = []
+        for url in checked_shards(self.value, self.timeout):  # shard by shard until ``limit``
+            try:
+                captions += first_captions([url], self.caption_keys, limit - len(captions), self.timeout)
+            except UserError:  # a shard without captions under caption-key
+                continue
+            if len(captions) >= limit:
+                break
+        if not captions:
+            raise UserError(f"{self.value}: no sample has a caption under caption-key '{','.join(self.caption_keys)}'")
+        return captions[:limit]
+
     def gallery_units(self):
         return checked_shards(self.value, self.timeout)
 

@@ -54,6 +54,10 @@ class Source(Protocol):
         layouts that make their own batches; ``job``: rank and world size; ``batch_size``: the requested
         global batch."""
 
+    def captions(self, limit: int) -> list:
+        """Up to ``limit`` of the captions, read as cheaply as the layout allows (what a tokenizer is trained
+        on, and augmentation and language are decided from)."""
+
     def gallery_units(self) -> list:
         """What index.py splits over processes, in order: images or shards."""
 

@@ -1,10 +1,12 @@
 """Create the demo text tower: a byte-level BPE tokenizer trained on the captions plus a small RoBERTa
 config, saved as a Hugging Face directory (no weights: init.py builds it with pretrained: false).
 
-    python scripts/make_demo_text_tower.py --captions datasets/demo/train/captions.csv --out pretrains/demo-roberta
+    python scripts/make_demo_text_tower.py --data datasets/demo/train --out pretrains/demo-roberta
+
+--data takes whatever train.py's train-data takes (a dataset folder, webdataset shards, img2dataset's files or
+parquet output), with --caption-key as there.
 """
 import argparse
-import csv
 import json
 import os
 import sys
@@ -13,12 +15,18 @@ import tempfile
 from tokenizers import ByteLevelBPETokenizer
 from transformers import BertConfig, BertTokenizerFast, RobertaConfig, RobertaTokenizerFast
 
+from data.sources import open_source
+from utils.errors import UserError
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
-def read_captions(path):
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        return [row["caption"] for row in csv.DictReader(handle) if row.get("caption")]
+MAX_CAPTIONS = 1_000_000  # a vocabulary needs no more; read once from any data source
+
+
+def read_captions(value, caption_key="txt", limit=MAX_CAPTIONS):
+    """Up to ``limit`` captions of the data source ``value`` (see data/sources.py)."""
+    return open_source(value, caption_key).captions(limit)
 
 
 def build_tokenizer(captions, vocab_size):
@@ -72,8 +80,9 @@ def write_text_tower(captions, out, vocab_size=1000, hidden_size=128, layers=2, 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--captions", nargs="+", default=["datasets/demo/train/captions.csv"],
-                        help="captions.csv files the tokenizer learns its vocabulary from")
+    parser.add_argument("--data", nargs="+", default=["datasets/demo/train"],
+                        help="data sources the tokenizer learns its vocabulary from (as train.py's train-data)")
+    parser.add_argument("--caption-key", default="txt", help="as train.py's caption-key")
     parser.add_argument("--out", default="pretrains/demo-roberta")
     parser.add_argument("--vocab-size", type=int, default=1000)
     parser.add_argument("--hidden-size", type=int, default=128)
@@ -83,11 +92,11 @@ def main(argv=None):
     parser.add_argument("--lang", choices=("en", "zh"), default="en",
                         help="en: byte-level BPE + RoBERTa; zh: character vocabulary + BERT (as Chinese RoBERTa-wwm)")
     args = parser.parse_args(argv)
-    missing = [path for path in args.captions if not os.path.isfile(path)]
-    if missing:
-        print(f"error: {missing[0]} not found; generate the demo dataset first", file=sys.stderr)
+    try:
+        captions = [caption for value in args.data for caption in read_captions(value, args.caption_key)]
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    captions = [caption for path in args.captions for caption in read_captions(path)]
     if args.lang == "zh":
         tokenizer = write_chinese_text_tower(captions, args.out, args.hidden_size, args.layers, args.heads,
                                              args.max_length)

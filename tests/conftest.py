@@ -24,7 +24,7 @@ def tiny_text_tower(tiny_dataset, tmp_path_factory):
     from scripts.make_demo_text_tower import read_captions, write_text_tower
 
     out = tmp_path_factory.mktemp("text") / "roberta-tiny"
-    write_text_tower(read_captions(str(tiny_dataset / "train" / "captions.csv")), str(out), vocab_size=300,
+    write_text_tower(read_captions(str(tiny_dataset / "train")), str(out), vocab_size=300,
                      hidden_size=32, layers=1, heads=2, max_length=32)
     return out
 

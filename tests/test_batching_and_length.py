@@ -151,5 +151,5 @@ def test_the_recipe_trains_a_new_domain_in_one_command_and_refuses_bad_folders(t
     again = run_script("scripts/recipe.py", "--data", str(tiny_dataset), "--out", str(out), "--minutes", "1")
     assert again.returncode == 2 and "--overwrite" in again.stderr  # an earlier run is never replaced silently
     empty = run_script("scripts/recipe.py", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
-    assert empty.returncode == 2 and "train/captions.csv not found" in empty.stderr
+    assert empty.returncode == 2 and f"{tmp_path / 'nothing' / 'train'} not found" in empty.stderr
     assert "Traceback" not in again.stderr + empty.stderr

@@ -116,3 +116,27 @@ def test_a_txt_with_several_lines_is_several_captions(tmp_path, tiny_dataset):
                 tar.addfile(member, io.BytesIO(data))
     table = read_shard_table(str(tmp_path / "0.tar"), ["txt"])
     assert [record.captions for record in table.images] == [[f"caption {n} a", f"caption {n} b"] for n in range(3)]
+
+
+@pytest.mark.slow
+def test_the_tokenizer_step_and_the_recipe_take_img2dataset_output(tmp_path):
+    from transformers import AutoTokenizer
+
+    shards = _data(FIXTURE, "webdataset")
+    tower = run_script("scripts/make_demo_text_tower.py", "--data", shards, "--caption-key", "all_captions",
+                       "--out", str(tmp_path / "tower"), "--vocab-size", "300")
+    assert tower.returncode == 0, tower.stderr[-2000:]
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "tower"))
+    assert "Ġtriangle" in tokenizer.get_vocab()  # learned from the shards' captions, both of each image
+    not_data = run_script("scripts/make_demo_text_tower.py", "--data", str(FIXTURE / "url_list.parquet"),
+                          "--out", str(tmp_path / "x"))  # a parquet of URLs, no image column
+    assert not_data.returncode == 2 and "no image column (jpg" in not_data.stderr and "error: " in not_data.stderr
+    assert "Traceback" not in not_data.stderr
+
+    out = tmp_path / "run"
+    recipe = run_script("scripts/recipe.py", "--train-data", _data(FIXTURE, "parquet"), "--valid-data",
+                        _data(FIXTURE, "files"), "--caption-key", "all_captions", "--out", str(out),
+                        "--samples", "24", "--", "--batch-size", "4", "--num-workers", "0")
+    assert recipe.returncode == 0, recipe.stderr[-3000:]
+    recall = json.loads((out / "recall.json").read_text())
+    assert recall["images"] == 12 and recall["captions"] == 24

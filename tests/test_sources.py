@@ -23,13 +23,16 @@ def test_a_registered_layout_is_tried_before_the_folder(monkeypatch):
     monkeypatch.setattr(sources, "_LAYOUTS", list(sources._LAYOUTS))
     open_source("x")  # the shipped layouts are registered on the first call
 
-    @register_layout(lambda value: value.endswith(".parquet"))
-    class ParquetSource:
+    @register_layout(lambda value: value.endswith(".lmdb"))
+    class LmdbSource:
         def __init__(self, value, caption_key, timeout):
             self.value = value
 
-    assert type(open_source("data/train.parquet")) is ParquetSource
+    assert type(open_source("data/train.lmdb")) is LmdbSource
     assert type(open_source("datasets/train")) is FolderSource
+    from data.parquet_layout import ParquetSource
+
+    assert type(open_source("data/train.parquet")) is ParquetSource  # a shipped layout, registered the same way
 
 
 def test_the_folder_and_the_shards_agree_on_the_validation_table(tiny_dataset, tmp_path):

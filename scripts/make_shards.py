@@ -3,7 +3,10 @@
     python scripts/make_shards.py --data datasets/train --out datasets/train-shards --samples-per-shard 1000
 
 Each image is one sample: KEY.<its extension> (the file's own bytes), KEY.txt (its first caption) and KEY.json
-({"key", "filename", "caption", "captions": every caption of the image, "width", "height"}). Beside the shards:
+({"key", "filename", "caption", "captions": every caption of the image, "width", "height"}). open_clip's
+reader takes jpg, png, jpeg and webp; readers that ask for the ``jpg`` key alone (``to_tuple("jpg", "txt")``)
+want ``--image-format jpg``: JPEG files as they are, every other image re-encoded as JPEG (quality 95, which
+changes its pixels a little; the default keeps each file's own bytes, so shards and folder give equal recall). Beside the shards:
 NNNNN_stats.json as img2dataset writes them (count, successes, ...) and sizes.json ({"NNNNN.tar": samples}), so
 the number of samples per epoch is known without reading the tars. Images that fail to decode are left out and
 counted. Each shard is written to a temporary name and renamed when complete.
@@ -27,8 +30,16 @@ EXTENSIONS = {".jpeg": "jpg", ".jpg": "jpg", ".png": "png", ".webp": "webp", ".g
               ".tif": "tiff", ".tiff": "tiff"}
 
 
-def shard_samples(table):
-    """(sample dict for webdataset's TarWriter, None) per usable image, or (None, reason) for one left out."""
+def as_jpeg(image):
+    """``image`` (PIL, RGB) encoded as JPEG at quality 95."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def shard_samples(table, image_format="keep"):
+    """(sample dict for webdataset's TarWriter, None) per usable image, or (None, reason) for one left out.
+    image_format: keep (each file's own bytes and extension) or jpg (other formats re-encoded as JPEG)."""
     for record in table.images:
         extension = EXTENSIONS.get(os.path.splitext(record.filename)[1].lower())
         if extension is None:
@@ -37,10 +48,13 @@ def shard_samples(table):
         try:
             with open(record.path, "rb") as handle:
                 data = handle.read()
-            width, height = open_image_rgb(io.BytesIO(data)).size
+            image = open_image_rgb(io.BytesIO(data))
         except (ImageProblem, OSError) as error:
             yield None, (record.filename, str(error))
             continue
+        width, height = image.size
+        if image_format == "jpg" and extension != "jpg":
+            extension, data = "jpg", as_jpeg(image)
         yield {extension: data, "txt": record.captions[0],
                "json": {"filename": record.filename, "caption": record.captions[0],
                         "captions": list(record.captions), "width": width, "height": height}}, None
@@ -66,6 +80,8 @@ def main(argv=None):
     parser.add_argument("--samples-per-shard", type=int, default=1000)
     parser.add_argument("--overwrite", action="store_true", help="write into an --out that already has shards")
     parser.add_argument("--quiet", action="store_true", help="no line per image left out")
+    parser.add_argument("--image-format", choices=("keep", "jpg"), default="keep",
+                        help="keep: each image's own bytes; jpg: non-JPEG images re-encoded, for jpg-only readers")
     args = parser.parse_args(argv)
     setup_script_logging(args.quiet)
     if not 1 <= args.samples_per_shard <= 10_000:
@@ -92,7 +108,7 @@ def main(argv=None):
         sizes[name] = len(shard)
         shard.clear()
 
-    for sample, problem in shard_samples(table):
+    for sample, problem in shard_samples(table, args.image_format):
         if problem:
             left_out.append(problem)
             item_logger.warning(f"left out {problem[0]}: {problem[1]}")

@@ -4,3 +4,4 @@ from data import folder_layout  # noqa: F401
 from data import shard_layout  # noqa: F401
 from data import files_layout  # noqa: F401
 from data import parquet_layout  # noqa: F401
+from data import cn_clip_layout  # noqa: F401

@@ -70,6 +70,8 @@ def open_gallery_image(file, draft_size=None):
     shard, separator, member = file.rpartition("#")
     if separator and shard.endswith(".parquet"):
         return open_image_rgb(io.BytesIO(_parquet_image(shard, member)), draft_size=draft_size)
+    if separator and shard.endswith("_imgs.tsv"):
+        return open_image_rgb(io.BytesIO(_tsv_image(shard, member)), draft_size=draft_size)
     if not (separator and shard.endswith(".tar")):
         return open_image_rgb(file, draft_size=draft_size)
     if shard.startswith("file://"):
@@ -97,3 +99,18 @@ def _parquet_image(path, row):
         return bytes(table.column(column)[int(row)].as_py())
     except (OSError, StopIteration, ValueError, IndexError, TypeError) as error:
         raise ImageProblem(f"cannot read row {row} of {path}: {error or type(error).__name__}") from None
+
+
+def _tsv_image(path, image_id):
+    """The image of ``image_id`` in a Chinese-CLIP ``*_imgs.tsv`` (data/cn_clip_layout.py), found by a scan."""
+    from data.cn_clip_layout import decode_image
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                key, _, data = line.rstrip("\n").partition("\t")
+                if key.strip() == image_id:
+                    return decode_image(data)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ImageProblem(f"cannot read image {image_id} from {path}: {error}") from None
+    raise ImageProblem(f"no image {image_id} in {path}")

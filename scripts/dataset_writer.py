@@ -30,10 +30,14 @@ def fail(message):
 
 
 def place_image(source, target, mode):
-    """Put ``source`` at ``target`` by symlink, hard link or copy (mode "link" tries them in that order)."""
+    """Put ``source`` at ``target`` by symlink, hard link or copy (mode "link" tries them in that order); a
+    ``source`` of bytes (an image held in memory) is written there."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
     if os.path.lexists(target):
         os.remove(target)
+    if isinstance(source, bytes):
+        atomic_write(target, lambda handle: handle.write(source))
+        return "write"
     if mode == "link":
         try:
             os.symlink(os.path.abspath(source), target)
@@ -49,7 +53,8 @@ def place_image(source, target, mode):
 
 
 def write_dataset(out_dir, entries, mode="link", overwrite=False):
-    """entries: [(source path, file name under images/, [captions])]. Returns (images, captions) written.
+    """entries: [(source path or image bytes, file name under images/, [captions])]. Returns (images, captions)
+    written.
 
     Refuses to write into an existing dataset unless ``overwrite``; captions.csv is written last, atomically.
     """

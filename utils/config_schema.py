@@ -144,11 +144,14 @@ EVAL = Schema("configs/eval.yaml", [
     Key("num-workers", "int", "data-loading worker processes", minimum=0, maximum=256),
     Key("use-amp", "bool", "automatic mixed precision on CUDA"),
     Key("model-path", "str", "checkpoint to evaluate"),
-    Key("valid-data", "str", "dataset folder (images/ + captions.csv), webdataset shards, or img2dataset's "
-        "files or parquet output"),
+    Key("valid-data", "str", "dataset folder (images/ + captions.csv), webdataset shards, img2dataset's "
+        "files or parquet output, or a Chinese-CLIP split (e.g. datasets/MUGE/valid: valid_imgs.tsv + "
+        "valid_texts.jsonl)"),
     Key("caption-key", "str", "shards, img2dataset files or parquet: txt (the .txt, one caption per line; "
         "parquet: the caption column) or .json keys / parquet columns (e.g. all_captions), comma-separated"),
     Key("output", "str", "also write the recalls as JSON to this path", nullable=True),
+    Key("predictions", "str", "a Chinese-CLIP split: write its top-10 prediction files ({split}_predictions.jsonl, "
+        "{split}_predictions_tr.jsonl) into this folder", nullable=True),
     _SHARD_TIMEOUT,
     _STRICT,
     _DEVICE,

@@ -1,0 +1,170 @@
+"""Chinese-CLIP's dataset split: ``{split}_imgs.tsv`` (each line ``image_id<TAB>base64 image``, urlsafe base64)
+and ``{split}_texts.jsonl`` (each line ``{"text_id": 8428, "text": "...", "image_ids": [1076345, 517602]}``).
+
+A data value names the split by its prefix (``datasets/MUGE/valid``) or by either file. A text with several
+image ids is a caption of each of them (as Chinese-CLIP's LMDB pairs hold it); images no text names are kept
+for retrieval scoring (they are the distractors of MUGE's valid split) but not trained or recalled on. Ids may
+be integers or strings. Bad lines are skipped and reported with their line numbers (strict: refused).
+"""
+import base64
+import binascii
+import json
+import os
+from dataclasses import dataclass, field
+
+from data.caption_table import ImageRecord, collected_table
+from data.folder_layout import FolderSource
+from data.image_file import EncodedImage
+from data.sources import register_layout
+from utils.errors import UserError
+
+IMAGES_SUFFIX, TEXTS_SUFFIX = "_imgs.tsv", "_texts.jsonl"
+
+
+def split_files(value):
+    """(images .tsv, texts .jsonl) of the split ``value`` names."""
+    for suffix in (IMAGES_SUFFIX, TEXTS_SUFFIX):
+        if value.endswith(suffix):
+            value = value[:-len(suffix)]
+    return value + IMAGES_SUFFIX, value + TEXTS_SUFFIX
+
+
+def is_chinese_clip_split(value):
+    images, texts = split_files(value)
+    return os.path.isfile(images) and os.path.isfile(texts)
+
+
+def decode_image(text):
+    """The image bytes of a tsv cell: urlsafe base64, as Chinese-CLIP writes it (standard base64 accepted)."""
+    text = text.strip()
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        return base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_"))
+    except (binascii.Error, ValueError):
+        raise ValueError("the image is not base64") from None
+
+
+@dataclass
+class ChineseClipSplit:
+    """images: {image_id: encoded bytes} in file order; texts: [(text_id, text, [image_id])]; problems: one
+    line per skipped line."""
+    images: dict = field(default_factory=dict)
+    texts: list = field(default_factory=list)
+    problems: list = field(default_factory=list)
+
+
+def read_split(value):
+    """The ChineseClipSplit of ``value``; UserError when a file cannot be read at all."""
+    images_path, texts_path = split_files(value)
+    split = ChineseClipSplit()
+    try:
+        with open(images_path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                image_id, tab, data = line.rstrip("\n").partition("\t")
+                try:
+                    if not tab or not image_id.strip():
+                        raise ValueError("not 'image_id<TAB>base64'")
+                    image_id = _id(image_id)
+                    if image_id in split.images:
+                        raise ValueError(f"image_id {image_id} again")
+                    split.images[image_id] = decode_image(data)
+                except ValueError as problem:
+                    split.problems.append(f"{images_path}:{number}: skipped: {problem}")
+        image_ids = set(split.images)
+        with open(texts_path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    text_id, text, ids = _text_line(line)
+                except ValueError as problem:
+                    split.problems.append(f"{texts_path}:{number}: skipped: {problem}")
+                    continue
+                unknown = [image_id for image_id in ids if image_id not in image_ids]
+                if unknown:
+                    split.problems.append(f"{texts_path}:{number}: image_ids not in {os.path.basename(images_path)}"
+                                          f" (or skipped there): {unknown[:5]}; kept with the others")
+                split.texts.append((text_id, text, [image_id for image_id in ids if image_id in image_ids]))
+    except OSError as error:
+        raise UserError(f"cannot read Chinese-CLIP split '{value}': {error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"Chinese-CLIP split '{value}': not UTF-8 ({error.reason})") from None
+    return split
+
+
+def _id(value):
+    """An id as Chinese-CLIP writes it: an integer (a string of digits becomes one), else the string itself."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"id {value!r} is neither an integer nor a string")
+    if isinstance(value, str):
+        value = value.strip()
+        return int(value) if value.isdigit() else value
+    return value
+
+
+def _text_line(line):
+    try:
+        item = json.loads(line)
+    except ValueError:
+        raise ValueError("not a JSON object") from None
+    if not isinstance(item, dict) or "text_id" not in item or "text" not in item:
+        raise ValueError("needs text_id and text")
+    text = item["text"]
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty text")
+    ids = item.get("image_ids", [])
+    if not isinstance(ids, list):
+        raise ValueError("image_ids is not a list")
+    return _id(item["text_id"]), " ".join(text.split()), [_id(image_id) for image_id in ids]
+
+
+@register_layout(is_chinese_clip_split)
+class ChineseClipSource(FolderSource):
+    """A Chinese-CLIP split (see data/sources.py's Source for the methods); trains, evaluates and indexes as a
+    dataset folder does. ``split()`` gives the split itself, for Chinese-CLIP's own scoring (eval.py)."""
+
+    def __init__(self, value, caption_key="txt", timeout=None):
+        super().__init__(value, caption_key, timeout)
+        self.side_files = None
+        self._split = None
+
+    def captioned(self):
+        return True
+
+    def split(self):
+        if self._split is None:
+            self._split = read_split(self.value)
+        return self._split
+
+    def _captions_by_image(self):
+        """{image_id: [text of every line that names it]}, every image of the split included."""
+        split = self.split()
+        captions = {image_id: [] for image_id in split.images}
+        for _, text, image_ids in split.texts:
+            for image_id in image_ids:
+                captions[image_id].append(text)
+        return captions
+
+    def _table(self, strict):
+        split, captions = self.split(), self._captions_by_image()
+        images_path = split_files(self.value)[0]
+        images = [ImageRecord(filename=str(image_id), path=f"{os.path.abspath(images_path)}#{image_id}",
+                              captions=captions[image_id], data=data)
+                  for image_id, data in split.images.items() if captions[image_id]]
+        return collected_table(self.value, images, list(split.problems), strict,
+                               f" ({len(split.images) - len(images)} more images named by no text)",
+                               "no image that a text names")
+
+    def gallery_units(self):
+        split, named = self.split(), self._captions_by_image()
+        images_path = os.path.abspath(split_files(self.value)[0])
+        return [(EncodedImage(data, str(image_id)), f"{images_path}#{image_id}", str(image_id), named[image_id])
+                for image_id, data in split.images.items()]
+
+    def unit_files(self, units):
+        return [file for _, file, _, _ in units]
+
+    def gallery_entries(self, units):
+        return units

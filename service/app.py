@@ -8,6 +8,7 @@ import threading
 from functools import lru_cache
 
 from fastapi import FastAPI, File, Form, HTTPException, Path, Query, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -27,13 +28,19 @@ MAX_UPLOAD_PIXELS = 4096 * 4096
 DECODE_SLOTS = 4             # uploads decoded at once: bounds memory under concurrent load
 
 
-def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_size=256, allow_image_url=False):
+def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_size=256, allow_image_url=False,
+               cors_origins=()):
     """The service over ``searcher``. allow_image_url: clip-retrieval queries may name an image URL, which the
-    service then fetches (off by default: a URL makes the server connect wherever the client asks)."""
+    service then fetches (off by default: a URL makes the server connect wherever the client asks).
+    cors_origins: web origins whose pages may call the API (clip-retrieval's front end served elsewhere); none by
+    default, so that no other site a browser visits can read the index."""
     app = FastAPI(title="Contrastive", description="Image-text retrieval and zero-shot classification",
                   version="1.0")
     limit = f"{max_upload_bytes / 2 ** 20:g} MB" if max_upload_bytes >= 2 ** 20 else f"{max_upload_bytes:,} bytes"
     too_large = f"upload larger than the service's limit of {limit} (max-upload-mb)"
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
     app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + 64 * 1024, detail=too_large)  # + multipart framing
     items = searcher.gallery.items
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)

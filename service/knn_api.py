@@ -13,7 +13,7 @@ import base64
 import binascii
 import urllib.error
 import urllib.request
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import numpy as np
 from fastapi import HTTPException, Request
@@ -38,8 +38,9 @@ class KnnQuery(BaseModel):
     use_mclip: bool = False
     use_safety_model: bool = False
     use_violence_detector: bool = False
-    aesthetic_score: Optional[int] = None
-    aesthetic_weight: Optional[float] = None
+    # accepted and unused; clip-retrieval's front end sends "" when aesthetic scoring is off
+    aesthetic_score: Union[int, float, str, None] = None
+    aesthetic_weight: Union[int, float, str, None] = None
 
 
 class MetadataQuery(BaseModel):

@@ -52,3 +52,16 @@ def tiny_index(tiny_checkpoint, tiny_dataset, tmp_path_factory):
     build_index(GallerySource(str(tiny_dataset / "valid")), str(out), TorchEncoder(str(tiny_checkpoint)),
                 Distributed(), batch_size=8)
     return out
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The found browser; without one the browser tests skip, except under CI=true (CI installs one)."""
+    from scripts.chromium import HOW_TO_GET_ONE, find_chromium
+
+    browser = find_chromium()
+    if browser is None and os.environ.get("CI") == "true":
+        pytest.fail(f"{HOW_TO_GET_ONE} (CI=true: the browser test must run)")
+    if browser is None:
+        pytest.skip(HOW_TO_GET_ONE)
+    return browser

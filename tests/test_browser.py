@@ -1,26 +1,14 @@
 """End to end in real headless Chromium or Chrome (whichever is installed, driven by Playwright; never a
 downloaded browser): type a query, upload an image, classify, switch language."""
 import csv
-import os
 
 import pytest
 
 from retrieval.searcher import Searcher
 from scripts import chromium as browsers
-from scripts.chromium import FLAGS, HOW_TO_GET_ONE, find_chromium
+from scripts.chromium import FLAGS, find_chromium
 from service.app import create_app
 from tests.helpers import serve_in_thread
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """The found browser; without one the browser test skips, except under CI=true (CI installs one)."""
-    browser = find_chromium()
-    if browser is None and os.environ.get("CI") == "true":
-        pytest.fail(f"{HOW_TO_GET_ONE} (CI=true: the browser test must run)")
-    if browser is None:
-        pytest.skip(HOW_TO_GET_ONE)
-    return browser
 
 
 def fake_executable(path):

@@ -2,6 +2,7 @@
 and /metadata. The client module is loaded from the installed package by its file: the package's __init__
 imports its own server's dependencies (flask, faiss-cpu < 2 with numpy < 2, ...), which the client never uses."""
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -104,3 +105,63 @@ def test_deduplicate_drops_an_image_indexed_twice(tiny_checkpoint, tiny_dataset,
         every = requests.post(f"{url}/knn-service", json={**query, "deduplicate": False}, timeout=30).json()
     assert len(every) == 4 and len(kept) == 3
     assert {r["image_path"] for r in every[:2]} == {"0.png", "copy.png"}
+
+
+@pytest.mark.slow
+def test_clip_retrievals_own_front_end_searches_this_service(chromium, tiny_index, tmp_path):
+    """clip-retrieval's built front end (installed with it under site-packages/front/build), served from another
+    origin as its clip_front does, with this service as its back end (cors-origins lets that origin call it)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    from scripts.chromium import FLAGS
+
+    build = os.path.join(os.path.dirname(os.path.dirname(importlib.util.find_spec("clip_retrieval").origin)),
+                         "front", "build")
+    front = tmp_path / "front"
+    shutil.copytree(build, front)
+    searcher = Searcher(str(tiny_index))
+    with http_server(front) as front_url:
+        app = create_app(searcher, cors_origins=(front_url,))
+        with serve_in_thread(app) as url:
+            (front / "config.json").write_text(json.dumps({"defaultBackend": url,
+                                                          "defaultIndex": searcher.index_name}))
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                calls = []
+                page.on("request", lambda request: calls.append(request.url) if request.url.startswith(url) else None)
+                page.goto(front_url)
+                page.wait_for_function("() => document.querySelector('clip-front').shadowRoot"
+                                       ".querySelector('select option')", timeout=30_000)  # /indices-list read
+                page.fill("#searchBar", "a red circle")
+                with page.expect_request(lambda request: request.url.endswith("/metadata"), timeout=30_000):
+                    page.press("#searchBar", "Enter")  # it asks /metadata for the results past num_images
+                page.wait_for_function("() => Array.from(document.querySelector('clip-front').shadowRoot"
+                                       ".querySelectorAll('img')).filter(i => i.src.includes('/api/items/')"
+                                       " && i.complete && i.naturalWidth > 0).length >= 10", timeout=30_000)
+                sources = page.evaluate("() => Array.from(document.querySelector('clip-front').shadowRoot"
+                                        ".querySelectorAll('img')).map(i => i.src)")
+                browser.close()
+    thumbnails = [source for source in sources if "/api/items/" in source]
+    assert thumbnails and all(source.startswith(url) for source in thumbnails)
+    assert any(call.endswith("/knn-service") for call in calls) and any("/indices-list" in c for c in calls)
+    assert any(call.endswith("/metadata") for call in calls)  # its lazy loading of results beyond num_images
+
+
+def test_cors_origins_are_origins_and_off_by_default(tiny_index):
+    from fastapi.testclient import TestClient
+
+    from serve import parse_origins
+    from utils.errors import UserError
+
+    assert parse_origins(None) == () and parse_origins("http://127.0.0.1:1235, https://x.org/") == (
+        "http://127.0.0.1:1235", "https://x.org")
+    with pytest.raises(UserError, match="cors-origins: 'x.org/path' is not an origin"):
+        parse_origins("x.org/path")
+    asked = {"Origin": "http://elsewhere.example"}
+    closed = TestClient(create_app(Searcher(str(tiny_index)))).get("/indices-list", headers=asked)
+    assert "access-control-allow-origin" not in closed.headers  # another site's page cannot read the index
+    opened = TestClient(create_app(Searcher(str(tiny_index)), cors_origins=("http://elsewhere.example",)))
+    assert opened.get("/indices-list", headers=asked).headers["access-control-allow-origin"] == asked["Origin"]

@@ -223,6 +223,9 @@ SERVE = Schema("configs/serve.yaml", [
     Key("max-upload-mb", "float", "largest accepted upload, MiB", minimum=0.01, maximum=1024),
     Key("max-k", "int", "largest k a request may ask for", minimum=1, maximum=10000),
     Key("thumbnail-size", "int", "thumbnail side in pixels", minimum=16, maximum=2048),
+    Key("cors-origins", "str", "comma-separated web origins whose pages may call the API, e.g. clip-retrieval's "
+        "front end at http://127.0.0.1:1235 (default: none, so no other site a browser visits can read the index)",
+        nullable=True),
     Key("allow-image-url", "bool", "clip-retrieval's /knn-service may name an image_url, which the server then "
         "fetches (it connects wherever a client asks: only on a network you trust)"),
     *_FAISS,

@@ -8,8 +8,10 @@ be integers or strings. Bad lines are skipped and reported with their line numbe
 """
 import base64
 import binascii
+import io
 import json
 import os
+import pickle
 from dataclasses import dataclass, field
 
 from data.caption_table import ImageRecord, collected_table
@@ -94,6 +96,72 @@ def read_split(value):
     return split
 
 
+class _PlainData(pickle.Unpickler):
+    """Unpickles numbers, strings and tuples only: a pairs record that names any class or function (which
+    pickle would import and call) is refused, so an LMDB from anywhere cannot run code here."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"{module}.{name}: a pairs record may hold only ids and text")
+
+
+def is_lmdb_split(value):
+    """A folder with Chinese-CLIP's LMDB pair: imgs/ and pairs/ (build_lmdb_dataset.py's lmdb/{split})."""
+    return all(os.path.isfile(os.path.join(value, name, "data.mdb")) for name in ("imgs", "pairs"))
+
+
+def _numeric_order(record):
+    """LMDB keeps keys in byte order ("10" before "2"); Chinese-CLIP writes numbers: read them in number order."""
+    key = record[0]
+    return (0, int(key), b"") if key.isdigit() else (1, 0, key)
+
+
+def _lmdb_records(path):
+    """(key, value) bytes of every record of the LMDB environment ``path``, read-only, in key number order."""
+    try:
+        import lmdb
+    except ImportError:
+        raise UserError("reading Chinese-CLIP's LMDB needs the lmdb package: pip install lmdb (or read the "
+                        "split's _imgs.tsv and _texts.jsonl, which the LMDB was built from)") from None
+    try:
+        with lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True) as env:
+            with env.begin() as txn:
+                records = list(txn.cursor())
+    except lmdb.Error as error:
+        raise UserError(f"cannot read the LMDB at {path}: {error}") from None
+    return sorted(records, key=_numeric_order)
+
+
+def read_lmdb_split(value):
+    """The ChineseClipSplit of an LMDB split folder (imgs/: str(image_id) -> base64; pairs/: str(i) ->
+    pickle((image_id, text_id, text)), read with _PlainData); texts in the order they first appear."""
+    split, texts = ChineseClipSplit(), {}
+    for key, data in _lmdb_records(os.path.join(value, "imgs")):
+        if key == b"num_images":
+            continue
+        try:
+            split.images[_id(key.decode("utf-8"))] = decode_image(data.decode("ascii"))
+        except (ValueError, UnicodeDecodeError) as problem:
+            split.problems.append(f"{value}/imgs {key[:40]!r}: skipped: {problem}")
+    for key, data in _lmdb_records(os.path.join(value, "pairs")):
+        if key == b"num_samples":
+            continue
+        try:
+            record = _PlainData(io.BytesIO(data)).load()
+            if not (isinstance(record, tuple) and len(record) == 3 and isinstance(record[2], str)):
+                raise ValueError("not (image_id, text_id, text)")
+            image_id, text_id, text = _id(record[0]), _id(record[1]), " ".join(record[2].split())
+        except (pickle.UnpicklingError, ValueError, EOFError, TypeError) as problem:
+            split.problems.append(f"{value}/pairs {key[:40]!r}: skipped: {problem}")
+            continue
+        if image_id not in split.images:
+            split.problems.append(f"{value}/pairs {key[:40]!r}: image_id {image_id} not in imgs; skipped")
+            continue
+        entry = texts.setdefault(text_id, (text, []))
+        entry[1].append(image_id)
+    split.texts = [(text_id, text, image_ids) for text_id, (text, image_ids) in texts.items()]
+    return split
+
+
 def _id(value):
     """An id as Chinese-CLIP writes it: an integer (a string of digits becomes one), else the string itself."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -138,6 +206,10 @@ class ChineseClipSource(FolderSource):
             self._split = read_split(self.value)
         return self._split
 
+    def images_location(self):
+        """Where the gallery finds an image again: "<this>#<image_id>" (retrieval/image_files.py)."""
+        return os.path.abspath(split_files(self.value)[0])
+
     def _captions_by_image(self):
         """{image_id: [text of every line that names it]}, every image of the split included."""
         split = self.split()
@@ -149,8 +221,8 @@ class ChineseClipSource(FolderSource):
 
     def _table(self, strict):
         split, captions = self.split(), self._captions_by_image()
-        images_path = split_files(self.value)[0]
-        images = [ImageRecord(filename=str(image_id), path=f"{os.path.abspath(images_path)}#{image_id}",
+        images_path = self.images_location()
+        images = [ImageRecord(filename=str(image_id), path=f"{images_path}#{image_id}",
                               captions=captions[image_id], data=data)
                   for image_id, data in split.images.items() if captions[image_id]]
         return collected_table(self.value, images, list(split.problems), strict,
@@ -159,7 +231,7 @@ class ChineseClipSource(FolderSource):
 
     def gallery_units(self):
         split, named = self.split(), self._captions_by_image()
-        images_path = os.path.abspath(split_files(self.value)[0])
+        images_path = self.images_location()
         return [(EncodedImage(data, str(image_id)), f"{images_path}#{image_id}", str(image_id), named[image_id])
                 for image_id, data in split.images.items()]
 
@@ -168,3 +240,16 @@ class ChineseClipSource(FolderSource):
 
     def gallery_entries(self, units):
         return units
+
+
+@register_layout(is_lmdb_split)
+class ChineseClipLmdbSource(ChineseClipSource):
+    """Chinese-CLIP's LMDB form of a split (lmdb/{split}/imgs and pairs), read as the split it was built from."""
+
+    def split(self):
+        if self._split is None:
+            self._split = read_lmdb_split(self.value)
+        return self._split
+
+    def images_location(self):
+        return os.path.join(os.path.abspath(self.value), "imgs")

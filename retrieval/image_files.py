@@ -72,6 +72,8 @@ def open_gallery_image(file, draft_size=None):
         return open_image_rgb(io.BytesIO(_parquet_image(shard, member)), draft_size=draft_size)
     if separator and shard.endswith("_imgs.tsv"):
         return open_image_rgb(io.BytesIO(_tsv_image(shard, member)), draft_size=draft_size)
+    if separator and os.path.isfile(os.path.join(shard, "data.mdb")):
+        return open_image_rgb(io.BytesIO(_lmdb_image(shard, member)), draft_size=draft_size)
     if not (separator and shard.endswith(".tar")):
         return open_image_rgb(file, draft_size=draft_size)
     if shard.startswith("file://"):
@@ -114,3 +116,19 @@ def _tsv_image(path, image_id):
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ImageProblem(f"cannot read image {image_id} from {path}: {error}") from None
     raise ImageProblem(f"no image {image_id} in {path}")
+
+
+def _lmdb_image(path, image_id):
+    """The image of ``image_id`` in a Chinese-CLIP LMDB ``imgs`` environment (data/cn_clip_layout.py)."""
+    import lmdb
+
+    from data.cn_clip_layout import decode_image
+
+    try:
+        with lmdb.open(path, readonly=True, lock=False, subdir=True) as env, env.begin() as txn:
+            data = txn.get(image_id.encode("utf-8"))
+        if data is None:
+            raise ImageProblem(f"no image {image_id} in {path}")
+        return decode_image(data.decode("ascii"))
+    except (lmdb.Error, UnicodeDecodeError, ValueError) as error:
+        raise ImageProblem(f"cannot read image {image_id} from {path}: {error}") from None

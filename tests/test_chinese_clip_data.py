@@ -125,3 +125,32 @@ def test_train_and_index_from_a_split(tiny_checkpoint, tiny_dataset, tmp_path):
     assert len(found) == 3 and found[0]["captions"]
     thumbnail = client.get(found[0]["thumbnail"])
     assert thumbnail.status_code == 200 and Image.open(io.BytesIO(thumbnail.content)).size[0] > 0
+
+
+def test_chinese_clips_lmdb_built_by_its_own_script_reads_as_its_split(tiny_dataset, tmp_path):
+    import pickle
+
+    import lmdb
+
+    prefix = _split(tiny_dataset, tmp_path / "cn")
+    built = run_script("-m", "cn_clip.preprocess.build_lmdb_dataset", "--data_dir", str(tmp_path / "cn"),
+                       "--splits", "valid")
+    assert built.returncode == 0, built.stderr[-2000:]
+    lmdb_split = tmp_path / "cn" / "lmdb" / "valid"
+    from_lmdb, from_files = open_source(str(lmdb_split)), open_source(str(prefix))
+    assert type(from_lmdb).__name__ == "ChineseClipLmdbSource"
+    assert from_lmdb.split().texts == from_files.split().texts and from_lmdb.split().images == from_files.split().images
+
+    ran = tmp_path / "ran"
+
+    class Payload:  # what an untrusted pickle could carry: a call at load time
+        def __reduce__(self):
+            return (exec, (f"import pathlib; pathlib.Path({str(ran)!r}).touch()",))
+
+    with lmdb.open(str(lmdb_split / "pairs"), map_size=2 ** 24) as env, env.begin(write=True) as txn:
+        txn.put(b"80", pickle.dumps(Payload()))
+        txn.put(b"81", pickle.dumps(("0", 1, ["not", "text"])))
+    split = open_source(str(lmdb_split)).split()
+    assert len(split.texts) == 80 and not ran.exists()
+    told = "\n".join(split.problems)
+    assert "builtins.exec: a pairs record may hold only ids and text" in told and "not (image_id, text_id, text)" in told

@@ -41,7 +41,9 @@ def create_app(searcher, max_upload_bytes=10 * 2 ** 20, max_k=100, thumbnail_siz
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"])
-    app.add_middleware(BodySizeLimit, max_bytes=max_upload_bytes + 64 * 1024, detail=too_large)  # + multipart framing
+    # the body may hold the image as base64 (clip-retrieval's JSON: 4/3 of its size) or multipart; the image
+    # itself is held to max_upload_bytes once decoded
+    app.add_middleware(BodySizeLimit, max_bytes=-(-4 * max_upload_bytes // 3) + 64 * 1024, detail=too_large)
     items = searcher.gallery.items
     decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
 

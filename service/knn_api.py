@@ -11,6 +11,8 @@ and multilingual options are accepted and have no effect (this service has none 
 """
 import base64
 import binascii
+import http.client
+import time
 import urllib.error
 import urllib.request
 from typing import List, Optional, Union
@@ -23,6 +25,19 @@ from starlette.concurrency import run_in_threadpool
 from utils.errors import UserError
 
 MAX_EMBEDDING = 8192
+FETCH_SECONDS = 10  # the whole download of an image_url, not each read
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to another http(s) URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not newurl.startswith(("http://", "https://")):
+            raise urllib.error.URLError(f"redirected to {newurl[:80]}, which is not http(s)")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
 class KnnQuery(BaseModel):
@@ -64,9 +79,7 @@ def add_knn_routes(app, searcher, index_name, decode_image, max_k, max_upload_by
 
     def query_embedding(query):
         try:
-            if query.text is not None:
-                if not query.text.strip():
-                    raise HTTPException(400, "empty text")
+            if query.text is not None and query.text.strip():  # its front end sends text "" with an image
                 return searcher.encoder.encode_texts([query.text.strip()])[0]
             if query.image is not None:
                 try:
@@ -87,14 +100,19 @@ def add_knn_routes(app, searcher, index_name, decode_image, max_k, max_upload_by
             raise HTTPException(400, "image_url queries are off here (serve.py --allow-image-url true fetches them)")
         if not url.startswith(("http://", "https://")):
             raise HTTPException(400, "image_url must be http(s)")
+        deadline, chunks, size = time.monotonic() + FETCH_SECONDS, [], 0
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                data = response.read(max_upload_bytes + 1)
-        except (urllib.error.URLError, OSError, ValueError) as error:
+            with _OPENER.open(url, timeout=FETCH_SECONDS) as response:
+                while chunk := response.read(65536):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size > max_upload_bytes:
+                        raise HTTPException(413, "image_url: the image is larger than the service's upload limit")
+                    if time.monotonic() > deadline:
+                        raise HTTPException(400, f"image_url: not fetched within {FETCH_SECONDS} s")
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
             raise HTTPException(400, f"image_url could not be fetched: {error}") from None
-        if len(data) > max_upload_bytes:
-            raise HTTPException(413, "image_url: the image is larger than the service's upload limit")
-        return data
+        return b"".join(chunks)
 
     @app.get("/indices-list", tags=["clip-retrieval"])
     def indices_list():
@@ -113,20 +131,21 @@ def add_knn_routes(app, searcher, index_name, decode_image, max_k, max_upload_by
         embedding = query_embedding(query)
         try:
             if query.modality == "image":
-                found = [(r["score"], r, r["id"], None) for r in searcher.search_vector(embedding, total)]
-            else:  # ids are caption rows; each result's caption is the one found
-                found = [(r["score"], r["item"], r["row"], r["caption"])
+                found = [(r["score"], r, searcher.gallery.image_features[r["id"]], None)
+                         for r in searcher.search_vector(embedding, total)]
+            else:  # each result's caption is the one found; its id is its image's, as /metadata reads ids
+                found = [(r["score"], r["item"], searcher.gallery.text_features[r["row"]], r["caption"])
                          for r in searcher.search_captions(embedding, total)]
         except UserError as error:
             raise HTTPException(400, str(error)) from None
         results, seen = [], set()
-        for score, item, result_id, caption in found:
-            if query.deduplicate:  # the same image indexed twice (clip-retrieval drops duplicate embeddings)
-                key = searcher.gallery.image_features[item["id"]].tobytes()
+        for score, item, vector, caption in found:
+            if query.deduplicate:  # equal embeddings among the results (an image, or a caption, indexed twice)
+                key = np.asarray(vector).tobytes()
                 if key in seen:
                     continue
                 seen.add(key)
-            result = {"id": int(result_id), "similarity": score}
+            result = {"id": int(item["id"]), "similarity": score}
             if len(results) < query.num_images:
                 result.update(metadata(item, base_url))
                 if caption is not None:
@@ -138,7 +157,9 @@ def add_knn_routes(app, searcher, index_name, decode_image, max_k, max_upload_by
     async def item_metadata(request: Request):
         query = _parsed(MetadataQuery, await request.body())
         checked_index(query.indice_name)
-        base_url = str(request.base_url)
+        return await run_in_threadpool(described, query, str(request.base_url))
+
+    def described(query, base_url):
         return [{"id": item_id, "metadata": metadata(items[item_id], base_url)} for item_id in query.ids
                 if 0 <= item_id < len(items)]
 

@@ -56,7 +56,10 @@ def test_the_real_client_searches_by_text_image_url_and_embedding(service, tiny_
     captions = client_module.ClipClient(f"{url}/knn-service", indice_name=name[0], num_images=3,
                                         modality=client_module.Modality.TEXT)
     caption = searcher.gallery.items[5]["captions"][1]
-    assert captions.query(text=caption)[0]["caption"] == caption  # the caption itself, nearest to its own text
+    found = captions.query(text=caption)
+    assert found[0]["caption"] == caption and found[0]["id"] == 5  # its own text; ids are image ids, for /metadata
+    described = requests.post(f"{url}/metadata", json={"indice_name": name[0], "ids": [found[0]["id"]]}, timeout=10)
+    assert described.json()[0]["metadata"]["image_path"] == searcher.gallery.items[5]["name"]
 
 
 def test_metadata_results_beyond_num_images_and_refusals(service):
@@ -76,6 +79,34 @@ def test_metadata_results_beyond_num_images_and_refusals(service):
                         ({"text": "x", "indice_name": name, "modality": "audio"}, "modality")):
         response = post("/knn-service", body)
         assert response.status_code == 400 and words in response.json()["detail"], body
+
+
+def test_what_its_front_end_sends_and_uploads_near_the_limit(tiny_index, tiny_dataset):
+    import base64
+    import http.server
+
+    searcher = Searcher(str(tiny_index))
+    picture = (tiny_dataset / "valid" / "images" / searcher.gallery.items[2]["name"]).read_bytes()
+    padded = picture + b"\0" * (9000 - len(picture))  # a PNG with trailing bytes: 9,000 of a 10,000 limit
+    query = {"text": "", "image": base64.b64encode(padded).decode(), "indice_name": searcher.index_name,
+             "aesthetic_score": "", "aesthetic_weight": "0.5", "num_images": 3}
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/a.png")  # a scheme urllib itself would follow
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    app = create_app(searcher, max_upload_bytes=10_000, allow_image_url=True)
+    with serve_in_thread(app) as url, http_server(handler=Redirect) as elsewhere:
+        found = requests.post(f"{url}/knn-service", json=query, timeout=30)  # its image search sends text ""
+        redirected = requests.post(f"{url}/knn-service", timeout=30, json={
+            "image_url": f"{elsewhere}/a.png", "indice_name": searcher.index_name})
+    assert found.status_code == 200 and found.json()[0]["id"] == 2
+    assert redirected.status_code == 400 and "not http(s)" in redirected.json()["detail"]
 
 
 def test_image_urls_are_refused_unless_allowed(tiny_index, tiny_dataset):

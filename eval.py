@@ -9,7 +9,7 @@ from data.sources import open_source
 from data.transforms import preprocess_for
 from evaluation.compositional import format_compositional
 from evaluation.cue_recall import cue_only_recall, format_cue_recall, read_cues
-from evaluation.chinese_clip_score import format_chinese_clip_score, score_split
+from evaluation.chinese_clip_score import format_chinese_clip_score, prediction_file_problems, score_split
 from evaluation.embedding import evaluate_table
 from evaluation.recall import format_recall_table
 from models.checkpoint import model_from_checkpoint, read_checkpoint
@@ -17,7 +17,7 @@ from utils.atomic_file import atomic_write, atomic_write_json
 from utils.config import load_config
 from utils.config_schema import EVAL
 from utils.device import amp_dtype, precision_notice, resolve_device
-from utils.errors import run_cli
+from utils.errors import UserError, run_cli
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ def main(argv):
         print(format_compositional(metrics))
     if hasattr(source, "split"):  # a Chinese-CLIP split: its own score and prediction files as well
         metrics["chinese-clip"] = chinese_clip_outputs(config, source, model, tokenizer, spec, device, dtype)
+    elif config["predictions"]:
+        raise UserError(f"predictions: writes Chinese-CLIP's prediction files, and {config['valid-data']} is not "
+                        f"a Chinese-CLIP split ({{split}}_imgs.tsv + {{split}}_texts.jsonl, or its lmdb/{{split}})")
     if config["output"]:
         atomic_write_json(config["output"],
                           {**metrics, "model-path": config["model-path"], "valid-data": config["valid-data"]})
@@ -56,9 +59,12 @@ def chinese_clip_outputs(config, source, model, tokenizer, spec, device, dtype):
     (to_images, to_texts), scores = score_split(model, tokenizer, source.split(), preprocess_for(spec),
                                                 config["batch-size"], config["num-workers"], device, dtype)
     print(format_chinese_clip_score(scores))
+    unusable = prediction_file_problems(source.split(), to_images, to_texts)
+    if unusable:
+        logger.warning(f"Chinese-CLIP's evaluation scripts would refuse these prediction files: {unusable}")
     if config["predictions"]:
         os.makedirs(config["predictions"], exist_ok=True)
-        name = os.path.basename(split_files(source.value)[1])[:-len(TEXTS_SUFFIX)]
+        name = os.path.basename(os.path.normpath(split_files(source.value)[1][:-len(TEXTS_SUFFIX)]))
         for suffix, rows in (("", to_images), ("_tr", to_texts)):
             path = os.path.join(config["predictions"], f"{name}_predictions{suffix}.jsonl")
             atomic_write(path, lambda handle, rows=rows: handle.write(

@@ -74,26 +74,38 @@ def read_split(value):
                     split.images[image_id] = decode_image(data)
                 except ValueError as problem:
                     split.problems.append(f"{images_path}:{number}: skipped: {problem}")
-        image_ids = set(split.images)
-        with open(texts_path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    text_id, text, ids = _text_line(line)
-                except ValueError as problem:
-                    split.problems.append(f"{texts_path}:{number}: skipped: {problem}")
-                    continue
-                unknown = [image_id for image_id in ids if image_id not in image_ids]
-                if unknown:
-                    split.problems.append(f"{texts_path}:{number}: image_ids not in {os.path.basename(images_path)}"
-                                          f" (or skipped there): {unknown[:5]}; kept with the others")
-                split.texts.append((text_id, text, [image_id for image_id in ids if image_id in image_ids]))
+        split.texts = read_texts(texts_path, set(split.images), split.problems)
     except OSError as error:
         raise UserError(f"cannot read Chinese-CLIP split '{value}': {error}") from None
     except UnicodeDecodeError as error:
         raise UserError(f"Chinese-CLIP split '{value}': not UTF-8 ({error.reason})") from None
     return split
+
+
+def read_texts(texts_path, image_ids=None, problems=None):
+    """[(text_id, text, [image_id])] of a _texts.jsonl; bad lines and repeated text ids are skipped, image ids
+    not in ``image_ids`` (when given) dropped, each reported into ``problems``."""
+    texts, seen, problems = [], set(), [] if problems is None else problems
+    with open(texts_path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                text_id, text, ids = _text_line(line)
+                if text_id in seen:
+                    raise ValueError(f"text_id {text_id} again")
+            except ValueError as problem:
+                problems.append(f"{texts_path}:{number}: skipped: {problem}")
+                continue
+            seen.add(text_id)
+            if image_ids is not None:
+                unknown = [image_id for image_id in ids if image_id not in image_ids]
+                if unknown:
+                    problems.append(f"{texts_path}:{number}: image_ids not in the images (or skipped there): "
+                                    f"{unknown[:5]}; kept with the others")
+                ids = [image_id for image_id in ids if image_id in image_ids]
+            texts.append((text_id, text, ids))
+    return texts
 
 
 class _PlainData(pickle.Unpickler):
@@ -131,17 +143,11 @@ def _lmdb_records(path):
     return sorted(records, key=_numeric_order)
 
 
-def read_lmdb_split(value):
-    """The ChineseClipSplit of an LMDB split folder (imgs/: str(image_id) -> base64; pairs/: str(i) ->
-    pickle((image_id, text_id, text)), read with _PlainData); texts in the order they first appear."""
-    split, texts = ChineseClipSplit(), {}
-    for key, data in _lmdb_records(os.path.join(value, "imgs")):
-        if key == b"num_images":
-            continue
-        try:
-            split.images[_id(key.decode("utf-8"))] = decode_image(data.decode("ascii"))
-        except (ValueError, UnicodeDecodeError) as problem:
-            split.problems.append(f"{value}/imgs {key[:40]!r}: skipped: {problem}")
+def read_lmdb_texts(value, image_ids=None, problems=None):
+    """[(text_id, text, [image_id])] of an LMDB split's pairs/ (str(i) -> pickle((image_id, text_id, text)),
+    read with _PlainData), in the order the texts first appear; image ids not in ``image_ids`` (when given) are
+    dropped. Problems are appended to ``problems``."""
+    texts, problems = {}, [] if problems is None else problems
     for key, data in _lmdb_records(os.path.join(value, "pairs")):
         if key == b"num_samples":
             continue
@@ -151,14 +157,27 @@ def read_lmdb_split(value):
                 raise ValueError("not (image_id, text_id, text)")
             image_id, text_id, text = _id(record[0]), _id(record[1]), " ".join(record[2].split())
         except (pickle.UnpicklingError, ValueError, EOFError, TypeError) as problem:
-            split.problems.append(f"{value}/pairs {key[:40]!r}: skipped: {problem}")
+            problems.append(f"{value}/pairs {key[:40]!r}: skipped: {problem}")
             continue
-        if image_id not in split.images:
-            split.problems.append(f"{value}/pairs {key[:40]!r}: image_id {image_id} not in imgs; skipped")
+        if image_ids is not None and image_id not in image_ids:
+            problems.append(f"{value}/pairs {key[:40]!r}: image_id {image_id} not in imgs; skipped")
             continue
-        entry = texts.setdefault(text_id, (text, []))
-        entry[1].append(image_id)
-    split.texts = [(text_id, text, image_ids) for text_id, (text, image_ids) in texts.items()]
+        texts.setdefault(text_id, (text, []))[1].append(image_id)
+    return [(text_id, text, ids) for text_id, (text, ids) in texts.items()]
+
+
+def read_lmdb_split(value):
+    """The ChineseClipSplit of an LMDB split folder (imgs/: str(image_id) -> base64; pairs/: see
+    read_lmdb_texts)."""
+    split = ChineseClipSplit()
+    for key, data in _lmdb_records(os.path.join(value, "imgs")):
+        if key == b"num_images":
+            continue
+        try:
+            split.images[_id(key.decode("utf-8"))] = decode_image(data.decode("ascii"))
+        except (ValueError, UnicodeDecodeError) as problem:
+            split.problems.append(f"{value}/imgs {key[:40]!r}: skipped: {problem}")
+    split.texts = read_lmdb_texts(value, set(split.images), split.problems)
     return split
 
 
@@ -167,8 +186,8 @@ def _id(value):
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"id {value!r} is neither an integer nor a string")
     if isinstance(value, str):
-        value = value.strip()
-        return int(value) if value.isdigit() else value
+        value = value.strip()  # digits are the integer they write, unless that would change them ("007")
+        return int(value) if value.isdigit() and str(int(value)) == value else value
     return value
 
 
@@ -209,6 +228,13 @@ class ChineseClipSource(FolderSource):
     def images_location(self):
         """Where the gallery finds an image again: "<this>#<image_id>" (retrieval/image_files.py)."""
         return os.path.abspath(split_files(self.value)[0])
+
+    def captions(self, limit):
+        """From the texts alone: the images are not read."""
+        try:
+            return [text for _, text, _ in read_texts(split_files(self.value)[1])][:limit]
+        except (OSError, UnicodeDecodeError) as error:
+            raise UserError(f"cannot read the texts of Chinese-CLIP split '{self.value}': {error}") from None
 
     def _captions_by_image(self):
         """{image_id: [text of every line that names it]}, every image of the split included."""
@@ -253,3 +279,6 @@ class ChineseClipLmdbSource(ChineseClipSource):
 
     def images_location(self):
         return os.path.join(os.path.abspath(self.value), "imgs")
+
+    def captions(self, limit):
+        return [text for _, text, _ in read_lmdb_texts(self.value)][:limit]

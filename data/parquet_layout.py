@@ -94,6 +94,25 @@ class ParquetSource(FolderSource):
         return collected_table(self.value, images, skipped, strict, f" from {len(files)} parquet file(s)",
                                f"no row with an image and a caption under caption-key {', '.join(self.columns)}")
 
+    def captions(self, limit):
+        """From the caption columns alone: the image bytes are not read."""
+        import pyarrow.parquet as pq
+
+        captions = []
+        for path in _parquet_files(self.value):
+            try:
+                names = pq.read_schema(path).names
+                columns = [column for column in self.columns if column in names]
+                rows = pq.read_table(path, columns=columns).to_pylist() if columns else []
+            except OSError:
+                continue  # a damaged file: the table read reports it
+            captions += [caption for row in rows for caption in self._captions(row)]
+            if len(captions) >= limit:
+                break
+        if not captions:
+            raise UserError(f"{self.value}: no caption under caption-key {', '.join(self.columns)}")
+        return captions[:limit]
+
     def _captions(self, row):
         captions = []
         for column in self.columns:

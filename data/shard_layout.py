@@ -67,7 +67,8 @@ class ShardSource:
             if len(captions) >= limit:
                 break
         if not captions:
-            raise UserError(f"{self.value}: no sample has a caption under caption-key '{','.join(self.caption_keys)}'")
+            raise UserError(f"{self.value}: no caption could be read under caption-key "
+                            f"'{','.join(self.caption_keys)}' (shards that cannot be read are skipped)")
         return captions[:limit]
 
     def gallery_units(self):

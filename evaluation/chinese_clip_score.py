@@ -30,8 +30,9 @@ def chinese_clip_predictions(image_features, image_ids, text_features, text_ids,
 
 def chinese_clip_score(text_to_image, image_to_text, texts):
     """{"t2i_r1", ..., "i2t_r10", "mr"} (×100) of the predictions against ``texts`` [(text_id, text,
-    [image_id])]: texts without an image, and images without a text, are no queries."""
-    truth = {text_id: set(image_ids) for text_id, _, image_ids in texts if image_ids}
+    [image_id])]. Every text is a text -> image query, as in Chinese-CLIP's evaluation.py (one whose images are
+    all unknown can only miss); images no text names are no image -> text query."""
+    truth = {text_id: set(image_ids) for text_id, _, image_ids in texts}
     named = {}
     for text_id, image_ids in truth.items():
         for image_id in image_ids:
@@ -45,6 +46,20 @@ def chinese_clip_score(text_to_image, image_to_text, texts):
             scores[f"{direction}_r{k}"] = 100.0 * hits / max(len(gold), 1)
     scores["mr"] = sum(scores.values()) / 6
     return scores
+
+
+def prediction_file_problems(split, text_to_image, image_to_text):
+    """Why Chinese-CLIP's evaluation.py / evaluation_tr.py would refuse these predictions, or "" (they want
+    integer ids, exactly 10 distinct ones per query, and a prediction for every text and named image)."""
+    problems = []
+    if any(not isinstance(i, int) for i in [*split.images, *(t for t, _, _ in split.texts)]):
+        problems.append("ids that are not integers")
+    if any(len(p["image_ids"]) < TOP for p in text_to_image) or any(len(p["text_ids"]) < TOP for p in image_to_text):
+        problems.append(f"fewer than {TOP} images or texts to rank")
+    predicted = {p["image_id"] for p in image_to_text}
+    if any(image_id not in predicted for _, _, image_ids in split.texts for image_id in image_ids):
+        problems.append("images that could not be decoded have no prediction")
+    return "; ".join(problems)
 
 
 def format_chinese_clip_score(scores):

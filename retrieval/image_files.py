@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tarfile
+from functools import lru_cache
 from itertools import islice
 
 from tqdm import tqdm
@@ -67,13 +68,13 @@ def open_gallery_image(file, draft_size=None):
     """An indexed item's image from its gallery ``file``: a path, "<shard>#<member>" for an image inside
     a local webdataset shard (read with tarfile), or "<file.parquet>#<row>" for a row of image bytes. Raises
     ImageProblem when it is gone or remote."""
+    for marker, read, kept in (("_imgs.tsv#", _tsv_image, "_imgs.tsv"), ("/imgs#", _lmdb_image, "/imgs/data.mdb")):
+        location, separator, image_id = file.partition(marker)  # Chinese-CLIP's ids may hold a '#'
+        if separator and os.path.isfile(location + kept):
+            return open_image_rgb(io.BytesIO(read(location + marker[:-1], image_id)), draft_size=draft_size)
     shard, separator, member = file.rpartition("#")
     if separator and shard.endswith(".parquet"):
         return open_image_rgb(io.BytesIO(_parquet_image(shard, member)), draft_size=draft_size)
-    if separator and shard.endswith("_imgs.tsv"):
-        return open_image_rgb(io.BytesIO(_tsv_image(shard, member)), draft_size=draft_size)
-    if separator and os.path.isfile(os.path.join(shard, "data.mdb")):
-        return open_image_rgb(io.BytesIO(_lmdb_image(shard, member)), draft_size=draft_size)
     if not (separator and shard.endswith(".tar")):
         return open_image_rgb(file, draft_size=draft_size)
     if shard.startswith("file://"):
@@ -103,19 +104,31 @@ def _parquet_image(path, row):
         raise ImageProblem(f"cannot read row {row} of {path}: {error or type(error).__name__}") from None
 
 
+@lru_cache(maxsize=4)
+def _tsv_offsets(path, modified):
+    """{image id: byte offset of its line} of a Chinese-CLIP ``*_imgs.tsv``: one scan, then each thumbnail is
+    one seek (``modified``: the file's mtime, so a rewritten file is scanned again)."""
+    offsets, position = {}, 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            offsets.setdefault(line.split(b"\t", 1)[0].strip().decode("utf-8", "replace"), position)
+            position += len(line)
+    return offsets
+
+
 def _tsv_image(path, image_id):
-    """The image of ``image_id`` in a Chinese-CLIP ``*_imgs.tsv`` (data/cn_clip_layout.py), found by a scan."""
+    """The image of ``image_id`` in a Chinese-CLIP ``*_imgs.tsv`` (data/cn_clip_layout.py)."""
     from data.cn_clip_layout import decode_image
 
     try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                key, _, data = line.rstrip("\n").partition("\t")
-                if key.strip() == image_id:
-                    return decode_image(data)
+        offset = _tsv_offsets(path, os.path.getmtime(path)).get(image_id)
+        if offset is None:
+            raise ImageProblem(f"no image {image_id} in {path}")
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return decode_image(handle.readline().decode("utf-8").rstrip("\n").partition("\t")[2])
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ImageProblem(f"cannot read image {image_id} from {path}: {error}") from None
-    raise ImageProblem(f"no image {image_id} in {path}")
 
 
 def _lmdb_image(path, image_id):

@@ -20,8 +20,9 @@ import sys
 
 from PIL import Image
 
-from data.caption_table import read_caption_table
-from data.cn_clip_layout import read_split, split_files
+from data.caption_table import read_caption_table, safe_image_name
+from data.cn_clip_layout import split_files
+from data.sources import open_source
 from scripts.dataset_writer import fail, setup_script_logging, write_dataset
 from utils.atomic_file import atomic_write
 from utils.errors import UserError
@@ -40,12 +41,15 @@ def image_extension(data):
 
 
 def to_folder(split_value, out, overwrite):
-    split = read_split(split_value)
+    source = open_source(split_value)
+    if not hasattr(source, "split"):
+        fail(f"{split_value}: not a Chinese-CLIP split ({{split}}_imgs.tsv + {{split}}_texts.jsonl, or lmdb/{{split}})")
+    split = source.split()
     captions = {image_id: [] for image_id in split.images}
     for _, text, image_ids in split.texts:
         for image_id in image_ids:
             captions[image_id].append(text)
-    entries, problems = [], list(split.problems)
+    entries, problems, names = [], list(split.problems), set()
     for image_id, data in split.images.items():
         if not captions[image_id]:
             continue
@@ -54,9 +58,15 @@ def to_folder(split_value, out, overwrite):
             problems.append(f"image {image_id}: skipped: not an image PIL can read")
             continue
         name = f"{image_id}.{extension}"
-        if os.sep in name or name.startswith("."):
-            problems.append(f"image {image_id}: skipped: the id cannot be a file name")
+        unsafe = safe_image_name(name)
+        if not unsafe and ("/" in name or "\\" in name or name.startswith(".") or len(name) > 200):
+            unsafe = "the id cannot be a file name"
+        if not unsafe and name.lower() in names:  # one file on case-insensitive disks
+            unsafe = "its file name differs from another only in case"
+        if unsafe:
+            problems.append(f"image {image_id}: skipped: {unsafe}")
             continue
+        names.add(name.lower())
         entries.append((data, name, captions[image_id]))
     for problem in problems:
         logger.warning(problem)
@@ -71,8 +81,9 @@ def to_folder(split_value, out, overwrite):
 def from_folder(data, out, split_name, overwrite):
     table = read_caption_table(data)
     images_path, texts_path = split_files(os.path.join(out, split_name))
-    if os.path.exists(images_path) and not overwrite:
-        fail(f"{images_path} exists; pass --overwrite to replace it")
+    existing = [path for path in (images_path, texts_path) if os.path.exists(path)]
+    if existing and not overwrite:
+        fail(f"{existing[0]} exists; pass --overwrite to replace it")
     os.makedirs(out, exist_ok=True)
     texts = {}  # caption -> (text_id, [image ids]): a caption shared by images is one text naming all of them
     for image_id, record in enumerate(table.images):
@@ -89,7 +100,10 @@ def from_folder(data, out, split_name, overwrite):
             handle.write((json.dumps({"text_id": text_id, "text": caption, "image_ids": image_ids},
                                      ensure_ascii=False) + "\n").encode("utf-8"))
 
-    atomic_write(images_path, write_images)
+    try:
+        atomic_write(images_path, write_images)
+    except OSError as error:  # an image that went away or cannot be read
+        fail(f"cannot read an image of {data}: {error}")
     atomic_write(texts_path, write_texts)
     logger.info(f"wrote {images_path} ({len(table.images)} images) and {texts_path} ({len(texts)} texts)")
 

@@ -40,20 +40,23 @@ def test_bad_lines_are_reported_and_string_ids_kept(tmp_path):
 
     image = base64.urlsafe_b64encode(png_bytes(Image.new("RGB", (8, 8), (200, 10, 10)))).decode()
     (tmp_path / "x_imgs.tsv").write_text(
-        f"img-a\t{image}\n7\t{image}\nno tab here\n7\t{image}\n8\t!!not base64!!\n\n", encoding="utf-8")
+        f"img-a\t{image}\n7\t{image}\nno tab here\n7\t{image}\n8\t!!not base64!!\n\n007\t{image}\n"
+        f"IMG-A\t{image}\n", encoding="utf-8")
     lines = [{"text_id": "t-1", "text": "一个红色的方块", "image_ids": ["img-a", 7]}, "not json",
              {"text_id": 2, "image_ids": [7]}, {"text_id": 3, "text": "红色", "image_ids": [99, 7]},
-             {"text_id": 4, "text": "没有图片", "image_ids": []}]
+             {"text_id": 4, "text": "没有图片", "image_ids": []}, {"text_id": "t-1", "text": "again", "image_ids": [7]},
+             {"text_id": 5, "text": "零零七", "image_ids": ["007", "IMG-A"]}]
     (tmp_path / "x_texts.jsonl").write_text("\n".join(json.dumps(line, ensure_ascii=False) if isinstance(line, dict)
                                                       else line for line in lines) + "\n", encoding="utf-8")
     source = open_source(str(tmp_path / "x"))
     table = source.validation_table(False)
-    assert [(r.filename, r.captions) for r in table.images] == [("img-a", ["一个红色的方块"]),
-                                                                ("7", ["一个红色的方块", "红色"])]
+    assert [(r.filename, r.captions) for r in table.images] == [
+        ("img-a", ["一个红色的方块"]), ("7", ["一个红色的方块", "红色"]), ("007", ["零零七"]), ("IMG-A", ["零零七"])]
     told = "\n".join(table.skipped)
     for words in ("x_imgs.tsv:3: skipped: not 'image_id<TAB>base64'", "x_imgs.tsv:4: skipped: image_id 7 again",
                   "x_imgs.tsv:5: skipped: the image is not base64", "x_texts.jsonl:2: skipped: not a JSON object",
-                  "x_texts.jsonl:3: skipped: needs text_id and text", "x_texts.jsonl:4: image_ids not in"):
+                  "x_texts.jsonl:3: skipped: needs text_id and text", "x_texts.jsonl:4: image_ids not in",
+                  "x_texts.jsonl:6: skipped: text_id t-1 again"):
         assert words in told, words
     from utils.errors import UserError
 
@@ -64,7 +67,9 @@ def test_bad_lines_are_reported_and_string_ids_kept(tmp_path):
     assert result.returncode == 0, result.stderr
     with open(tmp_path / "folder" / "captions.csv", encoding="utf-8") as handle:
         rows = [(row["filename"], row["caption"]) for row in csv.DictReader(handle)]
-    assert rows == [("img-a.png", "一个红色的方块"), ("7.png", "一个红色的方块"), ("7.png", "红色")]
+    assert rows == [("img-a.png", "一个红色的方块"), ("7.png", "一个红色的方块"), ("7.png", "红色"),
+                    ("007.png", "零零七")]  # "007" stays itself; IMG-A would share img-a's file on some disks
+    assert "image IMG-A: skipped: its file name differs from another only in case" in result.stderr
 
 
 @pytest.mark.slow
@@ -81,7 +86,10 @@ def test_eval_py_scores_a_split_as_chinese_clip_does(tiny_checkpoint, tiny_datas
     plain = json.loads((tmp_path / "folder.json").read_text())
     assert {k: v for k, v in ours.items() if "_r" in k and k != "chinese-clip"} == {
         k: v for k, v in plain.items() if "_r" in k}  # the split is the folder, recall for recall
-    assert "Chinese-CLIP score (×100)" in evaluated.stdout
+    assert "Chinese-CLIP score (×100)" in evaluated.stdout and "would refuse" not in evaluated.stderr
+    refused = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(tiny_checkpoint),
+                         "--valid-data", str(tiny_dataset / "valid"), "--predictions", str(tmp_path / "no"))
+    assert refused.returncode == 2 and "is not a Chinese-CLIP split" in refused.stderr
     written = (tmp_path / "pred" / "valid_predictions.jsonl").read_text()
     predictions = [json.loads(line) for line in written.splitlines()]
     assert len(predictions) == len({line for line in (prefix.parent / "valid_texts.jsonl").read_text().splitlines()})

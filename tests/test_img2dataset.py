@@ -128,9 +128,9 @@ def test_the_tokenizer_step_and_the_recipe_take_img2dataset_output(tmp_path):
     assert tower.returncode == 0, tower.stderr[-2000:]
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "tower"))
     assert "Ġtriangle" in tokenizer.get_vocab()  # learned from the shards' captions, both of each image
-    not_data = run_script("scripts/make_demo_text_tower.py", "--data", str(FIXTURE / "url_list.parquet"),
-                          "--out", str(tmp_path / "x"))  # a parquet of URLs, no image column
-    assert not_data.returncode == 2 and "no image column (jpg" in not_data.stderr and "error: " in not_data.stderr
+    not_data = run_script("scripts/make_demo_text_tower.py", "--data", str(FIXTURE / "COMMANDS.txt"),
+                          "--out", str(tmp_path / "x"))  # no data source at all
+    assert not_data.returncode == 2 and "error: dataset folder" in not_data.stderr
     assert "Traceback" not in not_data.stderr
 
     out = tmp_path / "run"

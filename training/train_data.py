@@ -1,6 +1,7 @@
 """The training data of a run, from whatever layout train-data names (data/sources.py), behind one loader."""
 import itertools
 import logging
+import re
 from dataclasses import dataclass, fields
 
 import torch
@@ -107,10 +108,11 @@ class MapLoader:
     def __iter__(self):
         try:
             yield from self.loader
-        except UserError as error:
-            lines = str(error).strip().splitlines()
-            if len(lines) > 1 and lines[0].startswith("Caught UserError in DataLoader worker"):
-                raise UserError(lines[-1].split("UserError: ", 1)[-1]) from None
+        except UserError as error:  # PyTorch re-raises it with the worker's traceback as its message
+            text = str(error)
+            report = re.search(r"^utils\.errors\.\w+: (.*)\Z", text, re.MULTILINE | re.DOTALL)
+            if text.startswith("Caught ") and report:
+                raise UserError(report.group(1)) from None
             raise
 
 

@@ -236,7 +236,7 @@ class ChineseClipSource(FolderSource):
         except (OSError, UnicodeDecodeError) as error:
             raise UserError(f"cannot read the texts of Chinese-CLIP split '{self.value}': {error}") from None
 
-    def _captions_by_image(self):
+    def captions_by_image(self):
         """{image_id: [text of every line that names it]}, every image of the split included."""
         split = self.split()
         captions = {image_id: [] for image_id in split.images}
@@ -246,7 +246,7 @@ class ChineseClipSource(FolderSource):
         return captions
 
     def _table(self, strict):
-        split, captions = self.split(), self._captions_by_image()
+        split, captions = self.split(), self.captions_by_image()
         images_path = self.images_location()
         images = [ImageRecord(filename=str(image_id), path=f"{images_path}#{image_id}",
                               captions=captions[image_id], data=data)
@@ -256,16 +256,10 @@ class ChineseClipSource(FolderSource):
                                "no image that a text names")
 
     def gallery_units(self):
-        split, named = self.split(), self._captions_by_image()
+        split, named = self.split(), self.captions_by_image()
         images_path = self.images_location()
         return [(EncodedImage(data, str(image_id)), f"{images_path}#{image_id}", str(image_id), named[image_id])
                 for image_id, data in split.images.items()]
-
-    def unit_files(self, units):
-        return [file for _, file, _, _ in units]
-
-    def gallery_entries(self, units):
-        return units
 
 
 @register_layout(is_lmdb_split)

@@ -5,7 +5,7 @@ import os
 
 from data.caption_table import read_caption_table
 from data.datasets import TrainImages
-from data.image_file import IMAGE_EXTENSIONS, ImageProblem, check_image_header, image_files
+from data.image_file import IMAGE_EXTENSIONS, EncodedImage, ImageProblem, check_image_header, image_files
 from data.negatives import FILE_NAME as NEGATIVES_FILE
 from data.negatives import read_negatives
 from data.sources import register_layout
@@ -13,6 +13,14 @@ from data.training_set import TrainingSet, global_batch
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
+
+
+def gallery_entry(record):
+    """(image, file, name, captions) of an ImageRecord: its file, or its bytes when it holds them (a parquet row,
+    a Chinese-CLIP image; ``path`` then says where the gallery finds it again)."""
+    if record.data is not None:
+        return EncodedImage(record.data, record.filename), record.path, record.filename, record.captions
+    return os.path.abspath(record.path), os.path.abspath(record.path), record.filename, record.captions
 
 
 @register_layout(None)  # the fallback: whatever no other layout claims
@@ -64,19 +72,18 @@ class FolderSource:
         return swapped
 
     def gallery_units(self):
-        """[(path, name, captions)]: a dataset folder's images with their captions, or every image below a
-        plain folder (name: relative to the folder, the only form web clients see). Unusable images are
-        logged and left out."""
+        """The gallery entries themselves, [(image, file, name, captions)] (see Source.gallery_entries): the
+        captioned images of the table, or every image below a plain folder (name: relative to the folder, the
+        only form web clients see). Unusable images are logged and left out."""
         if self.captioned():
-            table = self._table(False)
-            return [(os.path.abspath(record.path), record.filename, record.captions) for record in table.images]
+            return [gallery_entry(record) for record in self._table(False).images]
         if not os.path.isdir(self.value):
             raise UserError(f"data folder '{self.value}' not found")
         units = []
         for path in image_files(self.value):
             try:
                 check_image_header(path)
-                units.append((os.path.abspath(path), os.path.relpath(path, self.value), []))
+                units.append((os.path.abspath(path), os.path.abspath(path), os.path.relpath(path, self.value), []))
             except ImageProblem as problem:
                 logger.warning(f"skipped {path}: {problem}")
         if not units:
@@ -88,7 +95,7 @@ class FolderSource:
         return os.path.isfile(os.path.join(self.value, "captions.csv"))
 
     def unit_files(self, units):
-        return [path for path, _, _ in units]
+        return [file for _, file, _, _ in units]
 
     def gallery_entries(self, units):
-        return [(path, path, name, captions) for path, name, captions in units]
+        return units

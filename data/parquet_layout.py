@@ -8,7 +8,6 @@ import os
 
 from data.caption_table import ImageRecord, collected_table
 from data.folder_layout import FolderSource
-from data.image_file import EncodedImage
 from data.sources import register_layout
 from utils.errors import UserError
 
@@ -130,12 +129,3 @@ class ParquetSource(FolderSource):
             return f"no caption under {', '.join(self.columns)}"
         return None
 
-    def gallery_units(self):
-        return [(EncodedImage(record.data, record.filename), record.path, record.filename, record.captions)
-                for record in self._table(False).images]
-
-    def unit_files(self, units):
-        return [file for _, file, _, _ in units]
-
-    def gallery_entries(self, units):
-        return units

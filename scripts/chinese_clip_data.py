@@ -44,11 +44,7 @@ def to_folder(split_value, out, overwrite):
     source = open_source(split_value)
     if not hasattr(source, "split"):
         fail(f"{split_value}: not a Chinese-CLIP split ({{split}}_imgs.tsv + {{split}}_texts.jsonl, or lmdb/{{split}})")
-    split = source.split()
-    captions = {image_id: [] for image_id in split.images}
-    for _, text, image_ids in split.texts:
-        for image_id in image_ids:
-            captions[image_id].append(text)
+    split, captions = source.split(), source.captions_by_image()
     entries, problems, names = [], list(split.problems), set()
     for image_id, data in split.images.items():
         if not captions[image_id]:

@@ -170,6 +170,16 @@ def swapped_scene(scene, rng):
     return kind, tuple(objects)
 
 
+def binding_facts(scene):
+    """The scene's pairings of two properties of one object (size, color, shape, cell), e.g. "red circle",
+    "large cell02": what a bag of words holds no trace of (evaluation.binding_probe)."""
+    facts = set()
+    for size, color, shape, row, col in scene:
+        properties = (size, color, shape, f"cell{row}{col}")
+        facts.update(f"{a} {b}" for i, a in enumerate(properties) for b in properties[i + 1:])
+    return sorted(facts)
+
+
 def easy_cue(scene):
     """What a model can match without the shapes, sizes or places: which colors appear."""
     return " ".join(sorted({obj[1] for obj in scene}))

@@ -11,6 +11,7 @@ across both splits, so captions that describe a scene fully single out one image
 """
 import argparse
 import csv
+import json
 import os
 import random
 import sys
@@ -22,11 +23,12 @@ KINDS = {"shapes": demo_shapes, "glyphs": demo_glyphs}
 
 def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en", kind=demo_shapes, seed=0):
     """Images, captions.csv and, for kinds that can swap (shapes), negatives.csv: for each caption, the same
-    caption of the scene with two objects' attributes or places exchanged (a compositional negative). The
+    caption of the scene with two objects' attributes or places exchanged (a compositional negative), and
+    scenes.jsonl: each image's binding facts and those of its swapped scene (scripts/probe_binding.py). The
     negatives draw from their own random streams: images and captions are the same with or without them."""
     images_dir = os.path.join(directory, "images")
     os.makedirs(images_dir, exist_ok=True)
-    rows, negatives = [], []
+    rows, negatives, facts = [], [], []
     swaps = hasattr(kind, "swapped_scene")
     for index, scene in enumerate(scenes):
         filename = f"{index:06d}.png"
@@ -41,12 +43,16 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
             negatives += [(filename, caption, negative, swap) for caption, negative
                           in zip(captions, kind.CAPTIONERS[lang](other, twin, captions_per_image))
                           if negative != caption]
+            facts.append({"filename": filename, "facts": kind.binding_facts(scene), "swap": swap,
+                          "swapped-facts": kind.binding_facts(other)})
     write_csv(os.path.join(directory, "captions.csv"), ["filename", "caption"], rows)
     # the easy cue of each image: eval.py reports the recall a model that knows only it would reach
     write_csv(os.path.join(directory, "cues.csv"), ["filename", "cue"],
               [(f"{index:06d}.png", kind.easy_cue(scene)) for index, scene in enumerate(scenes)])
     if swaps:
         write_csv(os.path.join(directory, "negatives.csv"), ["filename", "caption", "negative", "swap"], negatives)
+        with open(os.path.join(directory, "scenes.jsonl"), "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in facts)
     return rows
 
 

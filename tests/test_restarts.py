@@ -7,12 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from scripts.make_shards import main as make_shards
-from tests.helpers import (ROOT, assert_same_checkpoints, child_processes, free_port, run_script, train_args,
-                           wait_for_checkpoint)
+from tests.helpers import (ROOT, assert_same_checkpoints, child_processes, descendants, free_port, run_script,
+                           train_args, wait_for_checkpoint)
 
 # Every launch below trains with these: the same command line starts the run and continues it after a restart.
 RUN = ("--epochs", "2", "--num-workers", "2", "--checkpoint-every-steps", "1", "--resume", "auto")
@@ -23,22 +24,33 @@ pytestmark = pytest.mark.slow  # every test here runs train.py
 def launch(args, log, **environment):
     """Start ``python args`` in the repository, its output into the files ``log``.out and ``log``.err."""
     with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
+        # PYTHONFAULTHANDLER: a hung process prints every thread's stack when ``finished`` aborts it
         return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=out, stderr=err,
-                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **environment})
+                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONFAULTHANDLER": "1",
+                                     **environment})
+
+
+def ended(process, log, timeout=180):
+    """(exit code, stdout, stderr) of ``process`` once it has ended; a launcher still running after ``timeout``
+    seconds is hung: its processes' stacks go into its log, then they are ended."""
+    try:
+        code = process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        hung = [*descendants(process.pid), process.pid]
+        for sig in (signal.SIGABRT, signal.SIGKILL):
+            for pid in hung:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(5)
+        code = process.wait()
+    with open(f"{log}.out") as out, open(f"{log}.err") as err:
+        return code, out.read(), err.read()
 
 
 def finished(process, log, timeout=180):
-    """``process``'s stdout once it has ended with exit code 0 (its stderr's end in the failure message)."""
-    try:
-        code = process.wait(timeout)
-    except subprocess.TimeoutExpired:  # a hung launcher: end it and its workers, then fail
-        for pid in [*child_processes(process.pid), process.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        code = process.wait()
-    with open(f"{log}.out") as out, open(f"{log}.err") as err:
-        stdout, stderr = out.read(), err.read()
-    assert code == 0, stderr[-3000:]
+    """``process``'s stdout once it has ended with exit code 0 (its output's end in the failure message)."""
+    code, stdout, stderr = ended(process, log, timeout)
+    assert code == 0, f"exit code {code}\n{stdout[-2000:]}\n{stderr[-6000:]}"
     return stdout
 
 
@@ -80,7 +92,12 @@ def test_two_nodes_of_one_process_train_as_one_node_of_two(two_process_run, tiny
                      *train_args(tiny_checkpoint, tiny_dataset, out, *RUN)], tmp_path / f"node{rank}",
                     OMP_NUM_THREADS="1")
              for rank in (0, 1)]
-    outputs = [finished(node, tmp_path / f"node{rank}") for rank, node in enumerate(nodes)]
+    results = [ended(node, tmp_path / f"node{rank}") for rank, node in enumerate(nodes)]
+    # both nodes' logs on a failure: a hang on one is often an error on the other
+    assert [code for code, _, _ in results] == [0, 0], "\n".join(
+        f"node {rank}: exit code {code}\n{stdout[-1500:]}\n{stderr[-4000:]}"
+        for rank, (code, stdout, stderr) in enumerate(results))
+    outputs = [stdout for _, stdout, _ in results]
     assert "distributed: gloo, 2 process(es)" in outputs[0] and "epoch 2/2" in outputs[0]
     assert "epoch 2/2" not in outputs[1]  # rank 0 alone reports
     assert_same_checkpoints(two_process_run, out)

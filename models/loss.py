@@ -1,10 +1,12 @@
 """Training objectives over a batch's image-text similarities, chosen by the ``loss`` key.
 
 Every objective takes image_features [N, D] and text_features [T, D] (L2-normalised, all ranks' rows when
-gathered) and ``owner`` [T]: the image row of each text, or -1 for an extra negative. Texts come image-major:
-image i's k captions (``captions-per-image``), then its m compositional negatives (captions with attributes
-or roles swapped, NegCLIP-style), so T == (k + m) N. An image's k captions are all its positives; its
-negatives are negatives of every image and are no query themselves.
+gathered) and a models.pairing.Pairing: ``owner`` [T], the image row of each text or -1 for an extra
+negative, and optionally each text's key (equal captions). Texts come image-major: image i's k captions
+(``captions-per-image``), then its m compositional negatives (captions with attributes or roles swapped,
+NegCLIP-style), so T == (k + m) N. An image's k captions are all its positives (and, with keys, every text
+equal to one of them); its negatives are negatives of every image and are no query themselves. The
+functions also take a bare owner tensor.
 
 Each objective is a function and a class registered under its ``loss`` name (models/loss_registry.py); a new
 loss is both, added here (or in a module imported at the end of this one).
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from models.loss_registry import LOSSES, Loss, register_loss
+from models.pairing import Pairing, as_pairing
 from utils.errors import UserError
 
 
@@ -52,15 +55,16 @@ def _positive_log_likelihood(logits, positive, beta):
 def info_nce(image_features, text_features, logit_scale, owner=None, hard_negative_beta=0.0):
     """Symmetric InfoNCE: the original project's sum of image->text and text->image cross-entropies.
 
-    Several captions per image (``owner``): image->text counts all of an image's captions as positives
-    (-log of their summed probability); text->image has one positive per caption; texts owned by -1 are
-    extra negatives for image->text only. ``hard_negative_beta``: HN-NCE weighting of the negatives in
+    Several captions per image (``owner``: a tensor [T] or a Pairing): image->text counts all of an image's
+    captions as positives (-log of their summed probability); text->image has one positive per caption (or,
+    with keys, every image owning an equal caption); texts owned by -1 are extra negatives for image->text
+    only. ``hard_negative_beta``: HN-NCE weighting of the negatives in
     both directions. Returns a scalar.
     """
-    owner = default_owner(image_features, text_features) if owner is None else owner
+    pairs = as_pairing(default_owner(image_features, text_features) if owner is None else owner)
     logits = logit_scale * image_features @ text_features.t()                              # [N, T]
-    positive = owner[None, :] == torch.arange(logits.shape[0], device=logits.device)[:, None]
-    captions = owner >= 0
+    positive = pairs.block(logits.shape[0])
+    captions = pairs.queries
     return -(_positive_log_likelihood(logits, positive, hard_negative_beta)
              + _positive_log_likelihood(logits.t()[captions], positive.t()[captions], hard_negative_beta))
 
@@ -85,12 +89,11 @@ def siglip(image_features, text_features, logit_scale, logit_bias, owner=None, c
     Computed over blocks of ``chunk`` texts, each recomputed in backward (checkpoint), so memory is
     O(N x chunk), not O(N x T).
     """
-    owner = default_owner(image_features, text_features) if owner is None else owner
-    rows = torch.arange(image_features.shape[0], device=image_features.device)
+    pairs = as_pairing(default_owner(image_features, text_features) if owner is None else owner)
     total = image_features.new_zeros(())
     for start in range(0, text_features.shape[0], chunk):
         block = slice(start, start + chunk)
-        positive = owner[block][None, :] == rows[:, None]
+        positive = pairs.block(image_features.shape[0], start, start + chunk)
         if torch.is_grad_enabled():
             total = total + checkpoint(_siglip_block, image_features, text_features[block], logit_scale,
                                        logit_bias, positive, use_reentrant=False)
@@ -105,9 +108,9 @@ def max_violation(image_features, text_features, owner=None, margin=0.2):
     Each positive pair must beat the hardest negative of its row by ``margin``: the mean over positives of
     [margin - s_pos + max_neg s]_+, image->text plus text->image. No temperature.
     """
-    owner = default_owner(image_features, text_features) if owner is None else owner
+    pairs = as_pairing(default_owner(image_features, text_features) if owner is None else owner)
     similarity = image_features @ text_features.t()                                         # [N, T]
-    positive = owner[None, :] == torch.arange(similarity.shape[0], device=similarity.device)[:, None]
+    positive = pairs.block(similarity.shape[0])
     lowest = torch.finfo(similarity.dtype).min
     hardest_text = similarity.masked_fill(positive, lowest).max(dim=1).values              # [N]
     hardest_image = similarity.masked_fill(positive, lowest).max(dim=0).values             # [T]
@@ -123,8 +126,8 @@ class InfoNCE(Loss):
     def __init__(self, hard_negative_beta=0.0):
         self.beta = hard_negative_beta
 
-    def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
-        return info_nce(image_features, text_features, logit_scale, owner, self.beta)
+    def __call__(self, image_features, text_features, logit_scale, logit_bias, pairs):
+        return info_nce(image_features, text_features, logit_scale, pairs, self.beta)
 
     def describe(self):
         return "loss: infonce" + (f", hard-negative-beta {self.beta} (HN-NCE)" if self.beta else "")
@@ -140,8 +143,8 @@ class SigLIP(Loss):
     def __init__(self, chunk=1024):
         self.chunk = chunk
 
-    def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
-        return siglip(image_features, text_features, logit_scale, logit_bias, owner, self.chunk)
+    def __call__(self, image_features, text_features, logit_scale, logit_bias, pairs):
+        return siglip(image_features, text_features, logit_scale, logit_bias, pairs, self.chunk)
 
     def describe(self):
         return "loss: siglip (sigmoid per pair, learnable bias)"
@@ -155,8 +158,8 @@ class MaxViolation(Loss):
     def __init__(self, margin=0.2):
         self.margin = margin
 
-    def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
-        return max_violation(image_features, text_features, owner, self.margin)
+    def __call__(self, image_features, text_features, logit_scale, logit_bias, pairs):
+        return max_violation(image_features, text_features, pairs, self.margin)
 
     def describe(self):
         return f"loss: max-violation (VSE++ hinge, margin {self.margin})"
@@ -164,25 +167,29 @@ class MaxViolation(Loss):
 
 class Objective:
     """The configured loss with the batch layout: objective(image [N, D], text [T, D], logit_scale, logit_bias,
-    owner [T]) -> scalar; owner defaults to the image-major layout with ``negatives_per_image`` extra
-    negatives after each image's captions. ``arguments``: the loss's constructor arguments."""
+    owner [T], keys [T]) -> scalar; owner defaults to the image-major layout with ``negatives_per_image`` extra
+    negatives after each image's captions. ``same_caption_positives``: the training step passes each text's
+    key (models.pairing.text_keys) and equal captions are positives of each other's images.
+    ``arguments``: the loss's constructor arguments."""
 
-    def __init__(self, kind="infonce", negatives_per_image=0, **arguments):
+    def __init__(self, kind="infonce", negatives_per_image=0, same_caption_positives=False, **arguments):
         if kind not in LOSSES:
             raise UserError(f"loss '{kind}' unknown; choose one of {', '.join(LOSSES)}")
         self.kind, self.loss, self.negatives_per_image = kind, LOSSES[kind](**arguments), negatives_per_image
+        self.same_caption_positives = same_caption_positives
 
     @property
     def needs_bias(self):
         return self.loss.learns_bias
 
-    def __call__(self, image_features, text_features, logit_scale, logit_bias=None, owner=None):
+    def __call__(self, image_features, text_features, logit_scale, logit_bias=None, owner=None, keys=None):
         if owner is None:
             owner = default_owner(image_features, text_features, self.negatives_per_image)
-        return self.loss(image_features, text_features, logit_scale, logit_bias, owner)
+        return self.loss(image_features, text_features, logit_scale, logit_bias, Pairing(owner, keys))
 
     def describe(self):
-        return self.loss.describe() + (", a compositional negative per image" if self.negatives_per_image else "")
+        return (self.loss.describe() + (", a compositional negative per image" if self.negatives_per_image else "")
+                + (", equal captions are positives of each other's images" if self.same_caption_positives else ""))
 
 
 INFONCE = Objective()

@@ -1,8 +1,8 @@
 """The loss registry: each training objective registers itself under the name the ``loss`` key takes.
 
 A loss is a class decorated ``@register_loss(name, options)`` (see models/loss.py): called as
-loss(image [N, D], text [T, D], logit_scale, logit_bias, owner [T]) -> scalar, with the layout of
-models/loss.py's docstring. What it asks of the model is declared, not coded elsewhere: ``learns_bias`` (the
+loss(image [N, D], text [T, D], logit_scale, logit_bias, pairs) -> scalar, with the layout of models/loss.py's
+docstring (pairs: a models.pairing.Pairing; pairs.block(N) is the [N, T] positive mask). What it asks of the model is declared, not coded elsewhere: ``learns_bias`` (the
 model gains a logit bias and the checkpoint's spec says so), ``start_scale_and_bias`` (where a first run of
 this loss starts them), ``uses_temperature`` (False: the logit scale is frozen). ``options`` maps the train
 keys it reads to its constructor's arguments, each with the value that asks nothing of it (None: the key is
@@ -31,7 +31,7 @@ class Loss:
     start_scale_and_bias = None
     uses_temperature = True
 
-    def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
+    def __call__(self, image_features, text_features, logit_scale, logit_bias, pairs):
         raise NotImplementedError
 
     def describe(self):

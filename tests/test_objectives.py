@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from open_clip.loss import SigLipLoss
 
 from models.loss import INFONCE, Objective, info_nce, max_violation, siglip
+from models.pairing import Pairing, text_keys
 from tests.helpers import NoScaler, assert_same, batch, gradients, prepared_model, rank_worker, run_script, train_args
 from training.step import grad_cache_step, plain_step
 
@@ -114,7 +115,7 @@ def test_max_violation_matches_its_definition(k):
 
 def _loss_config(**changes):
     config = {"loss": "infonce", "hard-negative-beta": 0.0, "max-violation-margin": 0.2,
-              "compositional-negatives": False, "config-path": "configs/train.yaml"}
+              "compositional-negatives": False, "same-caption-positives": False, "config-path": "configs/train.yaml"}
     return {**config, **changes}
 
 
@@ -154,9 +155,9 @@ def test_a_new_loss_is_one_registered_class(tiny_checkpoint):
         def __init__(self, weight=0.0):
             self.weight = weight
 
-        def __call__(self, image_features, text_features, logit_scale, logit_bias, owner):
+        def __call__(self, image_features, text_features, logit_scale, logit_bias, pairs):
             logits = logit_scale * image_features @ text_features.t() + logit_bias
-            positive = owner[None, :] == torch.arange(len(image_features))[:, None]
+            positive = pairs.block(len(image_features))
             return F.softplus(torch.where(positive, -logits, logits)).mean() * (1 + self.weight)
 
     try:
@@ -173,7 +174,10 @@ def test_a_new_loss_is_one_registered_class(tiny_checkpoint):
 
 OBJECTIVES = {"siglip-k2": (Objective("siglip", chunk=5), 2), "infonce-k2-hn": (Objective(hard_negative_beta=0.5), 2),
               "max-violation": (Objective("max-violation"), 1),
-              "infonce-negative": (Objective(negatives_per_image=1), 2)}  # a caption and a swapped one per image
+              "infonce-negative": (Objective(negatives_per_image=1), 2),  # a caption and a swapped one per image
+              # helpers.batch with 2 captions per image repeats captions across images 0 and 4 (one per rank)
+              "infonce-k2-same": (Objective(same_caption_positives=True), 2),
+              "siglip-k2-same": (Objective("siglip", chunk=5, same_caption_positives=True), 2)}
 
 
 @pytest.mark.parametrize("name", list(OBJECTIVES))
@@ -341,3 +345,79 @@ def test_cue_only_recall_is_the_expected_recall_of_a_random_ranking_within_a_cue
     assert (tmp_path / "g" / "valid" / "cues.csv").read_text().splitlines()[1].endswith(tuple(
         f"on {name}" for name in ("red", "green", "blue", "yellow", "purple", "orange", "black", "cyan", "white",
                                    "gray")))
+
+
+def _same_caption_case():
+    """6 images with 2 captions each, several captions shared between images; owner, keys and the positive mask
+    written out from the strings."""
+    captions = ["a dog", "a brown dog", "a cat", "a dog", "a bird", "a cat", "a fish", "a dog", "a cow", "a bird",
+                "a dog", "a cat"]
+    owner = torch.arange(6).repeat_interleave(2)
+    keys = torch.tensor([hash(caption) for caption in captions])
+    mask = [[captions[j] in captions[2 * i:2 * i + 2] for j in range(12)] for i in range(6)]
+    return captions, owner, keys, mask
+
+
+def test_equal_captions_are_positives_of_each_others_images_in_every_objective():
+    captions, owner, keys, mask = _same_caption_case()
+    pairs = Pairing(owner, keys)
+    assert pairs.block(6).tolist() == mask
+    assert pairs.block(6, 5, 9).tolist() == [row[5:9] for row in mask]  # a block of texts, as siglip takes them
+    image, text = _features(6, 12, seed=3)
+    logits = (10.0 * image @ text.t()).tolist()
+
+    def nce(rows):  # -log(sum over positives / sum over all), mean over rows
+        return sum(-math.log(sum(math.exp(l) for l, p in zip(row, positive) if p) / sum(map(math.exp, row)))
+                   for row, positive in rows) / len(rows)
+    expected = (nce([(logits[i], mask[i]) for i in range(6)])
+                + nce([([logits[i][j] for i in range(6)], [mask[i][j] for i in range(6)]) for j in range(12)]))
+    ours = info_nce(image, text, torch.tensor(10.0), pairs)
+    assert math.isclose(ours.item(), expected, rel_tol=1e-5)
+    assert not math.isclose(info_nce(image, text, torch.tensor(10.0), owner).item(), expected, rel_tol=1e-3)
+
+    bias = -2.0
+    expected = -sum(math.log(1 / (1 + math.exp(-(1 if mask[i][j] else -1) * (logits[i][j] + bias))))
+                    for i in range(6) for j in range(12)) / 6
+    assert math.isclose(siglip(image, text, torch.tensor(10.0), torch.tensor(bias), pairs, chunk=5).item(), expected,
+                        rel_tol=1e-5)
+
+    s = (image @ text.t()).tolist()
+    hinge = (sum(max(0.0, 0.2 - s[i][p] + max(s[i][j] for j in range(12) if not mask[i][j]))
+                 for i in range(6) for p in range(12) if mask[i][p])
+             + sum(max(0.0, 0.2 - s[i][p] + max(s[r][p] for r in range(6) if not mask[r][p]))
+                   for i in range(6) for p in range(12) if mask[i][p])) / sum(map(sum, mask))
+    assert math.isclose(max_violation(image, text, pairs).item(), hinge, rel_tol=1e-5)
+
+
+def test_text_keys_are_equal_for_equal_captions_whatever_the_padding(tiny_checkpoint):
+    _, tokenizer = prepared_model(str(tiny_checkpoint))
+    pad = tokenizer.pad_token_id
+    short = tokenizer(["red circle", "blue square", "red circle"])
+    long = tokenizer(["red circle", "blue square", "red circle left of a big blue square"])
+    assert long.shape[1] > short.shape[1]
+    keys, wide = text_keys(short, pad), text_keys(long, pad)
+    assert keys[0] == keys[2] == wide[0] and keys[1] == wide[1] and keys[0] != keys[1] and wide[2] != keys[0]
+    many = tokenizer([f"{a} {b} {c}" for a in ("red", "blue", "green", "big") for b in ("circle", "square", "cross")
+                      for c in ("left", "right", "above", "below", "top")])
+    assert len(set(text_keys(many, pad).tolist())) == 60
+
+
+def test_same_caption_positives_change_the_step_only_where_captions_repeat(tiny_checkpoint):
+    model, tokenizer = prepared_model(str(tiny_checkpoint))
+    images, ids = batch(tokenizer, captions_per_image=2)
+    assert torch.equal(ids[0], ids[8])  # image 0's first caption is image 4's too
+    same = Objective(same_caption_positives=True)
+    plain_step(model, images, ids, CPU, None, NoScaler(), same)
+    repeated = gradients(model)
+    model.zero_grad(set_to_none=True)
+    plain_step(model, images, ids, CPU, None, NoScaler(), Objective())
+    assert any(not torch.allclose(repeated[name], grad) for name, grad in gradients(model).items())
+    images, ids = batch(tokenizer, captions_per_image=1)  # no caption repeats: the same gradient
+    for objective in (same, Objective()):
+        model.zero_grad(set_to_none=True)
+        plain_step(model, images, ids, CPU, None, NoScaler(), objective)
+        gradient = gradients(model)
+        if objective is same:
+            reference = gradient
+    assert_same(reference, gradient)
+    assert "equal captions are positives" in same.describe()

@@ -19,7 +19,8 @@ def objective_from_config(config):
                 raise UserError(f"{key} applies to loss {name}; {config['config-path']} chooses loss "
                                 f"{chosen.name} (set {key}: {neutral}, or loss: {name})")
     arguments = {argument: config[key] for key, (argument, _) in chosen.options.items()}
-    return Objective(chosen.name, negatives_per_image=1 if config["compositional-negatives"] else 0, **arguments)
+    return Objective(chosen.name, negatives_per_image=1 if config["compositional-negatives"] else 0,
+                     same_caption_positives=config["same-caption-positives"], **arguments)
 
 
 def prepare_for_objective(model, spec, objective, learn_temperature):

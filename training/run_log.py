@@ -1,7 +1,10 @@
 """Training metrics on disk: metrics.jsonl, metrics.csv, TensorBoard events and curves.png."""
 import csv
 import json
+import logging
 import os
+
+logger = logging.getLogger(__name__)
 
 
 class RunLog:
@@ -38,8 +41,15 @@ class RunLog:
 
     def close(self):
         self.writer.close()
-        if self.history:
-            plot_curves(self.history, os.path.join(self.log_dir, "curves.png"))
+        if not self.history:
+            return
+        try:
+            import matplotlib  # noqa: F401  (a requirement; a trimmed environment still keeps the run's results)
+        except ImportError:
+            logger.warning(f"matplotlib is not installed: {self.log_dir}/curves.png not drawn (metrics.csv has "
+                           f"the same numbers)")
+            return
+        plot_curves(self.history, os.path.join(self.log_dir, "curves.png"))
 
 
 def plot_curves(history, path):

@@ -11,8 +11,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from models.batch_norm import frozen_batch_norm_statistics
 from models.loss import INFONCE
+from models.pairing import text_keys
 from utils.device import autocast
-from utils.distributed import gather_features
+from utils.distributed import gather_features, gather_tensor
 
 
 def _forward(model, images, input_ids, device, dtype):
@@ -23,6 +24,15 @@ def _forward(model, images, input_ids, device, dtype):
     return image_features, text_features, logit_scale, outputs[3].float() if len(outputs) > 3 else None
 
 
+def _all_keys(model, input_ids, objective):
+    """Every rank's text keys [T] in rank order, for an objective whose equal captions are positives; else None."""
+    if not objective.same_caption_positives:
+        return None
+    inner = getattr(model, "_orig_mod", model)  # torch.compile's wrapper, then DDP's
+    inner = getattr(inner, "module", inner)
+    return gather_tensor(text_keys(input_ids, inner.pad_token_id))
+
+
 def plain_step(model, images, input_ids, device, dtype, scaler, objective=INFONCE):
     """Forward the whole local batch with a graph; backward the (scaled) loss. Returns the loss tensor.
 
@@ -30,7 +40,7 @@ def plain_step(model, images, input_ids, device, dtype, scaler, objective=INFONC
     """
     image_features, text_features, logit_scale, logit_bias = _forward(model, images, input_ids, device, dtype)
     all_image, all_text = gather_features(image_features, text_features)
-    loss = objective(all_image, all_text, logit_scale, logit_bias)
+    loss = objective(all_image, all_text, logit_scale, logit_bias, keys=_all_keys(model, input_ids, objective))
     if torch.isfinite(loss):
         scaler.scale(loss).backward()
     return loss
@@ -78,7 +88,7 @@ def grad_cache_step(model, images, input_ids, device, dtype, scaler, chunk_size,
     text_features = torch.cat(text_parts).requires_grad_()
     scale, bias = _leaf(logit_scale), _leaf(logit_bias)
     all_image, all_text = gather_features(image_features, text_features)
-    loss = objective(all_image, all_text, scale, bias)
+    loss = objective(all_image, all_text, scale, bias, keys=_all_keys(model, input_ids, objective))
     if not torch.isfinite(loss):
         return loss
     scaler.scale(loss).backward()

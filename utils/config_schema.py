@@ -69,6 +69,8 @@ TRAIN = Schema("configs/train.yaml", [
            "negative", run_defining=True, minimum=0, maximum=2),
     _train("compositional-negatives", "bool", "add each image's caption with attributes or roles swapped "
            "(train-data's negatives.csv) to its batch as an extra negative (NegCLIP)", run_defining=True),
+    _train("same-caption-positives", "bool", "equal captions in a batch (as tokenized) are positives of each "
+           "other's images, not negatives (classification-style or repeated captions)", run_defining=True),
     _train("captions-per-image", "int", "captions of each image in a batch (all positives of that image); "
            "batch-size counts images", run_defining=True, minimum=1, maximum=64),
     _train("batching", "str", "how images are put in batches: random, or hard-negatives (groups of neighbours in "

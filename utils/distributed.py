@@ -68,6 +68,15 @@ def gather_features(image_features, text_features):
             torch.cat(torch.distributed.nn.all_gather(text_features)))
 
 
+def gather_tensor(tensor):
+    """All ranks' ``tensor`` [n, ...] concatenated in rank order, without gradient (``tensor`` itself alone)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def all_gather_objects(value):
     """list of ``value`` from every rank, in rank order (just [value] without torchrun)."""
     if not (dist.is_available() and dist.is_initialized()):

@@ -19,12 +19,10 @@ import copy
 import json
 import logging
 import os
-import sys
 import time
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from data.datasets import EvalImages, collate_images
 from data.negatives import read_negatives

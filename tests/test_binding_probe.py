@@ -95,6 +95,7 @@ def probe_data(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_probe_binding_prints_every_probe_on_a_real_model(probe_data, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "probe.json"
     assert probe_main(["--model-path", str(tiny_checkpoint), "--data", str(probe_data), "--num-workers", "0",
@@ -117,6 +118,7 @@ def test_probe_binding_prints_every_probe_on_a_real_model(probe_data, tiny_check
     assert results["model"]["all"] == pytest.approx(reported["compositional"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_a_folder_without_facts_is_one_clear_error(tiny_checkpoint, probe_data, tmp_path):
     shutil.copytree(probe_data, tmp_path / "data")
     (tmp_path / "data" / "train" / "scenes.jsonl").unlink()

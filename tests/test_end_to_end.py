@@ -169,3 +169,18 @@ def test_validate_first_logs_the_starting_model_and_early_stop_ends_a_stalled_ru
     start = json.loads(output.read_text())
     for key in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"):
         assert history[0][key] == pytest.approx(start[key], abs=1e-9), key  # eval.py's numbers, as epoch 0
+
+
+def test_a_run_log_without_matplotlib_keeps_its_metrics_and_says_why_no_curves(tmp_path, monkeypatch, caplog):
+    # the GPU machine's rehearsal found train.py ending in a traceback here (bench/gpu_rehearsal.sh)
+    import importlib.util
+
+    from training.run_log import RunLog
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    log = RunLog(str(tmp_path / "logs"), [])
+    log.epoch({"epoch": 1, "train_loss": 1.0, "i2t_r1": 0.5})
+    log.close()
+    assert (tmp_path / "logs" / "metrics.csv").is_file() and not (tmp_path / "logs" / "curves.png").exists()
+    assert "matplotlib is not installed" in caplog.text and "curves.png not drawn" in caplog.text

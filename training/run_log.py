@@ -1,5 +1,6 @@
 """Training metrics on disk: metrics.jsonl, metrics.csv, TensorBoard events and curves.png."""
 import csv
+import importlib.util
 import json
 import logging
 import os
@@ -43,9 +44,7 @@ class RunLog:
         self.writer.close()
         if not self.history:
             return
-        try:
-            import matplotlib  # noqa: F401  (a requirement; a trimmed environment still keeps the run's results)
-        except ImportError:
+        if importlib.util.find_spec("matplotlib") is None:  # a requirement; a trimmed environment keeps the results
             logger.warning(f"matplotlib is not installed: {self.log_dir}/curves.png not drawn (metrics.csv has "
                            f"the same numbers)")
             return

@@ -130,9 +130,9 @@ def test_non_finite_loss_stops_the_run_and_keeps_best(tiny_checkpoint, tiny_data
 
     real_loss, calls = Objective.__call__, {"n": 0}
 
-    def loss_that_explodes_in_epoch_two(self, *args):
+    def loss_that_explodes_in_epoch_two(self, *args, **keywords):
         calls["n"] += 1
-        loss = real_loss(self, *args)
+        loss = real_loss(self, *args, **keywords)
         return loss * float("nan") if calls["n"] > 3 else loss  # 48 images / batch 16 = 3 steps per epoch
 
     monkeypatch.setattr(Objective, "__call__", loss_that_explodes_in_epoch_two)

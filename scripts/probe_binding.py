@@ -7,8 +7,9 @@ train split's features and scored on the valid split's swap pairs (evaluation/bi
 - image side: the image's feature -> its scene's facts, against the swapped scene's;
 - text side: a caption's feature -> its scene's facts, against the swapped scene's (pairs of negatives.csv);
 - each for the towers' outputs (before the projection) and for the joint embedding (after it);
-- controls: the captions as bags of words (a probe can only guess: about 0.5), and the model's own
-  compositional accuracy (image vs caption and its swap, as eval.py reports it);
+- controls: the captions as bags of words (a probe can only guess: about 0.5), as bags of word pairs
+  (adjacent and one apart: "red circle", "red _ circle"; what a text feature needs at least to hold the
+  binding), and the model's own compositional accuracy (image vs caption and its swap, as eval.py reports it);
 - with --train-towers N: each tower, unfrozen, trained N epochs on the facts directly (what the architecture
   can learn when asked for binding alone).
 
@@ -85,14 +86,24 @@ def image_features(encoder, split, transform, args):
     return features
 
 
-def bag_of_words(texts, vocabulary):
-    """Word counts FloatTensor[len(texts), len(vocabulary)]."""
-    column = {word: k for k, word in enumerate(vocabulary)}
+def words(text):
+    return text.lower().replace(",", " ").split()
+
+
+def word_pairs(text):
+    """The text's adjacent word pairs and pairs one word apart ("red circle", "small _ circle")."""
+    tokens = words(text)
+    return [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] + [f"{a} _ {b}" for a, b in zip(tokens, tokens[2:])]
+
+
+def bag_of(texts, units, vocabulary):
+    """Counts FloatTensor[len(texts), len(vocabulary)] of ``units(text)`` (words, word pairs)."""
+    column = {unit: k for k, unit in enumerate(vocabulary)}
     counts = torch.zeros(len(texts), len(vocabulary))
     for row, text in enumerate(texts):
-        for word in text.lower().split():
-            if word in column:
-                counts[row, column[word]] += 1
+        for unit in units(text):
+            if unit in column:
+                counts[row, column[unit]] += 1
     return counts
 
 
@@ -182,9 +193,11 @@ def main(argv):
                                          caption_rows, text_swaps)
             results["model"] = {"all": own["compositional"],
                                 **{key.split("/", 1)[1]: value for key, value in own.items() if "/" in key}}
-    words = sorted({word for text in train_captions for word in text.lower().split()})
-    results["text bag of words"] = probe(bag_of_words(train_captions, words), train_caption_targets,
-                                         bag_of_words(valid_captions, words), text_true, text_swapped, text_swaps)
+    for name, units in (("text bag of words", words), ("text bag of word pairs", word_pairs)):
+        vocabulary_of_units = sorted({unit for text in train_captions for unit in units(text)})
+        results[name] = probe(bag_of(train_captions, units, vocabulary_of_units), train_caption_targets,
+                              bag_of(valid_captions, units, vocabulary_of_units), text_true, text_swapped,
+                              text_swaps)
 
     if args.train_towers:
         image_logits = train_tower(

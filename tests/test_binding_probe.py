@@ -103,6 +103,7 @@ def test_probe_binding_prints_every_probe_on_a_real_model(probe_data, tiny_check
     table = capsys.readouterr().out
     results = json.loads(out.read_text())
     rows = ["image tower", "text tower", "image embedding", "text embedding", "model", "text bag of words",
+            "text bag of word pairs",
             "image tower trained", "text tower trained"]
     for row in rows:
         assert f"| {row} | {results[row]['all']:.3f} |" in table
@@ -110,6 +111,8 @@ def test_probe_binding_prints_every_probe_on_a_real_model(probe_data, tiny_check
     scenes = [json.loads(line) for line in (probe_data / "valid" / "scenes.jsonl").read_text().splitlines()]
     assert results["image-pairs"] == sum(record["facts"] != record["swapped-facts"] for record in scenes)
     assert results["facts"] == 182 and results["image-pairs"] >= 38
+    # word pairs hold the binding that single words lack, even on 160 training images
+    assert results["text bag of word pairs"]["all"] > results["text bag of words"]["all"] + 0.1, results
     # the model row is eval.py's compositional accuracy on the same pairs
     evaluated = run_script("eval.py", "--model-path", str(tiny_checkpoint), "--valid-data",
                            str(probe_data / "valid"), "--num-workers", "0", "--output", str(tmp_path / "eval.json"))

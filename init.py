@@ -21,6 +21,10 @@ def main(argv):
     torch.manual_seed(config["seed"])
     if config["clip-torchscript"] and not config["clip-model"]:
         raise UserError("clip-torchscript reads a CLIP archive: give clip-model open_clip:<name>-quickgelu too")
+    if config["text-ngram"] and (config["clip-model"] or config["text-pooling"] != "mean"):
+        raise UserError(f"text-ngram {config['text-ngram']} needs a separate text tower with text-pooling: mean "
+                        f"(a first-token feature would see only the first tokens' n-grams; an imported CLIP "
+                        f"keeps its own text tower): set text-ngram: 0 or text-pooling: mean")
     if config["clip-model"]:
         model, spec, tokenizer = model_from_clip(config["clip-model"], config["clip-checkpoint"],
                                                  config["clip-torchscript"])
@@ -28,7 +32,8 @@ def main(argv):
     else:
         model, spec, tokenizer = model_from_towers(
             config["image-model"], config["text-model"], config["pretrained"], config["image-weights"],
-            config["text-pooling"], config["embed-dim"], config["image-size"], config["max-length"])
+            config["text-pooling"], config["embed-dim"], config["image-size"], config["max-length"],
+            config["text-ngram"])
         source = (f"{config['image-model']} + {config['text-model']} "
                   f"({'pretrained' if config['pretrained'] else 'random init'})")
     save_checkpoint(path, model, spec, tokenizer.to_files())

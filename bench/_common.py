@@ -54,8 +54,17 @@ def demo_text_tower(hidden_size=128, layers=2, heads=4, max_length=32):
     return directory
 
 
+_MACHINE_SAID = []
+
+
 def result(name, ours, ref, better, unit):
-    """The one line every bench ends with. better: "higher" or "lower" (which way is good for ``ours``)."""
+    """The one line every bench ends with (after one line naming the machine, bench/machine.py). better:
+    "higher" or "lower" (which way is good for ``ours``)."""
+    if not _MACHINE_SAID:
+        from bench.machine import machine_line
+
+        print(machine_line())
+        _MACHINE_SAID.append(True)
     ratio = ours / ref if better == "higher" else ref / ours
     print(f"RESULT {name} ours={ours:.4g} ref={ref:.4g} ratio={ratio:.3f} {unit}")
 

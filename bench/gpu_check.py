@@ -90,8 +90,8 @@ class Fixture:
 
 
 def check_precision(fixture, reference, dtype, chunk):
-    if fixture.device.type != "cuda":
-        raise NotApplicable("autocast applies to CUDA only")
+    if fixture.device.type != "cuda" and dtype == torch.float16:
+        raise NotApplicable("fp16 autocast is CUDA's; a CPU trains in bf16 (use-amp) or float32")
     scaled = dtype == torch.float16
     name = "fp16" if scaled else "bf16"
     for init_scale in (2.0 ** 16, 2.0 ** 12, 2.0 ** 8):  # an overflow makes training skip the step and lower

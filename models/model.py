@@ -101,6 +101,8 @@ class ContrastiveModel(nn.Module):
             layers = [member if isinstance(member, nn.Module) else LayerGroup(member) for member in declared()]
         else:
             layers = _image_layers(tower) if side == "image" else _text_layers(tower.encoder)
+            if side == "text" and getattr(tower, "ngram", None) is not None:
+                layers.append(tower.ngram)  # reads the encoder's output: the last layer
         layers = [layer for layer in layers if any(True for _ in layer.parameters())]
         ids = [id(p) for layer in layers for p in layer.parameters()]
         if len(ids) != len(set(ids)):  # a shared parameter would get two scales and two lock states

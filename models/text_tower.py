@@ -5,6 +5,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel
 
 from models.registry import text_towers
+from models.word_order import NgramBlock
 from utils.errors import UserError, first_line
 
 _FETCH_HINT = ("put a Hugging Face model directory there (config.json, tokenizer files and, for "
@@ -52,14 +53,16 @@ class TextTower(nn.Module):
 
     forward(input_ids [B,L], attention_mask [B,L]) -> features [B, hidden_size], pooled as
     ``pooling``: "cls" takes the first token's last hidden state (the original project's choice),
-    "mean" averages the hidden states of the unmasked tokens.
+    "mean" averages the hidden states of the unmasked tokens. ``ngram`` > 0 adds a models.word_order.NgramBlock
+    of that width between the encoder and the pooling (held as ``self.ngram``; None without it).
     """
 
-    def __init__(self, encoder, pooling):
+    def __init__(self, encoder, pooling, ngram=0):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
         self.output_dim = encoder.config.hidden_size
+        self.ngram = NgramBlock(self.output_dim, ngram) if ngram else None
 
     def enable_checkpointing(self):
         self.encoder.activation_checkpointing_enable({"use_reentrant": False})
@@ -70,6 +73,8 @@ class TextTower(nn.Module):
 
     def forward(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.ngram is not None:
+            hidden = self.ngram(hidden, attention_mask)
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -78,8 +83,8 @@ class TextTower(nn.Module):
 
 @text_towers.register("", "a Hugging Face encoder directory")
 def build_text_tower(spec):
-    """Random-weight TextTower of a ModelSpec (its text_encoder_config and text_pooling)."""
-    return TextTower(build_text_encoder(spec.text_encoder_config), spec.text_pooling)
+    """Random-weight TextTower of a ModelSpec (its text_encoder_config, text_pooling and text_ngram)."""
+    return TextTower(build_text_encoder(spec.text_encoder_config), spec.text_pooling, spec.text_ngram)
 
 
 def build_text_encoder(config_dict):

@@ -152,6 +152,8 @@ def main(argv):
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--train-towers", type=int, default=0, metavar="EPOCHS",
                         help="also train each tower, unfrozen, on the facts for this many epochs (0: frozen only)")
+    parser.add_argument("--train-sides", nargs="+", choices=("image", "text"), default=["image", "text"],
+                        help="which towers --train-towers trains")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -199,7 +201,7 @@ def main(argv):
                               bag_of(valid_captions, units, vocabulary_of_units), text_true, text_swapped,
                               text_swaps)
 
-    if args.train_towers:
+    if args.train_towers and "image" in args.train_sides:
         image_logits = train_tower(
             copy.deepcopy(model.image_backbone), lambda rows: stack_images(train.table, transform, rows),
             train_targets, lambda tower, images: tower(images), args.train_towers, 128)
@@ -207,6 +209,7 @@ def main(argv):
         results["image tower trained"] = pair_accuracy(
             swap_pair_wins(torch.cat([image_logits(batch) for batch in valid_images.split(256)]), image_true,
                            image_swapped), image_swaps)
+    if args.train_towers and "text" in args.train_sides:
         pad = model.pad_token_id
         text_logits = train_tower(
             copy.deepcopy(model.text_tower), lambda rows: tokenizer([train_captions[i] for i in rows.tolist()]),

@@ -24,8 +24,8 @@ from training.objective import objective_from_config, prepare_for_objective
 from training.step import grad_cache_step, plain_step
 from training.train_data import DataSettings, training_data
 from utils.atomic_file import check_writable
-from utils.device import amp_dtype, precision_notice, resolve_device
-from utils.distributed import broadcast_buffers, init_distributed, shutdown
+from utils.device import dtype_name, precision_notice, resolve_device, training_dtype
+from utils.distributed import broadcast_buffers, broadcast_object, init_distributed, shutdown
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -83,15 +83,30 @@ def _prepare_model(model, spec, config, device, resumed, objective):
     return lock_notice, spec
 
 
+def _precision(device, config, resumed, job):
+    """training_dtype's (dtype, why), rank 0's for every rank: a timed bf16 measurement could differ between
+    processes."""
+    choice = None
+    if job.is_main:
+        try:
+            choice = training_dtype(device, config["use-amp"], config["amp-dtype"], (resumed or {}).get("precision"))
+        except UserError as error:
+            choice = error
+    choice = broadcast_object(choice)
+    if isinstance(choice, UserError):
+        raise choice
+    return choice
+
+
 def _train(config, job, device):
     config = resolved_resume(config)
-    dtype = amp_dtype(device, config["use-amp"])
     seed_everything(config["seed"] + job.rank)
     for path in (config["best-path"], config["last-path"], os.path.join(config["log-dir"], "metrics.jsonl")):
         check_writable(path)
     payload = starting_checkpoint(config)
     model, spec, tokenizer = model_from_checkpoint(payload)
     resumed = payload.get("training") if config["resume"] else None
+    dtype, why = _precision(device, config, resumed, job)
 
     pin_memory = device.type == "cuda"
     data = training_data(DataSettings.from_config(config, spec), spec, tokenizer, job, pin_memory)
@@ -104,7 +119,8 @@ def _train(config, job, device):
     optimizer, scheduler = make_optimizer(model, OptimizerSettings.from_config(config), device, run.total_steps,
                                           run.warmup_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    state = TrainState(model, optimizer, scheduler, scaler, spec, payload["tokenizer"], config, forward=model)
+    state = TrainState(model, optimizer, scheduler, scaler, spec, payload["tokenizer"], config, forward=model,
+                       precision=dtype_name(dtype))
     if resumed is not None:
         state.restore(resumed, job, config["resume"])
     if job.enabled:
@@ -112,7 +128,7 @@ def _train(config, job, device):
     if config["compile"]:
         state.forward = torch.compile(state.forward)
 
-    logger.info(precision_notice(device, config["use-amp"], dtype))
+    logger.info(precision_notice(device, config["use-amp"], dtype, why))
     logger.info(speed_notice(config, device, dtype, pin_memory, config["num-workers"] > 0))
     *notices, described = data.notices
     for notice in notices:

@@ -65,6 +65,7 @@ class TrainState:
     best: float = float("-inf")
     history: list = field(default_factory=list)
     progress: EpochProgress | None = None
+    precision: str = "float32"  # autocast's dtype name: a resume on the CPU computes as the run did
 
     def saved_spec(self):
         """The spec written with the weights: once the temperature has been learned, a later fine-tune starts
@@ -90,7 +91,8 @@ class TrainState:
         if metrics is not None:
             training["metrics"] = metrics
         training.update({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                         "scaler": self.scaler.state_dict(), "rng": rng_states, "config": dict(self.config)})
+                         "scaler": self.scaler.state_dict(), "rng": rng_states, "config": dict(self.config),
+                         "precision": self.precision})
         return training
 
     def write_last(self, path, job, metrics=None):

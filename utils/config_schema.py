@@ -19,6 +19,9 @@ INIT = Schema("configs/init.yaml", [
     Key("image-weights", "str", "local image-tower weights file (default: torchvision's own)", nullable=True),
     Key("text-model", "str", "Hugging Face model directory (config.json, tokenizer)"),
     Key("text-pooling", "str", "text feature: first token (cls) or masked mean", choices=("cls", "mean")),
+    Key("text-ngram", "int", "width of a word-order block between the text encoder and a mean pooling "
+        "(models/word_order.py): features of each run of that many tokens, so 'red circle' differs from "
+        "'blue circle'; 0 = none (the original)", choices=(0, 2, 3, 4, 5)),
     Key("embed-dim", "int", "project both towers to this size (default: the text size)", nullable=True, minimum=1),
     Key("image-size", "int", "square input side in pixels", minimum=16, maximum=4096),
     Key("max-length", "int", "tokens per caption after truncation", minimum=2, maximum=8192),
@@ -47,8 +50,11 @@ TRAIN = Schema("configs/train.yaml", [
            minimum=2, maximum=2**20),
     # Per-item augmentation seeds make the data independent of the worker count.
     _train("num-workers", "int", "data-loading worker processes", run_defining=False, minimum=0, maximum=256),
-    _train("use-amp", "bool", "automatic mixed precision on CUDA (bf16 where supported, else fp16)",
+    _train("use-amp", "bool", "automatic mixed precision: on CUDA bf16 where supported, else fp16; on a CPU "
+           "float32 unless amp-dtype is bfloat16",
            run_defining=True),
+    _train("amp-dtype", "str", "with use-amp: auto (as use-amp says), or force bfloat16 (CUDA or CPU) or float16 "
+           "(CUDA only)", run_defining=True, choices=("auto", "bfloat16", "float16")),
     _train("use-augment", "bool", "random crops and the augmentations allowed below", run_defining=True),
     _train("augment-flip", "str", "horizontal flip; auto = only if no caption says left/right or mentions letters/text", run_defining=True,
            choices=("auto", "on", "off")),

@@ -1,6 +1,7 @@
 """End to end in real headless Chromium or Chrome (whichever is installed, driven by Playwright; never a
 downloaded browser): type a query, upload an image, classify, switch language."""
 import csv
+import re
 
 import pytest
 
@@ -71,7 +72,11 @@ def test_search_upload_and_classify_in_chromium(chromium, server_url, tiny_datas
         page.press("#query", "Enter")
         page.wait_for_selector("#results .result")
         assert page.locator("#results .result").count() == 12
-        assert page.locator("#results .result .score").first.inner_text().startswith("score 0.")
+        # a cosine with 3 decimals, best first (an untrained model's best may well be below 0)
+        scores = [float(text.removeprefix("score ")) for text in page.locator("#results .result .score").all_inner_texts()]
+        assert all(re.fullmatch(r"score -?[01]\.\d{3}", text)
+                   for text in page.locator("#results .result .score").all_inner_texts())
+        assert scores == sorted(scores, reverse=True) and -1 <= scores[-1] <= scores[0] <= 1
         page.wait_for_function("Array.from(document.querySelectorAll('#results img')).every(i => i.complete && i.naturalWidth > 0)")
 
         page.set_input_files("#upload", str(tiny_dataset / "valid" / "images" / "000004.png"))

@@ -12,8 +12,9 @@ from training.step import plain_step
 
 def test_locked_towers_get_no_gradient_and_keep_batchnorm_statistics(tiny_checkpoint):
     model, _, tokenizer = load_checkpoint(str(tiny_checkpoint))
-    notice = model.lock(image=True, image_unlocked=2, text=True, text_unlocked=1)
-    assert "image tower locked except its last 2" in notice and "text tower locked except its last 1" in notice
+    # the demo's text tower: embeddings, 1 transformer layer, the word-order block (its last layer)
+    notice = model.lock(image=True, image_unlocked=2, text=True, text_unlocked=2)
+    assert "image tower locked except its last 2" in notice and "text tower locked except its last 2" in notice
     model.train()
     assert not model.image_backbone.bn1.training  # locked BatchNorm stays in eval mode
     assert model.image_backbone.layer4[1].training  # unlocked blocks train
@@ -27,6 +28,7 @@ def test_locked_towers_get_no_gradient_and_keep_batchnorm_statistics(tiny_checkp
     text = model.text_tower.encoder
     assert text.embeddings.word_embeddings.weight.grad is None
     assert next(text.encoder.layer[-1].parameters()).grad is not None
+    assert model.text_tower.ngram.out.weight.grad is not None
     assert model.image_projection.weight.grad is not None and model.text_projection.weight.grad is not None
 
 

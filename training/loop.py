@@ -25,7 +25,7 @@ from training.step import grad_cache_step, plain_step
 from training.train_data import DataSettings, training_data
 from utils.atomic_file import check_writable
 from utils.device import dtype_name, precision_notice, resolve_device, training_dtype
-from utils.distributed import broadcast_buffers, broadcast_object, init_distributed, shutdown
+from utils.distributed import broadcast_buffers, init_distributed, shutdown
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -83,21 +83,6 @@ def _prepare_model(model, spec, config, device, resumed, objective):
     return lock_notice, spec
 
 
-def _precision(device, config, resumed, job):
-    """training_dtype's (dtype, why), rank 0's for every rank: a timed bf16 measurement could differ between
-    processes."""
-    choice = None
-    if job.is_main:
-        try:
-            choice = training_dtype(device, config["use-amp"], config["amp-dtype"], (resumed or {}).get("precision"))
-        except UserError as error:
-            choice = error
-    choice = broadcast_object(choice)
-    if isinstance(choice, UserError):
-        raise choice
-    return choice
-
-
 def _train(config, job, device):
     config = resolved_resume(config)
     seed_everything(config["seed"] + job.rank)
@@ -106,7 +91,7 @@ def _train(config, job, device):
     payload = starting_checkpoint(config)
     model, spec, tokenizer = model_from_checkpoint(payload)
     resumed = payload.get("training") if config["resume"] else None
-    dtype, why = _precision(device, config, resumed, job)
+    dtype, why = training_dtype(device, config["use-amp"], config["amp-dtype"], (resumed or {}).get("precision"))
 
     pin_memory = device.type == "cuda"
     data = training_data(DataSettings.from_config(config, spec), spec, tokenizer, job, pin_memory)

@@ -6,11 +6,13 @@ import torch
 
 def compositional_accuracy(image_features, caption_features, negative_features, image_rows, swaps):
     """image_features [N, D]; caption_features, negative_features [R, D]; image_rows [R] (row of each pair's
-    image); swaps: R labels. Returns {"compositional": accuracy over all R, "compositional/<swap>": per label}.
-    Ties count as failures."""
+    image); swaps: R labels. Returns {"compositional": accuracy over all R, "compositional-margin": the mean of
+    cos(image, caption) - cos(image, its twin), "compositional/<swap>": per label}. Ties count as failures."""
     image = image_features[torch.as_tensor(image_rows, dtype=torch.long)]
-    wins = ((image * caption_features).sum(dim=1) > (image * negative_features).sum(dim=1)).float()
-    metrics = {"compositional": wins.mean().item(), "compositional-pairs": len(wins)}
+    margin = (image * caption_features).sum(dim=1) - (image * negative_features).sum(dim=1)
+    wins = (margin > 0).float()
+    metrics = {"compositional": wins.mean().item(), "compositional-margin": margin.mean().item(),
+               "compositional-pairs": len(wins)}
     for swap in sorted(set(swaps) - {""}):
         chosen = torch.tensor([label == swap for label in swaps])
         metrics[f"compositional/{swap}"] = wins[chosen].mean().item()
@@ -22,4 +24,5 @@ def format_compositional(metrics):
     color 0.80, position 0.55, ...'."""
     parts = [f"{key.split('/', 1)[1]} {value:.3f}" for key, value in metrics.items() if key.startswith("compositional/")]
     return (f"compositional accuracy {metrics['compositional']:.3f} over {metrics['compositional-pairs']:,} caption "
-            f"pairs (true caption above its swapped twin; chance 0.5)" + (": " + ", ".join(parts) if parts else ""))
+            f"pairs (true caption above its swapped twin; chance 0.5; mean cosine margin "
+            f"{metrics['compositional-margin']:+.4f})" + (": " + ", ".join(parts) if parts else ""))

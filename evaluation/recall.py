@@ -6,26 +6,38 @@ RECALL_KS = (1, 5, 10)
 CHUNK_ELEMENTS = 2 ** 24
 
 
+# The first block's captions seed every image's running top-k with a dense column top-k (strided, so kept
+# small); later blocks only add the few scores above an image's running k-th best.
+FIRST_BLOCK_ROWS = 512
+
+
 def _merge_column_topk(best_scores, best_texts, block, offset):
     """Merge a score block [c, N] (captions offset.. x images) into the running per-image top-k [k, N].
 
-    A column top-k is strided and costs several times a row top-k. Only images whose best score in this
-    block beats their running k-th best can change, so a cheap column max picks those columns first; once
-    a few thousand captions have been seen, that is a small fraction of the images.
+    Only scores above an image's running k-th best can enter its top-k; once a few hundred captions have
+    been seen those are a small fraction of the block, gathered sparsely and merged per image. A block
+    where they are not (the first, or a caption order that keeps improving) takes a dense column top-k.
     """
-    k = best_scores.shape[0]
-    affected = (block.amax(dim=0) > best_scores[-1]).nonzero().squeeze(1)        # [A]
-    if affected.numel() == 0:
+    k, images = best_scores.shape
+    rows, columns = (block > best_scores[-1]).nonzero(as_tuple=True)                 # [E] each
+    if rows.numel() == 0:
         return best_scores, best_texts
-    columns = slice(None) if affected.numel() * 4 > block.shape[1] else affected
-    sub_top = block[:, columns].topk(min(k, block.shape[0]), dim=0)                # [kc, A]
-    scores = torch.cat([best_scores[:, columns], sub_top.values])
-    candidates = torch.cat([best_texts[:, columns], sub_top.indices + offset])
+    if rows.numel() * 8 > block.numel():
+        top = block.topk(min(k, block.shape[0]), dim=0)                              # [kc, N]
+        scores, candidates = torch.cat([best_scores, top.values]), torch.cat([best_texts, top.indices + offset])
+    else:
+        order = torch.argsort(columns, stable=True)
+        rows, columns = rows[order], columns[order]
+        counts = torch.bincount(columns, minlength=images)
+        slots = torch.arange(len(columns), device=columns.device) - (torch.cumsum(counts, 0) - counts)[columns]
+        depth = int(counts.max().item())
+        new_scores = best_scores.new_full((depth, images), float("-inf"))
+        new_texts = best_texts.new_zeros((depth, images))
+        new_scores[slots, columns] = block[rows, columns]
+        new_texts[slots, columns] = rows + offset
+        scores, candidates = torch.cat([best_scores, new_scores]), torch.cat([best_texts, new_texts])
     keep = scores.topk(k, dim=0)
-    best_scores, best_texts = best_scores.clone(), best_texts.clone()
-    best_scores[:, columns] = keep.values
-    best_texts[:, columns] = candidates.gather(0, keep.indices)
-    return best_scores, best_texts
+    return keep.values, candidates.gather(0, keep.indices)
 
 
 def retrieval_recall(image_features, text_features, text_image_index, ks=RECALL_KS, chunk_elements=CHUNK_ELEMENTS):
@@ -54,10 +66,11 @@ def retrieval_recall(image_features, text_features, text_image_index, ks=RECALL_
     best_texts = torch.zeros((k_texts, images), dtype=torch.long, device=image_features.device)
     t2i_hits = {k: 0 for k in ks}
     chunk = max(1, chunk_elements // max(1, images))
-    for start in range(0, texts, chunk):
-        block = text_features[start:start + chunk] @ image_features.t()          # [c, N]
+    bounds = [0, *range(min(chunk, FIRST_BLOCK_ROWS), texts, chunk), texts] if texts else [0]
+    for start, stop in zip(bounds, bounds[1:]):
+        block = text_features[start:stop] @ image_features.t()                  # [c, N]
         top_images = block.topk(k_images, dim=1).indices                           # [c, k]
-        match = top_images == owner[start:start + chunk, None]
+        match = top_images == owner[start:stop, None]
         for k in ks:
             t2i_hits[k] += int(match[:, :k].any(dim=1).sum())
         best_scores, best_texts = _merge_column_topk(best_scores, best_texts, block, start)

@@ -15,9 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from models.blocked_info_nce import blocked_info_nce
 from models.loss_registry import LOSSES, Loss, register_loss
 from models.pairing import Pairing, as_pairing
 from utils.errors import UserError
+
+# From this many logits (a batch of 2,048 pairs) the original project's InfoNCE is computed in blocks
+# (models/blocked_info_nce.py): the [N, N] matrices would otherwise dominate the gradient cache's memory.
+BLOCKED_FROM = 2 ** 22
 
 
 def default_owner(image_features, text_features, negatives_per_image=0):
@@ -62,11 +67,38 @@ def info_nce(image_features, text_features, logit_scale, owner=None, hard_negati
     both directions. Returns a scalar.
     """
     pairs = as_pairing(default_owner(image_features, text_features) if owner is None else owner)
+    plain = hard_negative_beta == 0 and pairs.keys is None
+    images, texts = image_features.shape[0], text_features.shape[0]
+    if plain and images * texts >= BLOCKED_FROM and _pairs_row_i_text_i(pairs.owner, images):
+        return blocked_info_nce(image_features, text_features, logit_scale)
     logits = logit_scale * image_features @ text_features.t()                              # [N, T]
+    if plain:
+        return _single_owner_info_nce(logits, pairs.owner)
     positive = pairs.block(logits.shape[0])
     captions = pairs.queries
     return -(_positive_log_likelihood(logits, positive, hard_negative_beta)
              + _positive_log_likelihood(logits.t()[captions], positive.t()[captions], hard_negative_beta))
+
+
+def _pairs_row_i_text_i(owner, images):
+    """Whether owner [T] is the original project's layout: one caption per image, text i of image i."""
+    return owner.shape[0] == images and torch.equal(owner, torch.arange(images, device=owner.device))
+
+
+def _single_owner_info_nce(logits, owner):
+    """info_nce for logits [N, T] when each caption's only positive is its owner (no equal-caption keys, no
+    HN-NCE weights), as cross-entropies with class indices: no [N, T] mask or masked copy, so a big batch (the
+    gradient cache's whole-batch loss) holds about two [N, T] tensors fewer (bench/grad_cache.py)."""
+    images, texts = logits.shape
+    captions = owner >= 0
+    every_caption = _pairs_row_i_text_i(owner, images)
+    if every_caption:  # the original project's pairs: row i matches text i
+        image_to_text = F.cross_entropy(logits, owner)
+    else:
+        positive = owner[None, :] == torch.arange(images, device=owner.device)[:, None]
+        image_to_text = -_positive_log_likelihood(logits, positive, 0.0)
+    by_text = logits.t() if every_caption else logits.t()[captions]
+    return image_to_text + F.cross_entropy(by_text, owner if every_caption else owner[captions])
 
 
 def contrastive_loss(image_features, text_features, logit_scale):
@@ -165,6 +197,18 @@ class MaxViolation(Loss):
         return f"loss: max-violation (VSE++ hinge, margin {self.margin})"
 
 
+def swap_margin(image_features, text_features, negatives_per_image):
+    """Mean over images of cos(image, its first caption) - cos(image, its first compositional negative), the
+    swap of that caption (data.datasets), for the image-major layout: image_features [N, D], text_features
+    [(k + m) N, D] with m = ``negatives_per_image``. A float, without gradient; > 0 when captions win."""
+    images, dim = image_features.shape
+    texts = text_features.detach().reshape(images, -1, dim)                                 # [N, k + m, D]
+    image = image_features.detach()
+    caption = (image * texts[:, 0]).sum(dim=1)
+    negative = (image * texts[:, texts.shape[1] - negatives_per_image]).sum(dim=1)
+    return (caption - negative).mean().item()
+
+
 class Objective:
     """The configured loss with the batch layout: objective(image [N, D], text [T, D], logit_scale, logit_bias,
     owner [T], keys [T]) -> scalar; owner defaults to the image-major layout with ``negatives_per_image`` extra
@@ -177,6 +221,9 @@ class Objective:
             raise UserError(f"loss '{kind}' unknown; choose one of {', '.join(LOSSES)}")
         self.kind, self.loss, self.negatives_per_image = kind, LOSSES[kind](**arguments), negatives_per_image
         self.same_caption_positives = same_caption_positives
+        # the last default-layout batch's swap_margin (None before one, or without negatives): the training
+        # loop logs it per step and per epoch, to see whether the loss separates a caption from its swap
+        self.last_swap_margin = None
 
     @property
     def needs_bias(self):
@@ -185,6 +232,8 @@ class Objective:
     def __call__(self, image_features, text_features, logit_scale, logit_bias=None, owner=None, keys=None):
         if owner is None:
             owner = default_owner(image_features, text_features, self.negatives_per_image)
+            if self.negatives_per_image:
+                self.last_swap_margin = swap_margin(image_features, text_features, self.negatives_per_image)
         return self.loss(image_features, text_features, logit_scale, logit_bias, Pairing(owner, keys))
 
     def describe(self):

@@ -69,6 +69,36 @@ def test_compositional_negatives_are_extra_negatives_for_image_to_text_only(k, b
     assert plain > info_nce(image, text[owner >= 0], torch.tensor(10.0))  # they only add to the denominators
 
 
+@pytest.mark.parametrize("owner", [[0, 1, 2, 3, 4, 5], [3, 0, 5, 1, 4, 2], [0, 0, 1, 1, 2, 2, 3, 3],
+                                   [0, -1, 1, -1, 2, -1], [0, 0, -1, 1, 1, -1]])
+def test_cross_entropy_path_equals_the_masked_path_in_value_and_gradient(owner):
+    owner = torch.tensor(owner)
+    image, text = _features(int(owner.max()) + 1, len(owner), seed=11)
+    results = []
+    for keys in (None, torch.arange(len(owner))):  # unique keys: the same positives, through the mask
+        leaves = [image.clone().requires_grad_(), text.clone().requires_grad_(), torch.tensor(10.0, requires_grad=True)]
+        loss = info_nce(*leaves, Pairing(owner, keys))
+        loss.backward()
+        results.append((loss.detach(), [leaf.grad for leaf in leaves]))
+    (fast, fast_grads), (masked, masked_grads) = results
+    assert torch.allclose(fast, masked, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fast_grads, masked_grads))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_the_objective_records_each_batch_swap_margin(k):
+    image, text = _features(5, 5 * (k + 1), seed=9)
+    objective = Objective(negatives_per_image=1)
+    assert objective.last_swap_margin is None
+    objective(image, text, torch.tensor(10.0))
+    # one image at a time: its first caption's cosine minus its negative's (the last of its k + 1 texts)
+    expected = sum(float(image[i] @ text[i * (k + 1)] - image[i] @ text[i * (k + 1) + k]) for i in range(5)) / 5
+    assert objective.last_swap_margin == pytest.approx(expected, abs=1e-6)
+    plain = Objective()
+    plain(image, text[:5], torch.tensor(10.0))
+    assert plain.last_swap_margin is None  # no negatives: nothing to measure
+
+
 def test_hard_negative_weighting_raises_the_loss_of_batches_with_hard_negatives():
     image, text = _features(8, 8, seed=3)
     text[1] = F.normalize(text[0] + 0.05 * text[1], dim=0)  # a near-duplicate: a hard negative for image 0
@@ -234,6 +264,12 @@ def test_train_py_with_siglip_two_captions_per_image_and_compositional_negatives
     assert "loss siglip: logit scale 10 and bias -10 to start" in result.stdout
     assert "images x 2 captions each" in result.stdout and "compositional negatives:" in result.stdout
     assert "a compositional negative per image" in result.stdout
+    import json
+
+    record = json.loads((out / "logs" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert -2 <= record["train_swap_margin"] <= 2 and 0 <= record["compositional"] <= 1  # valid has negatives.csv
+    assert re.search(r"compositional \d\.\d{3} \(margin [+-]\d\.\d{4}\)  train swap margin [+-]\d\.\d{4}",
+                     result.stdout)
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["spec"]["logit-bias"] is True and best["state_dict"]["logit_bias"].item() != -10.0  # it learned
     evaluated = run_script("eval.py", "--config", "configs/demo/eval.yaml", "--model-path", str(out / "best.pt"),
@@ -310,6 +346,7 @@ def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_data
     image = F.normalize(torch.eye(3), dim=-1)
     metrics = compositional_accuracy(image, image[[0, 1, 2]], image[[1, 1, 0]], [0, 1, 2], ["a", "b", "a"])
     assert metrics["compositional"] == pytest.approx(2 / 3) and metrics["compositional/b"] == 0.0  # a tie fails
+    assert metrics["compositional-margin"] == pytest.approx(2 / 3)  # cosines 1 - 0, 1 - 1, 1 - 0
 
 
 def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model(tiny_checkpoint):

@@ -9,6 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from data.negatives import read_negatives
 from data.sources import open_source
 from data.transforms import preprocess_for
 from evaluation.embedding import evaluate_table
@@ -96,8 +97,9 @@ def _train(config, job, device):
     pin_memory = device.type == "cuda"
     data = training_data(DataSettings.from_config(config, spec), spec, tokenizer, job, pin_memory)
     valid_source = open_source(config["valid-data"], config["caption-key"], config["shard-timeout"])
-    valid = Validation(valid_source.validation_table(config["strict"]), tokenizer, data.local_batch,
-                       config["num-workers"])
+    valid_table = valid_source.validation_table(config["strict"])
+    valid = Validation(valid_table, tokenizer, data.local_batch, config["num-workers"],
+                       read_negatives(valid_source.side_files, valid_table) if valid_source.side_files else None)
     objective = objective_from_config(config)
     lock_notice, spec = _prepare_model(model, spec, config, device, resumed, objective)
     run = RunLength.from_config(config, data.steps_per_epoch, data.batch_size)
@@ -136,12 +138,13 @@ def _train(config, job, device):
         started = time.perf_counter()
         data.start_epoch(epoch, model, device, dtype, state.progress)  # mining is timed: part of the method's cost
         budget = EpochBudget(run, spent, started)
-        loss_sum, batches, samples = train_one_epoch(state, data, objective, context, budget)
+        loss_sum, batches, samples, margin_sum = train_one_epoch(state, data, objective, context, budget)
         seconds = time.perf_counter() - started
         spent = budget.spent_at_end
         data.end_of_epoch(epoch)
         state.epoch = epoch + 1
-        record = validate(state, context, valid, run, loss_sum / max(batches, 1), samples / seconds, seconds, spent)
+        record = validate(state, context, valid, run, loss_sum / max(batches, 1), samples / seconds, seconds, spent,
+                          margin_sum / max(batches, 1) if objective.negatives_per_image else None)
         scores.append(record["mean_recall"])
         if stop_early(scores, config["early-stop-patience"]):
             break
@@ -152,24 +155,29 @@ def _train(config, job, device):
 
 
 class Validation:
-    """The validation split and how it is encoded: table (CaptionTable), tokenizer, batch size, workers."""
+    """The validation split and how it is encoded: table (CaptionTable), tokenizer, batch size, workers, and its
+    compositional negatives (data.negatives; None without a negatives.csv): compositional accuracy per epoch."""
 
-    def __init__(self, table, tokenizer, batch_size, num_workers):
+    def __init__(self, table, tokenizer, batch_size, num_workers, negatives=None):
         self.table, self.tokenizer, self.batch_size, self.num_workers = table, tokenizer, batch_size, num_workers
+        self.negatives = negatives
 
 
-def validate(state, context, valid, run, train_loss=None, samples_per_s=None, seconds=0.0, run_seconds=0.0):
+def validate(state, context, valid, run, train_loss=None, samples_per_s=None, seconds=0.0, run_seconds=0.0,
+             train_swap_margin=None):
     """Validate the model after ``state.epoch`` epochs (0: the starting model), log the epoch, write best-path
-    if it improved and always last-path. Returns the epoch's record (``mean_recall`` among its numbers)."""
+    if it improved and always last-path. Returns the epoch's record (``mean_recall`` among its numbers; with
+    compositional negatives, the epoch's mean training swap margin, models.loss.swap_margin)."""
     model = state.model
     # DDP keeps BatchNorm statistics per rank (each saw its own last batch); best.pt holds rank 0's, so
     # every rank validates with rank 0's, as the next training forward would use them anyway.
     broadcast_buffers(model)
     metrics = evaluate_table(model, valid.tokenizer, valid.table, preprocess_for(state.spec), valid.batch_size,
-                             valid.num_workers, context.device, context.dtype)
+                             valid.num_workers, context.device, context.dtype, valid.negatives)
     record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss,
               "lr": state.scheduler.get_last_lr()[0], "temperature": 1.0 / model.scale().item(),
-              "samples_per_s": samples_per_s, "train_seconds": seconds, "run_seconds": run_seconds, **metrics,
+              "samples_per_s": samples_per_s, "train_seconds": seconds, "run_seconds": run_seconds,
+              **({"train_swap_margin": train_swap_margin} if train_swap_margin is not None else {}), **metrics,
               "mean_recall": mean_recall(metrics)}
     score = record["mean_recall"]
     improved = score > state.best
@@ -179,7 +187,7 @@ def validate(state, context, valid, run, train_loss=None, samples_per_s=None, se
     logger.info(f"epoch {run.label(state.epoch)}  {trained_part}  "
                 f"i2t R@1/5/10 {record['i2t_r1']:.3f}/{record['i2t_r5']:.3f}/{record['i2t_r10']:.3f}  "
                 f"t2i R@1/5/10 {record['t2i_r1']:.3f}/{record['t2i_r5']:.3f}/{record['t2i_r10']:.3f}  "
-                f"mean {score:.4f}{'  (best)' if improved else ''}{speed}")
+                f"mean {score:.4f}{'  (best)' if improved else ''}{_binding(record)}{speed}")
     if context.log:
         context.log.epoch(record)
         # best before last: a kill between the two writes is repaired by resuming from the older last.
@@ -193,12 +201,13 @@ def train_one_epoch(state, data, objective, context, budget=None):
     """One pass over ``data.loader`` (TrainData) from ``state.progress`` (an interrupted epoch's position, then
     cleared): forward, backward, clip, step; last-path every ``context.checkpoint_every`` steps before the
     epoch's last. ``budget`` (EpochBudget) ends the epoch early when the run's train-samples or time-budget is
-    spent. Returns (summed loss, batches), both including the interrupted part, and the samples this call
-    trained on (all ranks)."""
+    spent. Returns (summed loss, batches), both including the interrupted part, the samples this call
+    trained on (all ranks), and the summed swap margins (0.0 without compositional negatives)."""
     model, job = state.model, context.job
     state.forward.train()
     progress, steps_per_epoch = state.progress, data.steps_per_epoch
     loss_sum, batches = (progress.loss_sum, progress.batches) if progress else (0.0, 0)
+    margin_sum = progress.swap_margin_sum if progress else 0.0
     samples, started, every = 0, time.perf_counter(), context.checkpoint_every
     bar = tqdm(data.loader, desc=f"epoch {budget.run.label(state.epoch + 1) if budget else state.epoch + 1}",
                file=sys.stdout, mininterval=2, total=steps_per_epoch - batches, initial=0,
@@ -206,22 +215,34 @@ def train_one_epoch(state, data, objective, context, budget=None):
     for images, input_ids in bar:
         loss_value = _step(state, images, input_ids, objective, context)
         loss_sum, batches = loss_sum + loss_value, batches + 1
+        margin = objective.last_swap_margin if objective.negatives_per_image else None
+        margin_sum += margin or 0.0
         samples += images.shape[0] * job.world_size
         lr = state.scheduler.get_last_lr()[0]
         if context.log:
-            context.log.step(state.step, loss_value, lr, 1.0 / model.scale().item())
+            context.log.step(state.step, loss_value, lr, 1.0 / model.scale().item(), margin)
         bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}",
                         samples_per_s=f"{samples / (time.perf_counter() - started):.0f}")
         finished = budget is not None and budget.done(state.step, state.scheduler)
         if every and state.step % every == 0 and batches < steps_per_epoch and not finished:
             state.progress = EpochProgress(batches, loss_sum, budget.spent_at_end if budget else 0.0,
-                                           job.world_size, context.num_workers, data.position())
+                                           job.world_size, context.num_workers, data.position(), margin_sum)
             state.write_last(context.last_path, job)
         if finished:
             break
     bar.close()
     state.progress = None
-    return loss_sum, batches, samples
+    return loss_sum, batches, samples, margin_sum
+
+
+def _binding(record):
+    """The epoch line's binding part: validation compositional accuracy and margin, the training swap margin."""
+    parts = []
+    if "compositional" in record:
+        parts.append(f"compositional {record['compositional']:.3f} (margin {record['compositional-margin']:+.4f})")
+    if record.get("train_swap_margin") is not None:
+        parts.append(f"train swap margin {record['train_swap_margin']:+.4f}")
+    return "".join(f"  {part}" for part in parts)
 
 
 def _step(state, images, input_ids, objective, context):

@@ -20,8 +20,10 @@ class RunLog:
         self.history = list(history)
         self.writer = SummaryWriter(log_dir, purge_step=purge_step)
 
-    def step(self, step, loss, lr, temperature):
+    def step(self, step, loss, lr, temperature, swap_margin=None):
         self.writer.add_scalar("train/loss", loss, step)
+        if swap_margin is not None:
+            self.writer.add_scalar("train/swap_margin", swap_margin, step)
         self.writer.add_scalar("train/lr", lr, step)
         self.writer.add_scalar("train/temperature", temperature, step)
 

@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 class EpochProgress:
     """How far an interrupted epoch got.
 
-    batches and loss_sum: what it trained so far; seconds: the run's training seconds at that point (None in
-    checkpoints older than time budgets); world_size and num_workers: the split its data position belongs to;
+    batches, loss_sum and swap_margin_sum: what it trained so far; seconds: the run's training seconds at that
+    point (None in checkpoints older than time budgets); world_size and num_workers: the split its data position belongs to;
     data_position: the data's own record of the position (a mined batch order), from ``TrainData.position``.
     """
     batches: int
@@ -30,18 +30,21 @@ class EpochProgress:
     world_size: int
     num_workers: int
     data_position: dict = field(default_factory=dict)
+    swap_margin_sum: float = 0.0  # summed Objective.last_swap_margin (compositional negatives only)
 
-    _KEYS = ("batches", "loss_sum", "seconds", "world-size", "num-workers")
+    _KEYS = ("batches", "loss_sum", "seconds", "world-size", "num-workers", "swap_margin_sum")
 
     def to_dict(self):
         """The checkpoint's "epoch-progress" entry."""
         return {"batches": self.batches, "loss_sum": self.loss_sum, "world-size": self.world_size,
-                "num-workers": self.num_workers, "seconds": self.seconds, **self.data_position}
+                "num-workers": self.num_workers, "seconds": self.seconds,
+                "swap_margin_sum": self.swap_margin_sum, **self.data_position}
 
     @classmethod
     def from_dict(cls, entry):
         return cls(entry["batches"], entry["loss_sum"], entry.get("seconds"), entry.get("world-size"),
-                   entry.get("num-workers"), {k: v for k, v in entry.items() if k not in cls._KEYS})
+                   entry.get("num-workers"), {k: v for k, v in entry.items() if k not in cls._KEYS},
+                   entry.get("swap_margin_sum", 0.0))
 
 
 @dataclass

@@ -25,6 +25,9 @@ def main(argv):
         raise UserError(f"text-ngram {config['text-ngram']} needs a separate text tower with text-pooling: mean "
                         f"(a first-token feature would see only the first tokens' n-grams; an imported CLIP "
                         f"keeps its own text tower): set text-ngram: 0 or text-pooling: mean")
+    if config["clip-model"] and config["image-pooling"] != "avg":
+        raise UserError(f"image-pooling {config['image-pooling']} replaces a separate image tower's pooling; an "
+                        f"imported CLIP keeps its own: set image-pooling: avg")
     if config["clip-model"]:
         model, spec, tokenizer = model_from_clip(config["clip-model"], config["clip-checkpoint"],
                                                  config["clip-torchscript"])
@@ -33,7 +36,7 @@ def main(argv):
         model, spec, tokenizer = model_from_towers(
             config["image-model"], config["text-model"], config["pretrained"], config["image-weights"],
             config["text-pooling"], config["embed-dim"], config["image-size"], config["max-length"],
-            config["text-ngram"])
+            config["text-ngram"], config["image-pooling"])
         source = (f"{config['image-model']} + {config['text-model']} "
                   f"({'pretrained' if config['pretrained'] else 'random init'})")
     save_checkpoint(path, model, spec, tokenizer.to_files())

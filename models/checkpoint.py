@@ -33,12 +33,13 @@ def build_model(spec):
 
 
 def make_spec(image_model, image_dim, text_config, text_pooling, embed_dim, image_size, max_length, pad_token_id,
-              text_ngram=0):
+              text_ngram=0, image_pooling="avg"):
     """The ModelSpec of two separate towers: an image family's backbone and a Hugging Face text encoder
     (``text_config``: its transformers config)."""
     return ModelSpec(image_model=image_model, image_dim=int(image_dim), text_encoder_config=text_config.to_dict(),
                      text_pooling=text_pooling, embed_dim=embed_dim, image_size=int(image_size),
-                     max_length=int(max_length), pad_token_id=int(pad_token_id), text_ngram=int(text_ngram))
+                     max_length=int(max_length), pad_token_id=int(pad_token_id), text_ngram=int(text_ngram),
+                     image_pooling=image_pooling)
 
 
 def same_architecture(spec, other):

@@ -2,6 +2,7 @@
 import torch
 
 from models.checkpoint import make_spec
+from models.attention_pool import attach_attention_pool
 from models.image_tower import build_image_backbone, load_image_weights, read_image_weights
 from models.model import ContrastiveModel
 from models.registry import import_clip
@@ -28,13 +29,14 @@ def model_from_clip(clip_model, clip_checkpoint, torchscript=False):
 
 
 def model_from_towers(image_model, text_model, pretrained, image_weights=None, text_pooling="cls",
-                      embed_dim=None, image_size=224, max_length=77, text_ngram=0):
+                      embed_dim=None, image_size=224, max_length=77, text_ngram=0, image_pooling="avg"):
     """Returns (model, spec, tokenizer).
 
     image_model: torchvision name; with ``pretrained`` its ImageNet weights come from ``image_weights``
     or torchvision's cache (never downloaded here). text_model: local Hugging Face directory; with
     ``pretrained`` its weights are loaded, otherwise its config.json gives the architecture. text_ngram: the
-    width of a word-order block before the pooling (models/word_order.py), 0 for none.
+    width of a word-order block before the pooling (models/word_order.py), 0 for none. image_pooling: "avg" or
+    "attention" (models/attention_pool.py: a new head, random, after the pretrained backbone).
     """
     check_text_model_dir(text_model, need_weights=pretrained)
     tokenizer = CaptionTokenizer(load_hf_tokenizer(text_model), max_length)
@@ -51,8 +53,10 @@ def model_from_towers(image_model, text_model, pretrained, image_weights=None, t
     if pretrained:
         load_image_weights(backbone, read_image_weights(image_model, image_weights),
                            image_weights or f"torchvision:{image_model}")
+    if image_pooling == "attention":
+        attach_attention_pool(backbone, image_size, image_model)
     model = ContrastiveModel(backbone, image_dim, TextTower(encoder, text_pooling, text_ngram), tokenizer.pad_token_id,
                              embed_dim)
     spec = make_spec(image_model, image_dim, encoder.config, text_pooling, embed_dim, image_size, max_length,
-                     tokenizer.pad_token_id, text_ngram)
+                     tokenizer.pad_token_id, text_ngram, image_pooling)
     return model, spec, tokenizer

@@ -147,6 +147,10 @@ def build_towers(spec):
     backbone, image_dim = build_image_tower(spec.image_model)
     if image_dim != spec.image_dim:
         raise UserError(f"checkpoint spec image-dim {spec.image_dim} does not match {spec.image_model}")
+    if spec.image_pooling == "attention":
+        from models.attention_pool import attach_attention_pool
+
+        attach_attention_pool(backbone, spec.image_size, spec.image_model)
     return backbone, image_dim, text_towers.lookup("").build(spec)
 
 

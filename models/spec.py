@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
+from models.attention_pool import POOLINGS
 from models.word_order import WIDTHS
 from utils.errors import UserError
 
 _REQUIRED = ("image-model", "image-dim", "text-config", "text-pooling", "embed-dim", "image-size", "max-length",
              "pad-token-id")
-_OPTIONAL = ("image-mean", "image-std", "learned-logit-scale", "logit-bias", "text-ngram")
+_OPTIONAL = ("image-mean", "image-std", "learned-logit-scale", "logit-bias", "text-ngram", "image-pooling")
 _OPEN_CLIP_KEY, _CN_CLIP_KEY = "open_clip", "chinese-clip"  # the one key of their text-config JSON
 _HF_CLIP_TYPES = ("clip", "chinese_clip")  # model_type of a whole Hugging Face CLIP config
 
@@ -36,7 +37,8 @@ class ModelSpec:
     max_length: tokens per caption; pad_token_id: the tokenizer's padding id (attention masks come from it);
     image_mean/image_std: normalisation, None for ImageNet's; learned_logit_scale: the temperature was learned
     (a fine-tune starts from it); logit_bias: the model has SigLIP's logit bias; text_ngram: the width of the
-    separate text tower's word-order block (models/word_order.py), 0 for none. Exactly one of the four text
+    separate text tower's word-order block (models/word_order.py), 0 for none; image_pooling: "avg" (the
+    backbone's own global average pooling) or "attention" (models/attention_pool.py). Exactly one of the four text
     configurations (see the module docstring) is set.
     """
     image_model: str
@@ -55,6 +57,7 @@ class ModelSpec:
     learned_logit_scale: bool = False
     logit_bias: bool = False
     text_ngram: int = 0
+    image_pooling: str = "avg"
 
     def __post_init__(self):
         texts = [self.text_encoder_config, self.clip_config, self.open_clip_model, self.cn_clip_struct]
@@ -64,6 +67,9 @@ class ModelSpec:
         if self.text_ngram not in WIDTHS or (self.text_ngram and self.text_encoder_config is None):
             raise UserError(f"model spec of '{self.image_model}': text-ngram {self.text_ngram} is not one of "
                             f"{', '.join(map(str, WIDTHS))} for a separate text tower (0 for an imported CLIP)")
+        if self.image_pooling not in POOLINGS or (self.image_pooling != "avg" and self.text_encoder_config is None):
+            raise UserError(f"model spec of '{self.image_model}': image-pooling '{self.image_pooling}' is not one "
+                            f"of {', '.join(POOLINGS)} for a separate image tower (avg for an imported CLIP)")
         for name in ("image_mean", "image_std"):  # tuples: a spec is a value, not a container to edit
             value = getattr(self, name)
             if value is not None:
@@ -100,6 +106,8 @@ class ModelSpec:
             d["logit-bias"] = True
         if self.text_ngram:
             d["text-ngram"] = int(self.text_ngram)
+        if self.image_pooling != "avg":
+            d["image-pooling"] = self.image_pooling
         return d
 
     @classmethod
@@ -135,7 +143,8 @@ class ModelSpec:
                    text_pooling=str(d["text-pooling"]), embed_dim=None if embed_dim is None else int(embed_dim),
                    image_mean=d.get("image-mean"), image_std=d.get("image-std"),
                    learned_logit_scale=bool(d.get("learned-logit-scale", False)),
-                   logit_bias=bool(d.get("logit-bias", False)), text_ngram=int(d.get("text-ngram", 0)), **kinds)
+                   logit_bias=bool(d.get("logit-bias", False)), text_ngram=int(d.get("text-ngram", 0)),
+                   image_pooling=str(d.get("image-pooling", "avg")), **kinds)
 
     def same_architecture(self, other):
         """Whether ``other`` builds the same towers (a learned temperature or a logit bias does not change them)."""

@@ -22,6 +22,9 @@ INIT = Schema("configs/init.yaml", [
     Key("text-ngram", "int", "width of a word-order block between the text encoder and a mean pooling "
         "(models/word_order.py): features of each run of that many tokens, so 'red circle' differs from "
         "'blue circle'; 0 = none (the original)", choices=(0, 2, 3, 4, 5)),
+    Key("image-pooling", "str", "how the image tower's final map becomes one vector: avg (the backbone's global "
+        "average, the original) or attention (models/attention_pool.py: attention with a positional embedding "
+        "per cell, as CLIP's ModifiedResNet, so where a feature sits counts)", choices=("avg", "attention")),
     Key("embed-dim", "int", "project both towers to this size (default: the text size)", nullable=True, minimum=1),
     Key("image-size", "int", "square input side in pixels", minimum=16, maximum=4096),
     Key("max-length", "int", "tokens per caption after truncation", minimum=2, maximum=8192),

@@ -5,6 +5,10 @@ random init), embedding 128, mean pooling, batch 128 at 64 px, fp32 on CPU, Adam
 Steps alternate between the two models so machine noise hits both alike.
 
     python bench/train_step.py [--batch 128] [--image-size 64] [--steps 6]
+    python bench/train_step.py --profile 2     # also: torch.profiler's per-op table of 2 steps of each
+
+With --profile the two steps' self CPU time per operator is printed side by side (the ops that differ most
+first): where one step spends more than the other.
 """
 import argparse
 
@@ -20,6 +24,8 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="profile this many steps of each model with torch.profiler and print the per-op table")
     args = parser.parse_args()
     torch.manual_seed(0)
     text_dir = demo_text_tower()
@@ -77,6 +83,31 @@ def main():
         print(f"{name:<12} {sum(p.numel() for p in model.parameters()) / 1e6:>8.2f}M {median:>8.3f} "
               f"{rates[name]:>10.1f}")
     result("train_step", rates["ours"], rates["open_clip"], "higher", "samples/s")
+    if args.profile:
+        print_profiles({name: (step, optimizer) for name, (step, optimizer, _) in runs.items()}, args.profile)
+
+
+def self_times(step, optimizer, steps):
+    """{operator name: self CPU milliseconds per step} of ``steps`` calls of step(optimizer)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            step(optimizer)
+    return {event.key: event.self_cpu_time_total / 1000 / steps for event in profiler.key_averages()}
+
+
+def print_profiles(runs, steps, rows=20):
+    """The per-op self CPU time of each step, the operators with the largest difference first."""
+    times = {name: self_times(step, optimizer, steps) for name, (step, optimizer) in runs.items()}
+    ours, theirs = times["ours"], times["open_clip"]
+    print(f"\nself CPU ms per step (torch.profiler, {steps} steps each): total ours {sum(ours.values()):.0f}, "
+          f"open_clip {sum(theirs.values()):.0f}")
+    print(f"{'operator':<44} {'ours':>8} {'open_clip':>10} {'ours - theirs':>14}")
+    names = sorted(set(ours) | set(theirs), key=lambda op: -abs(ours.get(op, 0.0) - theirs.get(op, 0.0)))
+    for op in names[:rows]:
+        mine, other = ours.get(op, 0.0), theirs.get(op, 0.0)
+        print(f"{op[:44]:<44} {mine:>8.1f} {other:>10.1f} {mine - other:>+14.1f}")
 
 
 if __name__ == "__main__":

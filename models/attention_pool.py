@@ -28,7 +28,7 @@ class AttentionPool2d(nn.Module):
         super().__init__()
         self.grid = grid
         self.positional_embedding = nn.Parameter(torch.randn(grid * grid + 1, dim) / math.sqrt(dim))
-        self.attention = nn.MultiheadAttention(dim, max(1, dim // 64) if dim % 64 == 0 else 1, batch_first=True)
+        self.attention = nn.MultiheadAttention(dim, dim // 64 if dim % 64 == 0 else 1, batch_first=True)
 
     def positions(self, height, width):
         """[1 + height*width, C]: the mean's embedding, then the cells' (resized if the map is not grid²)."""

@@ -17,16 +17,18 @@ POOLINGS = ("avg", "attention")
 
 
 class AttentionPool2d(nn.Module):
-    """forward(feature_map [B,C,H,W]) -> [B,C]: the attention output of the map's mean over [mean; cells].
+    """forward(feature_map [B,C,H,W]) -> [B,C] ([B,C,1,1] with keep_dims): the attention output of the map's
+    mean over [mean; cells].
 
     grid: the map's side at the checkpoint's image size; a map of another size (another image-size at fine-tune
     or eval) gets the positional embedding resized bicubically. heads: C // 64 (32 for ResNet50's 2,048, as
     CLIP's RN50), at least 1.
     """
 
-    def __init__(self, dim, grid):
+    def __init__(self, dim, grid, keep_dims=False):
         super().__init__()
         self.grid = grid
+        self.keep_dims = keep_dims  # the pooling replaced returned [B,C,1,1] (a conv head follows it)
         self.positional_embedding = nn.Parameter(torch.randn(grid * grid + 1, dim) / math.sqrt(dim))
         self.attention = nn.MultiheadAttention(dim, dim // 64 if dim % 64 == 0 else 1, batch_first=True)
 
@@ -45,41 +47,64 @@ class AttentionPool2d(nn.Module):
         tokens = torch.cat([cells.mean(dim=1, keepdim=True), cells], dim=1)
         tokens = tokens + self.positions(height, width).to(tokens.dtype)
         pooled, _ = self.attention(tokens[:, :1], tokens, tokens, need_weights=False)
-        return pooled[:, 0]
+        return pooled[:, 0, :, None, None] if self.keep_dims else pooled[:, 0]
 
 
 def _pooling_slot(backbone):
-    """The attribute holding the backbone's global pooling: torchvision's ``avgpool``, timm's ``global_pool``."""
+    """The attribute holding the backbone's global average pooling: torchvision's ``avgpool`` (to 1 x 1; VGG's
+    7 x 7 is no global pooling), timm's ``global_pool`` (one vector per channel: not identity, not avg and max concatenated)."""
     for attribute in ("avgpool", "global_pool"):
         module = getattr(backbone, attribute, None)
-        if isinstance(module, nn.AdaptiveAvgPool2d) or type(module).__name__ == "SelectAdaptivePool2d":
+        if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size in (1, (1, 1)):
+            return attribute
+        if type(module).__name__ == "SelectAdaptivePool2d" and not module.is_identity() and module.feat_mult() == 1:
             return attribute
     return None
+
+
+def _probe(backbone, image_size, module):
+    """(backbone output shape, ``module``'s input shape, its output shape) for one zero image."""
+    shapes = {}
+
+    def hook(_module, inputs, output):
+        shapes["in"], shapes["out"] = inputs[0].shape, output.shape
+
+    handle = module.register_forward_hook(hook)
+    was_training = backbone.training
+    try:
+        with torch.no_grad():
+            output = backbone.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        handle.remove()
+        backbone.train(was_training)
+    return output.shape, shapes["in"], shapes["out"]
 
 
 def attach_attention_pool(backbone, image_size, name):
     """Replace ``backbone``'s global average pooling with an AttentionPool2d sized for ``image_size`` pixels.
 
     Call it after loading pretrained weights (the head is new and starts random). UserError for a tower with
-    no 2-D average pooling to replace (vision transformers pool their own way).
+    no global 2-D average pooling to replace (vision transformers pool their own way, VGG flattens a 7 x 7
+    map) or whose layers after the pooling do not accept the head's output.
     """
     attribute = _pooling_slot(backbone)
     if attribute is None:
         raise UserError(f"image-pooling attention: image-model '{name}' has no global average pooling over a "
                         f"feature map to replace (a torchvision CNN's avgpool or a timm CNN's global_pool); "
                         f"use image-pooling: avg")
-    shapes = []
-    hook = getattr(backbone, attribute).register_forward_hook(lambda _m, inputs, _o: shapes.append(inputs[0].shape))
-    was_training = backbone.training
-    try:
-        with torch.no_grad():
-            backbone.eval()(torch.zeros(1, 3, image_size, image_size))
-    finally:
-        hook.remove()
-        backbone.train(was_training)
-    _, dim, height, width = shapes[0]
+    original = getattr(backbone, attribute)
+    expected, (_, dim, height, width), pooled = _probe(backbone, image_size, original)
     if height != width:
         raise UserError(f"image-pooling attention: '{name}' gives a {height}x{width} map at image-size "
                         f"{image_size}; a square map is needed")
-    setattr(backbone, attribute, AttentionPool2d(dim, height))
+    head = AttentionPool2d(dim, height, keep_dims=len(pooled) == 4)
+    setattr(backbone, attribute, head)
+    try:
+        got = _probe(backbone, image_size, head)[0]
+    except Exception as error:  # the layers after the pooling expect something else of it
+        got = f"an error ({type(error).__name__})"
+    if got != expected:
+        setattr(backbone, attribute, original)
+        raise UserError(f"image-pooling attention: '{name}' does not work with the head in place of its "
+                        f"{attribute} (output {got}, expected {tuple(expected)}); use image-pooling: avg")
     return backbone

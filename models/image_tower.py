@@ -52,7 +52,8 @@ def build_timm(timm_name):
     if timm_name not in timm.list_models():
         raise UserError(f"image-model 'timm:{timm_name}': timm has no model '{timm_name}' (see timm.list_models())")
     backbone = timm.create_model(timm_name, pretrained=False, num_classes=0)  # num_classes=0: pooled features
-    return backbone, backbone.num_features
+    # Models with a conv head after the pooling (MobileNetV3: 576 -> 1024) output head_hidden_size features.
+    return backbone, getattr(backbone, "head_hidden_size", None) or backbone.num_features
 
 
 def torchvision_weights_file(name):

@@ -72,7 +72,9 @@ def test_a_map_of_another_size_reads_a_resized_positional_embedding():
     assert pool.attention.num_heads == 1  # 64 channels: one head of 64, as CLIP's width // 64
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "timm:resnet18"])
+# convnext_tiny's head (LayerNorm2d) and timm's MobileNetV3 (a 1x1 conv head) read the pooling as [B,C,1,1]
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "convnext_tiny", "timm:resnet18",
+                                  "timm:mobilenetv3_small_100"])
 def test_the_head_replaces_the_global_average_of_torchvision_and_timm_cnns(name):
     backbone, dim = build_image_backbone(name)
     attach_attention_pool(backbone, 64, name)
@@ -82,10 +84,32 @@ def test_the_head_replaces_the_global_average_of_torchvision_and_timm_cnns(name)
         assert backbone.eval()(torch.randn(2, 3, 64, 64)).shape == (2, dim)
 
 
-def test_a_tower_without_a_global_average_is_refused():
-    backbone, _ = build_image_backbone("vit_b_16")
-    with pytest.raises(UserError, match="image-pooling attention: image-model 'vit_b_16' has no global average"):
-        attach_attention_pool(backbone, 224, "vit_b_16")
+@pytest.mark.parametrize("name, size", [("vit_b_16", 224), ("vgg11", 64), ("densenet121", 64)])
+def test_a_tower_without_a_global_average_is_refused(name, size):
+    """A ViT pools its own way, VGG averages to 7 x 7 for its flattening classifier, DenseNet pools in code."""
+    backbone, _ = build_image_backbone(name)
+    with pytest.raises(UserError, match=f"image-pooling attention: image-model '{name}' has no global average"):
+        attach_attention_pool(backbone, size, name)
+
+
+class _TwoPoolings(torch.nn.Module):
+    """A backbone that averages two maps of different widths with one module (as no head can)."""
+
+    def __init__(self):
+        super().__init__()
+        self.narrow, self.wide = torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.Conv2d(3, 16, 3, stride=4)
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, images):
+        return torch.cat([self.avgpool(self.narrow(images)).flatten(1), self.avgpool(self.wide(images)).flatten(1)], 1)
+
+
+def test_a_tower_that_rejects_the_head_is_refused_and_keeps_its_pooling():
+    backbone = _TwoPoolings()
+    original = backbone.avgpool
+    with pytest.raises(UserError, match="does not work with the head in place of its avgpool"):
+        attach_attention_pool(backbone, 32, "two-poolings")
+    assert backbone.avgpool is original
 
 
 @pytest.fixture()
@@ -147,3 +171,11 @@ def test_onnx_export_of_a_model_with_the_head_matches_pytorch(pooled_model, tmp_
     pictures = [Image.fromarray(array) for array in images]
     torch_encoder, onnx_encoder = TorchEncoder(str(path)), OnnxEncoder(str(path), str(out))
     assert np.abs(torch_encoder.encode_images(pictures) - onnx_encoder.encode_images(pictures)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["timm:resnet18", "timm:mobilenetv3_small_100"])
+def test_a_timm_towers_feature_size_is_what_it_outputs(name):
+    """With the average kept too: MobileNetV3's conv head after the pooling widens 576 features to 1,024."""
+    backbone, dim = build_image_backbone(name)
+    with torch.no_grad():
+        assert backbone.eval()(torch.randn(2, 3, 64, 64)).shape == (2, dim)

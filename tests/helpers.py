@@ -369,3 +369,17 @@ def rank_worker(rank, world, checkpoint, rendezvous, out_dir, cases):
                 torch.save(gradients(model), os.path.join(out_dir, f"{name}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def exported_checkpoint(model, spec, tokenizer, folder):
+    """Save ``model`` as folder/model.pt and export it with export.py to folder/onnx, as a user does.
+    -> (checkpoint path, ONNX folder, export.json's report)."""
+    import json
+
+    from models.checkpoint import save_checkpoint
+
+    path, out = folder / "model.pt", folder / "onnx"
+    save_checkpoint(str(path), model, spec, tokenizer.to_files())
+    result = run_script("export.py", "--model-path", str(path), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return path, out, json.loads((out / "export.json").read_text())

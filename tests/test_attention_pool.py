@@ -1,7 +1,6 @@
 """The attention-pooling head (models/attention_pool.py, init key image-pooling): what it keeps that the
 average loses, other map sizes, the backbones it fits, checkpoint and ONNX round trips, and its place last in
 the image tower's layers."""
-import json
 import itertools
 
 import numpy as np
@@ -13,7 +12,7 @@ from models.attention_pool import AttentionPool2d, attach_attention_pool
 from models.checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from models.factory import model_from_towers
 from models.image_tower import build_image_backbone
-from tests.helpers import run_script
+from tests.helpers import exported_checkpoint
 from utils.errors import UserError
 
 
@@ -158,13 +157,8 @@ def test_init_writes_the_head_and_refuses_it_for_an_imported_clip(tiny_text_towe
 def test_onnx_export_of_a_model_with_the_head_matches_pytorch(pooled_model, tmp_path):
     from retrieval.encoder import OnnxEncoder, TorchEncoder
 
-    model, spec, tokenizer = pooled_model
-    path = tmp_path / "pooled.pt"
-    save_checkpoint(str(path), model, spec, tokenizer.to_files())
-    out = tmp_path / "onnx"
-    result = run_script("export.py", "--model-path", str(path), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert json.loads((out / "export.json").read_text())["image-max-abs-diff"] <= 1e-4
+    path, out, report = exported_checkpoint(*pooled_model, tmp_path)
+    assert report["image-max-abs-diff"] <= 1e-4
     images = [np.random.default_rng(seed).integers(0, 255, (64, 64, 3), dtype=np.uint8) for seed in range(3)]
     from PIL import Image
 

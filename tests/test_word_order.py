@@ -2,7 +2,6 @@
 starts as the identity, ignores padding, round-trips through checkpoints and ONNX, and sits last in the text
 tower's layers."""
 import itertools
-import json
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from models.checkpoint import build_model, load_checkpoint, read_checkpoint, sav
 from models.factory import model_from_towers
 from models.word_order import NgramBlock
 from utils.errors import UserError
-from tests.helpers import run_script
+from tests.helpers import exported_checkpoint
 
 COLORS, SHAPES = ("red", "blue", "green", "yellow"), ("circle", "square", "cross", "star")
 
@@ -126,13 +125,8 @@ def test_init_refuses_the_block_where_it_cannot_work(tiny_text_tower, tmp_path, 
 def test_onnx_export_of_a_model_with_the_block_matches_pytorch(ngram_model, tmp_path):
     from retrieval.encoder import OnnxEncoder, TorchEncoder
 
-    model, spec, tokenizer = ngram_model
-    path = tmp_path / "ngram.pt"
-    save_checkpoint(str(path), model, spec, tokenizer.to_files())
-    out = tmp_path / "onnx"
-    result = run_script("export.py", "--model-path", str(path), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert json.loads((out / "export.json").read_text())["text-max-abs-diff"] <= 1e-4
+    path, out, report = exported_checkpoint(*ngram_model, tmp_path)
+    assert report["text-max-abs-diff"] <= 1e-4
     texts = ["a red circle", "a big blue square left of a small green cross", "x"]
     torch_encoder, onnx_encoder = TorchEncoder(str(path)), OnnxEncoder(str(path), str(out))
     assert np.abs(torch_encoder.encode_texts(texts) - onnx_encoder.encode_texts(texts)).max() <= 1e-4

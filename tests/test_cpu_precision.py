@@ -1,6 +1,6 @@
-"""Training precision on a CPU: bf16 autocast when amp-dtype asks for it, never fp16; the
-choice said on the precision line, kept by a resume; use-amp alone keeps a CPU in float32 (docs/training.md
-says why)."""
+"""Training precision on a CPU: with use-amp, bf16 autocast where the CPU has it natively and it measures
+faster than float32, else float32; amp-dtype bfloat16 forces it, never fp16; the choice said on the precision
+line, kept by a resume."""
 import copy
 
 import pytest
@@ -17,11 +17,19 @@ from utils.errors import UserError
 CPU = torch.device("cpu")
 
 
-def test_cpu_precision_is_float32_unless_bf16_is_asked_for_and_never_fp16(monkeypatch):
+def test_cpu_precision_is_bf16_only_where_native_and_faster_and_never_fp16(monkeypatch):
     assert training_dtype(CPU, False) == (None, "use-amp false")
+    probed = []
+    monkeypatch.setattr(device_module, "cpu_bf16_speedup", lambda: probed.append(1) or 1.6)
+    monkeypatch.setattr(device_module, "cpu_bf16_flags", lambda: [])
     dtype, why = training_dtype(CPU, True)
-    assert dtype is None and why.startswith("use-amp on a CPU keeps float32")
+    assert dtype is None and "no native bf16" in why and not probed  # emulated: not even timed
     monkeypatch.setattr(device_module, "cpu_bf16_flags", lambda: ["avx512_bf16"])
+    assert training_dtype(CPU, True) == (torch.bfloat16, "use-amp: native bf16 on this CPU, 1.6x float32's speed")
+    monkeypatch.setattr(device_module, "cpu_bf16_speedup", lambda: 1.1)
+    dtype, why = training_dtype(CPU, True)
+    assert dtype is None and "only 1.10x" in why
+    assert training_dtype(CPU, True, "auto", recorded="float32") == (None, "as the run being resumed")
     assert training_dtype(CPU, True, "bfloat16") == (torch.bfloat16, "amp-dtype bfloat16")
     monkeypatch.setattr(device_module, "cpu_bf16_flags", lambda: [])
     dtype, why = training_dtype(CPU, True, "bfloat16")
@@ -32,9 +40,13 @@ def test_cpu_precision_is_float32_unless_bf16_is_asked_for_and_never_fp16(monkey
         training_dtype(CPU, True, "float16")
 
 
-def test_the_bf16_measurement_times_both_precisions_on_this_cpu():
+def test_the_bf16_measurement_times_both_precisions_on_this_cpu_and_leaves_the_seeded_rng_alone():
     device_module.cpu_bf16_speedup.cache_clear()
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
     speedup = device_module.cpu_bf16_speedup()
+    assert torch.equal(torch.rand(4), expected)  # a run seeded before the probe draws as without it
     assert 0.01 < speedup < 100 and device_module.cpu_bf16_speedup() == speedup  # measured once
 
 

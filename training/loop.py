@@ -25,8 +25,8 @@ from training.objective import objective_from_config, prepare_for_objective
 from training.step import grad_cache_step, plain_step
 from training.train_data import DataSettings, training_data
 from utils.atomic_file import check_writable
-from utils.device import dtype_name, precision_notice, resolve_device, training_dtype
-from utils.distributed import broadcast_buffers, init_distributed, shutdown
+from utils.device import amp_dtype, dtype_name, precision_notice, resolve_device, training_dtype
+from utils.distributed import broadcast_buffers, broadcast_object, init_distributed, shutdown
 from utils.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -93,13 +93,17 @@ def _train(config, job, device):
     model, spec, tokenizer = model_from_checkpoint(payload)
     resumed = payload.get("training") if config["resume"] else None
     dtype, why = training_dtype(device, config["use-amp"], config["amp-dtype"], (resumed or {}).get("precision"))
+    if job.enabled:  # a CPU's choice rests on a timing: every rank computes as rank 0 measured
+        name, why = broadcast_object((dtype_name(dtype), why))
+        dtype = None if name == "float32" else getattr(torch, name)
 
     pin_memory = device.type == "cuda"
     data = training_data(DataSettings.from_config(config, spec), spec, tokenizer, job, pin_memory)
     valid_source = open_source(config["valid-data"], config["caption-key"], config["shard-timeout"])
     valid_table = valid_source.validation_table(config["strict"])
     valid = Validation(valid_table, tokenizer, data.local_batch, config["num-workers"],
-                       read_negatives(valid_source.side_files, valid_table) if valid_source.side_files else None)
+                       read_negatives(valid_source.side_files, valid_table) if valid_source.side_files else None,
+                       amp_dtype(device, config["use-amp"]))
     objective = objective_from_config(config)
     lock_notice, spec = _prepare_model(model, spec, config, device, resumed, objective)
     run = RunLength.from_config(config, data.steps_per_epoch, data.batch_size)
@@ -155,12 +159,14 @@ def _train(config, job, device):
 
 
 class Validation:
-    """The validation split and how it is encoded: table (CaptionTable), tokenizer, batch size, workers, and its
-    compositional negatives (data.negatives; None without a negatives.csv): compositional accuracy per epoch."""
+    """The validation split and how it is encoded: table (CaptionTable), tokenizer, batch size, workers, its
+    compositional negatives (data.negatives; None without a negatives.csv): compositional accuracy per epoch,
+    and dtype: eval.py's autocast (None: float32), so that best-path is chosen on the numbers eval.py reports
+    for it even where training computes in bf16 on a CPU."""
 
-    def __init__(self, table, tokenizer, batch_size, num_workers, negatives=None):
+    def __init__(self, table, tokenizer, batch_size, num_workers, negatives=None, dtype=None):
         self.table, self.tokenizer, self.batch_size, self.num_workers = table, tokenizer, batch_size, num_workers
-        self.negatives = negatives
+        self.negatives, self.dtype = negatives, dtype
 
 
 def validate(state, context, valid, run, train_loss=None, samples_per_s=None, seconds=0.0, run_seconds=0.0,
@@ -173,7 +179,7 @@ def validate(state, context, valid, run, train_loss=None, samples_per_s=None, se
     # every rank validates with rank 0's, as the next training forward would use them anyway.
     broadcast_buffers(model)
     metrics = evaluate_table(model, valid.tokenizer, valid.table, preprocess_for(state.spec), valid.batch_size,
-                             valid.num_workers, context.device, context.dtype, valid.negatives)
+                             valid.num_workers, context.device, valid.dtype, valid.negatives)
     record = {"epoch": state.epoch, "step": state.step, "train_loss": train_loss,
               "lr": state.scheduler.get_last_lr()[0], "temperature": 1.0 / model.scale().item(),
               "samples_per_s": samples_per_s, "train_seconds": seconds, "run_seconds": run_seconds,

@@ -44,39 +44,46 @@ def cpu_bf16_flags():
     return [flag for flag in NATIVE_BF16_FLAGS if flag in words]
 
 
+# bf16 autocast becomes a CPU's default only where it is at least this much faster than float32 here: a
+# CPU with the flags can still be slower at these sizes (a tower of small tensors), and a mistaken bf16 costs
+# precision for nothing.
+BF16_MIN_SPEEDUP = 1.2
+
+
 @functools.lru_cache(maxsize=None)
-def cpu_bf16_speedup():
+def cpu_bf16_speedup(rounds=5):
     """float32 time / bf16-autocast time of a small convolution + linear forward and backward on this CPU
-    (about a second; measured once per process; bench/machine.py reports it)."""
-    generator = torch.Generator().manual_seed(0)
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
-    linear = torch.nn.Linear(1024, 1024)
-    images, tokens = torch.randn(32, 64, 32, 32, generator=generator), torch.randn(512, 1024, generator=generator)
+    (about a second; measured once per process; bench/machine.py reports it). The two precisions are timed in
+    turn, ``rounds`` times each, and the fastest of each kept, so that a busy neighbour slows both alike."""
+    with torch.random.fork_rng(devices=[]):  # a training run seeded before the probe draws as if it never ran
+        torch.manual_seed(0)
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+        linear = torch.nn.Linear(1024, 1024)
+        images, tokens = torch.randn(32, 64, 32, 32), torch.randn(512, 1024)
 
     def step(dtype):
+        started = time.perf_counter()
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             loss = conv(images).float().square().mean() + linear(tokens).float().square().mean()
         loss.backward()
+        return time.perf_counter() - started
 
-    def best(dtype):
-        step(dtype)  # the first call picks kernels
-        times = []
-        for _ in range(3):
-            started = time.perf_counter()
-            step(dtype)
-            times.append(time.perf_counter() - started)
-        return min(times)
-
-    return best(None) / best(torch.bfloat16)
+    step(None), step(torch.bfloat16)  # the first calls pick kernels
+    times = {None: [], torch.bfloat16: []}
+    for _ in range(rounds):
+        for dtype in times:
+            times[dtype].append(step(dtype))
+    return min(times[None]) / min(times[torch.bfloat16])
 
 
 def training_dtype(device, use_amp, amp_dtype_name="auto", recorded=None):
     """(autocast dtype or None for float32, why) of a training run.
 
-    CUDA: bf16 where supported, else fp16 (or ``amp_dtype_name`` when not "auto"). CPU: float32 unless
-    ``amp_dtype_name`` is "bfloat16"; never fp16. Why not bf16 by default where it is faster (1.9x on a
-    ResNet18 step with AVX-512 BF16): its gradients on the demo's towers differ from float32's by 16-63%
-    (relative L2 over all parameters; docs/training.md), far outside bench/gpu_check.py's 5e-2.
+    CUDA: bf16 where supported, else fp16 (or ``amp_dtype_name`` when not "auto"). CPU: with "auto", bf16
+    where the CPU has native bf16 and a step of it measures at least BF16_MIN_SPEEDUP times float32's speed
+    here (cpu_bf16_speedup), else float32; "bfloat16" forces it; never fp16. bf16 steps' gradients are
+    further from float32's than bench/gpu_check.py's tolerance, yet the faster steps win over a run of the
+    same minutes (docs/training.md has both measurements).
     ``recorded``: the precision a resumed run trained in ("bfloat16"/"float32"), kept on a CPU.
     """
     if not use_amp:
@@ -94,12 +101,17 @@ def training_dtype(device, use_amp, amp_dtype_name="auto", recorded=None):
     if amp_dtype_name == "float16":
         raise UserError("amp-dtype float16 is for CUDA only (fp16 autocast on a CPU is slow and needs loss "
                         "scaling); use bfloat16 or auto")
+    native = cpu_bf16_flags()
     if amp_dtype_name == "bfloat16":
-        native = cpu_bf16_flags()
         return torch.bfloat16, ("amp-dtype bfloat16" if native else
                                 "amp-dtype bfloat16; this CPU has no native bf16: emulated, slower than float32")
-    return None, ("use-amp on a CPU keeps float32: bf16 gradients are too far from float32's "
-                  "(docs/training.md); amp-dtype bfloat16 forces it")
+    if not native:
+        return None, "use-amp: this CPU has no native bf16 (emulated bf16 is slower than float32)"
+    speedup = cpu_bf16_speedup()
+    if speedup < BF16_MIN_SPEEDUP:
+        return None, (f"use-amp: bf16 measures only {speedup:.2f}x float32's speed on this CPU "
+                      f"(below {BF16_MIN_SPEEDUP}x); amp-dtype bfloat16 forces it")
+    return torch.bfloat16, f"use-amp: native bf16 on this CPU, {speedup:.1f}x float32's speed"
 
 
 def autocast(device, dtype):

@@ -83,7 +83,7 @@ def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, 
     image_features, kept = sharded_image_features(model, table, transform, batch_size, num_workers, device,
                                                    dtype)
     text_image_index = torch.tensor(table.caption_image_index, dtype=torch.long)
-    captions = table.captions
+    captions, image_rows = table.captions, table.caption_image_index
     position = torch.full((len(table.images),), -1, dtype=torch.long)  # image row -> row of its features
     position[kept] = torch.arange(len(kept))
     if len(kept) < len(table.images):
@@ -91,18 +91,23 @@ def evaluate_table(model, tokenizer, table, transform, batch_size, num_workers, 
                        f"left out with their captions")
         keep = position[text_image_index] >= 0
         captions = [c for c, k in zip(captions, keep.tolist()) if k]
+        image_rows = [r for r, k in zip(image_rows, keep.tolist()) if k]
         text_image_index = position[text_image_index][keep]
     text_features = sharded_text_features(model, tokenizer, captions, batch_size, device, dtype)
     pairs = [pair for pair in negatives or [] if position[pair.image] >= 0]
     if pairs:
-        twins = sharded_text_features(model, tokenizer, [p.caption for p in pairs] + [p.negative for p in pairs],
-                                       batch_size, device, dtype)
+        # a pair's true caption is one of its image's captions (data.negatives keeps only those): its
+        # features are already here, and only the swapped twins need encoding
+        row_of = {(int(image), caption): row for row, (image, caption) in enumerate(zip(image_rows, captions))}
+        true_twins = text_features[[row_of[(p.image, p.caption)] for p in pairs]]
+        swapped_twins = sharded_text_features(model, tokenizer, [p.negative for p in pairs], batch_size, device,
+                                              dtype)
     model.train(was_training)
     if len(kept) == 0:
         raise UserError(f"{table.root}: no image could be decoded")
     metrics = retrieval_recall(image_features, text_features, text_image_index)
     metrics.update(images=int(image_features.shape[0]), captions=int(text_features.shape[0]))
     if pairs:
-        metrics.update(compositional_accuracy(image_features, twins[:len(pairs)], twins[len(pairs):],
+        metrics.update(compositional_accuracy(image_features, true_twins, swapped_twins,
                                               position[[p.image for p in pairs]], [p.swap for p in pairs]))
     return metrics

@@ -458,3 +458,40 @@ def test_same_caption_positives_change_the_step_only_where_captions_repeat(tiny_
             reference = gradient
     assert_same(reference, gradient)
     assert "equal captions are positives" in same.describe()
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_compositional_accuracy_in_evaluation_equals_a_caption_by_caption_count(tiny_dataset, tiny_checkpoint,
+                                                                                 tmp_path, broken):
+    """evaluate_table reuses the true captions' features from the recall pass; the swap-pair wins must equal
+    those of encoding every caption and its twin on its own (and skip the pairs of an image that fails)."""
+    import shutil
+
+    from data.negatives import read_negatives
+    from data.sources import open_source
+    from data.transforms import preprocess_for
+    from evaluation.embedding import embed_captions, embed_images, evaluate_table
+    from models.checkpoint import model_from_checkpoint
+
+    valid = tmp_path / "valid"
+    shutil.copytree(tiny_dataset / "valid", valid)
+    table = open_source(str(valid), "caption", 60).validation_table(False)
+    if broken:  # a file that no longer decodes: its image and its pairs are left out
+        (valid / "images" / table.images[1].filename).write_bytes(b"not an image")
+    negatives = read_negatives(str(valid), table)
+    model, spec, tokenizer = model_from_checkpoint(torch.load(tiny_checkpoint, weights_only=True))
+    model.eval()
+    cpu = torch.device("cpu")
+    metrics = evaluate_table(model, tokenizer, table, preprocess_for(spec), 4, 0, cpu, None, negatives)
+
+    images, kept = embed_images(model, table, preprocess_for(spec), 4, 0, cpu, None)
+    row = {int(image): position for position, image in enumerate(kept)}
+    pairs = [pair for pair in negatives if pair.image in row]
+    assert len(pairs) < len(negatives) if broken else len(pairs) == len(negatives)
+    wins = 0
+    for pair in pairs:
+        true, swapped = (embed_captions(model, tokenizer, [text], 1, cpu, None)[0] for text in
+                         (pair.caption, pair.negative))
+        wins += float(images[row[pair.image]] @ true) > float(images[row[pair.image]] @ swapped)
+    assert metrics["compositional"] == pytest.approx(wins / len(pairs), abs=1e-6), (metrics["compositional"], wins)
+    assert metrics["compositional-pairs"] == len(pairs)

@@ -94,8 +94,7 @@ def _train(config, job, device):
     resumed = payload.get("training") if config["resume"] else None
     dtype, why = training_dtype(device, config["use-amp"], config["amp-dtype"], (resumed or {}).get("precision"))
     if job.enabled:  # a CPU's choice rests on a timing: every rank computes as rank 0 measured
-        name, why = broadcast_object((dtype_name(dtype), why))
-        dtype = None if name == "float32" else getattr(torch, name)
+        dtype, why = broadcast_object((dtype, why))
 
     pin_memory = device.type == "cuda"
     data = training_data(DataSettings.from_config(config, spec), spec, tokenizer, job, pin_memory)

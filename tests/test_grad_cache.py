@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from models import load_checkpoint
-from models.loss import contrastive_loss
+from models.loss import Objective, contrastive_loss
 from tests.helpers import NoScaler, assert_same, batch, gradients
 from training.step import grad_cache_step, plain_step
 
@@ -27,6 +27,30 @@ def test_grad_cache_equals_plain_full_batch_gradient(model_and_batch):
     assert_same(reference, gradients(model))
     assert "logit_scale" in reference
     assert torch.isfinite(loss)
+
+
+def test_grad_cache_leaves_no_gradient_where_the_loss_does_not_reach(model_and_batch):
+    # Its gradient buffers are allocated before the first pass; a parameter the objective never uses (here the
+    # temperature, under the cosine hinge) must end with None as after a plain step, or AdamW would decay it.
+    model, (images, ids) = model_and_batch
+    model.eval()
+    hinge = Objective("max-violation")
+    plain_step(model, images, ids, CPU, None, NoScaler(), objective=hinge)
+    reference = gradients(model)
+    assert model.logit_scale.grad is None and reference
+    model.zero_grad(set_to_none=True)
+    grad_cache_step(model, images, ids, CPU, None, NoScaler(), chunk_size=3, objective=hinge)
+    assert model.logit_scale.grad is None
+    assert_same(reference, gradients(model))
+
+
+def test_grad_cache_adds_to_gradients_already_there(model_and_batch):
+    model, (images, ids) = model_and_batch
+    model.eval()
+    grad_cache_step(model, images, ids, CPU, None, NoScaler(), chunk_size=3)
+    once = gradients(model)
+    grad_cache_step(model, images, ids, CPU, None, NoScaler(), chunk_size=3)
+    assert_same({name: 2 * value for name, value in once.items()}, gradients(model))
 
 
 def _reference_with_dropout(model, images, ids, chunk):

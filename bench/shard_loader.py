@@ -7,8 +7,10 @@ and persistent workers. Both produce the same batches' shapes: (images [b,3,S,S]
 Ours decodes JPEGs at reduced size (PIL draft) before the same transform.
 
     python bench/shard_loader.py [--images 400] [--workers 2] [--size 224]
+    python bench/shard_loader.py --breakdown      # one core's ms per image: full and reduced-size decode, transform
 """
 import argparse
+import io
 import json
 import os
 import tempfile
@@ -19,6 +21,7 @@ import torch
 from bench._common import result
 from bench.input_pipeline import make_jpegs
 from data.datasets import PairCollate
+from data.image_file import open_image_rgb
 from data.shard_dataset import ShardBatches
 from data.shard_source import shard_sizes
 from data.transforms import train_transform
@@ -80,6 +83,38 @@ def images_per_second(loader, epochs=3):
     return best, images
 
 
+def breakdown(size, count=100, rounds=3):
+    """Print one thread's best-of-``rounds`` ms per image for each stage of our per-sample work."""
+    from PIL import Image
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as directory:
+        files = []
+        for path in make_jpegs(directory, count):
+            with open(path, "rb") as handle:
+                files.append(handle.read())
+    transform = train_transform(size, 0.9, flip=False, color=False)
+    decoded = [open_image_rgb(io.BytesIO(data), draft_size=size) for data in files]
+
+    def full_decode(data):
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+
+    stages = (("JPEG decode at full size (PIL)", files, full_decode),
+              (f"JPEG decode at reduced size (draft >= {size})", files,
+               lambda data: open_image_rgb(io.BytesIO(data), draft_size=size)),
+              (f"crop, resize to {size}, normalise", decoded, transform))
+    print(f"{count} JPEGs 640x480 ({sum(map(len, files)) / count / 1000:.0f} KB each), one thread, ms per image")
+    for label, items, work in stages:
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for item in items:
+                work(item)
+            best = min(best, time.perf_counter() - started)
+        print(f"{label:<44} {1000 * best / count:>6.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=400)
@@ -87,7 +122,11 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--breakdown", action="store_true")
     args = parser.parse_args()
+    if args.breakdown:
+        breakdown(args.size)
+        return
     transform = train_transform(args.size, 0.9, flip=False, color=False)
     with tempfile.TemporaryDirectory() as directory:
         urls = write_shards(directory, args.images, args.per_shard)

@@ -2,7 +2,7 @@
 import logging
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from data.image_file import ImageProblem, open_image_rgb
 from utils.errors import UserError
@@ -136,7 +136,9 @@ class EvalImages(Dataset):
 
 class PairCollate:
     """Batch of (image, caption or list of g texts) -> (images [B,3,S,S], input_ids [B*g,L]), the texts
-    image-major (image i's are rows i*g .. i*g+g-1: its captions, then its negatives), as the objectives expect."""
+    image-major (image i's are rows i*g .. i*g+g-1: its captions, then its negatives), as the objectives expect.
+    Images are stacked by default_collate: inside a DataLoader worker it writes the batch straight into shared
+    memory, which saves a copy of every batch on its way to the main process."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
@@ -144,7 +146,7 @@ class PairCollate:
     def __call__(self, items):
         images, captions = zip(*items)
         flat = [text for caption in captions for text in ([caption] if isinstance(caption, str) else caption)]
-        return torch.stack(images), self.tokenizer(flat)
+        return default_collate(images), self.tokenizer(flat)
 
 
 def collate_images(items):
@@ -153,4 +155,4 @@ def collate_images(items):
     if not items:
         return None, torch.empty(0, dtype=torch.long)
     images, indices = zip(*items)
-    return torch.stack(images), torch.tensor(indices)
+    return default_collate(images), torch.tensor(indices)

@@ -53,6 +53,27 @@ def test_grad_cache_adds_to_gradients_already_there(model_and_batch):
     assert_same({name: 2 * value for name, value in once.items()}, gradients(model))
 
 
+def test_gradients_allocated_first_sees_parameters_behind_a_reentrant_checkpoint():
+    # a walk of the graph before backward cannot see inside a reentrant checkpoint; the hooks do
+    from torch.utils.checkpoint import checkpoint
+
+    from training.gradients import gradients_allocated_first
+
+    torch.manual_seed(0)
+    inner, outer, unused = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1), torch.nn.Linear(4, 4)
+    model = torch.nn.ModuleList([inner, outer, unused])
+    x = torch.randn(3, 4, requires_grad=True)
+    outer(checkpoint(inner, x, use_reentrant=True)).sum().backward()
+    reference = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    with gradients_allocated_first(model, CPU):
+        assert all(p.grad is not None for p in model.parameters())
+        outer(checkpoint(inner, x, use_reentrant=True)).sum().backward()
+    got = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert got.keys() == reference.keys() == {"0.weight", "0.bias", "1.weight", "1.bias"}
+    assert all(torch.equal(got[name], reference[name]) for name in reference)
+
+
 def _reference_with_dropout(model, images, ids, chunk):
     """Plain training that holds the whole graph, drawing dropout chunk by chunk as the cache does."""
     parts = [model(i, t) for i, t in zip(images.split(chunk), ids.split(chunk))]

@@ -1,9 +1,19 @@
 """Handing freed heap memory back to the operating system between phases of a step, on a CPU."""
 import ctypes
-import ctypes.util
 
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
-_TRIM = getattr(_LIBC, "malloc_trim", None)  # glibc only; musl and macOS have no such call
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None (musl, macOS and Windows have no such call)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_TRIM = _malloc_trim()
 
 
 def release_free_heap(device):

@@ -5,6 +5,8 @@ import os
 
 from data.caption_table import read_caption_table
 from data.datasets import TrainImages
+from data.groups import FILE_NAME as GROUPS_FILE
+from data.groups import read_groups
 from data.image_file import IMAGE_EXTENSIONS, EncodedImage, ImageProblem, check_image_header, image_files
 from data.negatives import FILE_NAME as NEGATIVES_FILE
 from data.negatives import read_negatives
@@ -49,8 +51,9 @@ class FolderSource:
         dataset = TrainImages(table, transform, options.seed, draft_size=options.image_size,
                               captions_per_image=options.captions_per_image, negatives=negatives)
         batch_size, local_batch = global_batch(batch_size, len(dataset), job.world_size)
+        groups = self._groups(table, notices) if options.batching == "groups" else None
         return TrainingSet(dataset, table, batch_size, local_batch, len(dataset) // batch_size,
-                           f"{len(dataset)} images, {len(table.captions)} captions", notices)
+                           f"{len(dataset)} images, {len(table.captions)} captions", notices, groups)
 
     def captions(self, limit):
         return self._table(False).captions[:limit]
@@ -70,6 +73,21 @@ class FolderSource:
                        f"{len(table.images)} images; one per image joins each batch as an extra negative (an empty "
                        f"caption for images without one)")
         return swapped
+
+    def _groups(self, table, notices):
+        """The image groups of groups.csv (data/groups.py) that have two or more usable images."""
+        groups = read_groups(self.side_files, table)
+        if groups is None:
+            raise UserError(f"batching groups: {self.side_files}/{GROUPS_FILE} not found (columns filename, group; "
+                            f"scripts/make_demo_dataset.py --twins writes one for the shapes domain)")
+        groups = [members for members in groups if len(members) > 1]
+        if not groups:
+            raise UserError(f"batching groups: {self.side_files}/{GROUPS_FILE} names no group of two or more "
+                            f"usable images")
+        grouped = sum(len(members) for members in groups)
+        notices.append(f"batching: groups, {len(groups)} groups of {grouped} of {len(table.images)} images, each "
+                       f"group in one batch (groups.csv)")
+        return groups
 
     def gallery_units(self):
         """The gallery entries themselves, [(image, file, name, captions)] (see Source.gallery_entries): the

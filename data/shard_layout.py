@@ -36,8 +36,8 @@ class ShardSource:
             raise UserError("compositional-negatives reads negatives.csv of a dataset folder; train-data names "
                             "shards")
         if options.any_order:
-            raise UserError("batching hard-negatives picks any image for any batch, which a dataset folder allows "
-                            "and streamed shards do not; train-data names shards (use batching: random)")
+            raise UserError(f"batching {options.batching} picks any image for any batch, which a dataset folder "
+                            "allows and streamed shards do not; train-data names shards (use batching: random)")
         urls, samples, sizes = epoch_samples(self.value, options.num_samples, self.timeout)
         transform, augmentation = transform_for(first_captions(urls, self.caption_keys, timeout=self.timeout),
                                                 " (decided from the first shard's captions)")

@@ -19,16 +19,20 @@ class TrainingOptions:
     image_size: int  # decode JPEGs at reduced size down to this side (PIL draft)
     captions_per_image: int
     compositional_negatives: bool
-    any_order: bool  # batching needs any image in any batch (hard negatives): map-style layouts only
+    batching: str  # random, hard-negatives or groups; the last two need any image in any batch (map-style)
     num_samples: int | None  # samples per epoch of a stream (train-num-samples)
     resampled: bool
     data_weights: str | None  # resampled: one weight per '::' source
     num_workers: int  # data-loading workers per process (a stream splits itself over them)
 
+    @property
+    def any_order(self):
+        return self.batching != "random"
+
     @classmethod
     def from_config(cls, config, spec):
         return cls(config["seed"], config["strict"], spec.image_size, config["captions-per-image"],
-                   config["compositional-negatives"], config["batching"] == "hard-negatives",
+                   config["compositional-negatives"], config["batching"],
                    config["train-num-samples"], config["resampled"], config["train-data-weights"],
                    config["num-workers"])
 
@@ -37,7 +41,8 @@ class TrainingOptions:
 class TrainingSet:
     """dataset: map-style (item: image [3,S,S] and its caption(s)) when ``table`` is given, else an iterable of
     whole batches for this rank that splits itself over ranks and workers and has ``set_epoch(epoch,
-    first_batch)`` and ``bad_samples()``. what: "320 images, 1600 captions" and the like; notices: lines to
+    first_batch)`` and ``bad_samples()``. groups: with ``batching: groups``, the table's image groups
+    (data/groups.py). what: "320 images, 1600 captions" and the like; notices: lines to
     log before it (augmentation first)."""
     dataset: Dataset
     table: CaptionTable | None
@@ -46,6 +51,7 @@ class TrainingSet:
     steps_per_epoch: int
     what: str
     notices: list
+    groups: list | None = None  # batching groups: lists of image rows of ``table`` that share a batch
 
 
 def global_batch(requested, dataset_size, world_size):

@@ -9,7 +9,7 @@ their mean is a bag of n-grams, which holds the binding ("red circle").
 import torch.nn.functional as F
 from torch import nn
 
-WIDTHS = (0, 2, 3, 4, 5)  # 0: no block
+WIDTHS = (0, 2, 3, 4, 5, 7, 9)  # 0: no block
 
 
 class NgramBlock(nn.Module):

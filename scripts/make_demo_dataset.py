@@ -5,7 +5,8 @@
 
 Writes OUT/train and OUT/valid in the datasets format (images/ + captions.csv). Every scene occurs once
 across both splits, so captions that describe a scene fully single out one image. Deterministic for a given
---seed.
+--seed. --twins (shapes) adds, beside each training image, its twin with two objects' attributes or places
+exchanged (a scene used nowhere else) and a groups.csv pairing them, for ``batching: groups``.
 
     python scripts/make_demo_dataset.py --out datasets/demo --train 5000 --valid 1000
 """
@@ -21,14 +22,20 @@ from scripts import demo_glyphs, demo_shapes
 KINDS = {"shapes": demo_shapes, "glyphs": demo_glyphs}
 
 
-def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en", kind=demo_shapes, seed=0):
+def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en", kind=demo_shapes, seed=0,
+                twins=None):
     """Images, captions.csv and, for kinds that can swap (shapes), negatives.csv: for each caption, the same
     caption of the scene with two objects' attributes or places exchanged (a compositional negative), and
     scenes.jsonl: each image's binding facts and those of its swapped scene (scripts/probe_binding.py). The
-    negatives draw from their own random streams: images and captions are the same with or without them."""
+    negatives draw from their own random streams: images and captions are the same with or without them.
+
+    twins (shapes): a set of the scenes already used elsewhere; each scene's swapped scene, unless used, is
+    written too, as INDEX-twin.png with the parallel captions (its negatives are the first image's captions),
+    and groups.csv pairs the two for ``batching: groups``."""
     images_dir = os.path.join(directory, "images")
     os.makedirs(images_dir, exist_ok=True)
-    rows, negatives, facts = [], [], []
+    rows, negatives, facts, groups = [], [], [], []
+    cues = [(f"{index:06d}.png", kind.easy_cue(scene)) for index, scene in enumerate(scenes)]
     swaps = hasattr(kind, "swapped_scene")
     for index, scene in enumerate(scenes):
         filename = f"{index:06d}.png"
@@ -38,17 +45,30 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
         rows += [(filename, caption) for caption in captions]
         if swaps:
             swap, other = kind.swapped_scene(scene, random.Random(f"{seed}/{os.path.basename(directory)}/{index}"))
-            twin = random.Random()
-            twin.setstate(state)  # the captioner's word choices again, for the swapped scene
+            parallel = random.Random()
+            parallel.setstate(state)  # the captioner's word choices again, for the swapped scene
+            swapped_captions = kind.CAPTIONERS[lang](other, parallel, captions_per_image)
             negatives += [(filename, caption, negative, swap) for caption, negative
-                          in zip(captions, kind.CAPTIONERS[lang](other, twin, captions_per_image))
-                          if negative != caption]
+                          in zip(captions, swapped_captions) if negative != caption]
             facts.append({"filename": filename, "facts": kind.binding_facts(scene), "swap": swap,
                           "swapped-facts": kind.binding_facts(other)})
+            if twins is not None and tuple(sorted(other)) not in twins:  # scenes are sorted tuples
+                twins.add(tuple(sorted(other)))
+                twin_name = f"{index:06d}-twin.png"
+                kind.draw_scene(other, image_size, random.Random(f"{seed}/twin/{index}")).save(
+                    os.path.join(images_dir, twin_name))
+                rows += [(twin_name, caption) for caption in swapped_captions]
+                negatives += [(twin_name, caption, negative, swap) for caption, negative
+                              in zip(swapped_captions, captions) if negative != caption]
+                facts.append({"filename": twin_name, "facts": kind.binding_facts(other), "swap": swap,
+                              "swapped-facts": kind.binding_facts(scene)})
+                cues.append((twin_name, kind.easy_cue(other)))
+                groups += [(filename, index), (twin_name, index)]
     write_csv(os.path.join(directory, "captions.csv"), ["filename", "caption"], rows)
     # the easy cue of each image: eval.py reports the recall a model that knows only it would reach
-    write_csv(os.path.join(directory, "cues.csv"), ["filename", "cue"],
-              [(f"{index:06d}.png", kind.easy_cue(scene)) for index, scene in enumerate(scenes)])
+    write_csv(os.path.join(directory, "cues.csv"), ["filename", "cue"], cues)
+    if groups:
+        write_csv(os.path.join(directory, "groups.csv"), ["filename", "group"], groups)
     if swaps:
         write_csv(os.path.join(directory, "negatives.csv"), ["filename", "caption", "negative", "swap"], negatives)
         with open(os.path.join(directory, "scenes.jsonl"), "w", encoding="utf-8") as handle:
@@ -85,6 +105,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lang", choices=sorted(demo_shapes.CAPTIONERS), default="en", help="caption language")
     parser.add_argument("--kind", choices=sorted(KINDS), default="shapes", help="what the images show")
+    parser.add_argument("--twins", action="store_true",
+                        help="shapes: beside each training image, its twin with two objects' attributes or places "
+                             "exchanged, paired in groups.csv (batching: groups)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder's splits")
     args = parser.parse_args(argv)
     for split in ("train", "valid"):
@@ -110,11 +133,16 @@ def main(argv=None):
             print(f"error: --kind {args.kind} has too few distinct scenes for {args.train + args.valid} images "
                   f"(found {len(scenes)}); ask for fewer", file=sys.stderr)
             return 2
+    if args.twins and not hasattr(kind, "swapped_scene"):
+        print(f"error: --twins needs a kind that can swap attributes (shapes), not {args.kind}", file=sys.stderr)
+        return 2
     train_rows = write_split(os.path.join(args.out, "train"), scenes[:args.train], args.image_size,
-                             args.captions, rng, args.lang, kind, args.seed)
+                             args.captions, rng, args.lang, kind, args.seed, set(scenes) if args.twins else None)
     valid_rows = write_split(os.path.join(args.out, "valid"), scenes[args.train:], args.image_size,
                              args.captions, rng, args.lang, kind, args.seed)
-    print(f"wrote {args.out}: train {args.train} images / {len(train_rows)} captions, valid {args.valid} "
+    twins = len({name for name, _ in train_rows}) - args.train
+    print(f"wrote {args.out}: train {args.train} images{f' + {twins} twins' if args.twins else ''} / "
+          f"{len(train_rows)} captions, valid {args.valid} "
           f"images / {len(valid_rows)} captions; {unique_caption_sets(valid_rows):.1%} of valid images have a "
           f"caption set no other valid image shares")
     return 0

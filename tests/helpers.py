@@ -129,6 +129,20 @@ def kill_inside_an_epoch(args, out, accept=lambda batches: True):
     pytest.fail("no kill landed inside an epoch where wanted")
 
 
+def resumed_inside_an_epoch(args, tmp_path):
+    """Train ``args(out)`` (checkpoint-every-steps 1) straight, then killed inside an epoch and resumed; assert
+    both runs end in the same checkpoints, bit for bit. Returns (straight run, killed run's training state
+    at the kill, resumed run)."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    result = run_script(*args(straight))
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = kill_inside_an_epoch(args(killed), killed, accept=lambda batches: batches > 0)
+    resumed = run_script(*args(killed), "--resume", str(killed / "last.pt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_checkpoints(straight, killed)
+    return result, state, resumed
+
+
 def wait_for_checkpoint(path, accept, process, timeout=240):
     """The training state of the atomically replaced checkpoint ``path`` once one passes ``accept``; every
     version written while ``process`` runs is read (polled every 10 ms)."""

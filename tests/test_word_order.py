@@ -11,7 +11,7 @@ import init
 from evaluation.binding_probe import fact_targets, fact_vocabulary, fit_linear_probe, swap_pair_wins
 from models.checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from models.factory import model_from_towers
-from models.word_order import NgramBlock
+from models.word_order import WIDTHS, NgramBlock
 from utils.errors import UserError
 from tests.helpers import exported_checkpoint
 
@@ -70,6 +70,24 @@ def test_the_block_is_the_identity_until_trained_and_ignores_padding():
         out, again = block(hidden, mask), block(garbage, mask)
     assert torch.allclose(out[1, :4], again[1, :4], atol=1e-6)
     assert not torch.allclose(out[0], hidden[0], atol=1e-3)  # trained weights do change the features
+
+
+@pytest.mark.parametrize("width", WIDTHS[1:])
+def test_each_position_reads_exactly_the_tokens_of_its_window(width):
+    """Brute force: position 6's output moves when a token within the window (centred, the extra one on the
+    right for even widths) changes, and only then; 9 tokens span "a big red circle left of a blue square"."""
+    hidden, mask = torch.randn(1, 13, 8), torch.ones(1, 13)
+    block = _random_block(8, width, seed=4)
+    left = (width - 1) // 2
+    with torch.no_grad():
+        base = block(hidden, mask)[0, 6]
+        for other in range(13):
+            if other == 6:
+                continue
+            moved = hidden.clone()
+            moved[0, other] += 1.0
+            changed = not torch.allclose(block(moved, mask)[0, 6], base, atol=1e-6)
+            assert changed == (-left <= other - 6 <= width - 1 - left), (width, other)
 
 
 def test_the_block_gives_the_same_caption_the_same_feature_at_any_padding(tiny_checkpoint):

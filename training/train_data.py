@@ -12,6 +12,7 @@ from data.shard_dataset import reraise_problems
 from data.sources import open_source
 from data.training_set import TrainingOptions
 from data.transforms import augmentation_policy, normalization, preprocess_for, train_transform
+from training.grouped_batches import GroupedOrder
 from training.hard_batches import HardNegativeMiner, MinedOrder
 from utils.errors import UserError
 
@@ -74,7 +75,7 @@ class ImageEpochs:
     def set_epoch(self, epoch, first_batch=0):
         self.dataset.set_epoch(epoch)
         inner = self.sampler.sampler
-        if isinstance(inner, DistributedSampler):
+        if isinstance(inner, (DistributedSampler, GroupedOrder)):
             inner.set_epoch(epoch)
         elif not isinstance(inner, MinedOrder):  # a mined order is set by its miner
             inner.generator.manual_seed(self.seed * 7919 + epoch)
@@ -169,7 +170,7 @@ def training_data(settings, spec, tokenizer, job, pin_memory):
         epochs, loader = training.dataset, StreamLoader(DataLoader(training.dataset, batch_size=None, **loader_options))
     else:
         sampler = _sampler(settings, training, job)
-        if isinstance(sampler.sampler, MinedOrder):
+        if settings.batching == "hard-negatives":
             miner = HardNegativeMiner(sampler.sampler, training.table, preprocess_for(spec),
                                       settings.hard_negative_group, settings.seed, training.local_batch, workers)
             notices.append(f"batching: hard negatives, groups of {settings.hard_negative_group} neighbours in the "
@@ -187,9 +188,12 @@ def training_data(settings, spec, tokenizer, job, pin_memory):
 
 
 def _sampler(settings, training, job):
-    """The order of a map-style dataset's images: mined, split over ranks, or random."""
+    """The order of a map-style dataset's images: mined, grouped, split over ranks, or random."""
     if settings.batching == "hard-negatives":
         return StartAt(MinedOrder(len(training.dataset), training.batch_size, job.rank, job.world_size))
+    if settings.batching == "groups":
+        return StartAt(GroupedOrder(training.groups, len(training.dataset), training.batch_size, job.rank,
+                                    job.world_size, settings.seed))
     if job.enabled:
         return StartAt(DistributedSampler(training.dataset, job.world_size, job.rank, shuffle=True,
                                           seed=settings.seed, drop_last=True))

@@ -21,7 +21,7 @@ INIT = Schema("configs/init.yaml", [
     Key("text-pooling", "str", "text feature: first token (cls) or masked mean", choices=("cls", "mean")),
     Key("text-ngram", "int", "width of a word-order block between the text encoder and a mean pooling "
         "(models/word_order.py): features of each run of that many tokens, so 'red circle' differs from "
-        "'blue circle'; 0 = none (the original)", choices=(0, 2, 3, 4, 5)),
+        "'blue circle'; 0 = none (the original)", choices=(0, 2, 3, 4, 5, 7, 9)),
     Key("image-pooling", "str", "how the image tower's final map becomes one vector: avg (the backbone's global "
         "average, the original) or attention (models/attention_pool.py: attention with a positional embedding "
         "per cell, as CLIP's ModifiedResNet, so where a feature sits counts)", choices=("avg", "attention")),
@@ -82,9 +82,10 @@ TRAIN = Schema("configs/train.yaml", [
            "other's images, not negatives (classification-style or repeated captions)", run_defining=True),
     _train("captions-per-image", "int", "captions of each image in a batch (all positives of that image); "
            "batch-size counts images", run_defining=True, minimum=1, maximum=64),
-    _train("batching", "str", "how images are put in batches: random, or hard-negatives (groups of neighbours in "
-           "the current image embedding, re-mined before each epoch; dataset folders only)", run_defining=True,
-           choices=("random", "hard-negatives")),
+    _train("batching", "str", "how images are put in batches: random, hard-negatives (groups of neighbours in "
+           "the current image embedding, re-mined before each epoch) or groups (the groups of train-data's "
+           "groups.csv, each in one batch); dataset folders only", run_defining=True,
+           choices=("random", "hard-negatives", "groups")),
     _train("hard-negative-group", "int", "batching hard-negatives: images per group of neighbours (groups fill "
            "each batch in turn: a batch-size that is a multiple keeps every group whole)", run_defining=True, minimum=2, maximum=2**20),
     _train("train-samples", "int", "the run's length as samples seen (images), instead of epochs: the schedule "

@@ -180,6 +180,12 @@ def binding_facts(scene):
     return sorted(facts)
 
 
+def relation_facts(scene):
+    """How each object stands to each other one, named by its color and shape ("red circle left of"): what a
+    relation caption binds, which no single object's facts hold (scripts/probe_binding.py --facts relations)."""
+    return sorted({f"{a[1]} {a[2]} {_relation(a, b)}" for a in scene for b in scene if a != b})
+
+
 def easy_cue(scene):
     """What a model can match without the shapes, sizes or places: which colors appear."""
     return " ".join(sorted({obj[1] for obj in scene}))

@@ -26,8 +26,9 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
                 twins=None):
     """Images, captions.csv and, for kinds that can swap (shapes), negatives.csv: for each caption, the same
     caption of the scene with two objects' attributes or places exchanged (a compositional negative), and
-    scenes.jsonl: each image's binding facts and those of its swapped scene (scripts/probe_binding.py). The
-    negatives draw from their own random streams: images and captions are the same with or without them.
+    scenes.jsonl: each image's binding and relation facts and those of its swapped scene
+    (scripts/probe_binding.py). The negatives draw from their own random streams: images and captions are the
+    same with or without them.
 
     twins (shapes): a set of the scenes already used elsewhere; each scene's swapped scene, unless used, is
     written too, as INDEX-twin.png with the parallel captions (its negatives are the first image's captions),
@@ -50,8 +51,7 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
             swapped_captions = kind.CAPTIONERS[lang](other, parallel, captions_per_image)
             negatives += [(filename, caption, negative, swap) for caption, negative
                           in zip(captions, swapped_captions) if negative != caption]
-            facts.append({"filename": filename, "facts": kind.binding_facts(scene), "swap": swap,
-                          "swapped-facts": kind.binding_facts(other)})
+            facts.append(scene_record(kind, filename, scene, swap, other))
             if twins is not None and tuple(sorted(other)) not in twins:  # scenes are sorted tuples
                 twins.add(tuple(sorted(other)))
                 twin_name = f"{index:06d}-twin.png"
@@ -60,8 +60,7 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
                 rows += [(twin_name, caption) for caption in swapped_captions]
                 negatives += [(twin_name, caption, negative, swap) for caption, negative
                               in zip(swapped_captions, captions) if negative != caption]
-                facts.append({"filename": twin_name, "facts": kind.binding_facts(other), "swap": swap,
-                              "swapped-facts": kind.binding_facts(scene)})
+                facts.append(scene_record(kind, twin_name, other, swap, scene))
                 cues.append((twin_name, kind.easy_cue(other)))
                 groups += [(filename, index), (twin_name, index)]
     write_csv(os.path.join(directory, "captions.csv"), ["filename", "caption"], rows)
@@ -74,6 +73,13 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
         with open(os.path.join(directory, "scenes.jsonl"), "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in facts)
     return rows
+
+
+def scene_record(kind, filename, scene, swap, other):
+    """scenes.jsonl's line for an image: its binding and relation facts and those of its swapped scene."""
+    return {"filename": filename, "facts": kind.binding_facts(scene), "swap": swap,
+            "swapped-facts": kind.binding_facts(other), "relations": kind.relation_facts(scene),
+            "swapped-relations": kind.relation_facts(other)}
 
 
 def write_csv(path, header, rows):

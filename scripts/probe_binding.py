@@ -10,6 +10,8 @@ train split's features and scored on the valid split's swap pairs (evaluation/bi
 - controls: the captions as bags of words (a probe can only guess: about 0.5), as bags of word pairs
   (adjacent and one apart: "red circle", "red _ circle"; what a text feature needs at least to hold the
   binding), and the model's own compositional accuracy (image vs caption and its swap, as eval.py reports it);
+- with --facts relations, how each object stands to the others ("red circle left of") instead of which
+  properties each object has: what a relation caption binds;
 - with --train-towers N: each tower, unfrozen, trained N epochs on the facts directly (what the architecture
   can learn when asked for binding alone).
 
@@ -58,7 +60,7 @@ class TowerOutputs(nn.Module):
 class Split:
     """One split: its CaptionTable, each image's facts and swapped facts, and its negatives."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, facts="binding"):
         path = os.path.join(folder, SCENES)
         if not os.path.isfile(path):
             raise UserError(f"{path} not found: the probe needs each image's binding facts (scripts/"
@@ -72,8 +74,12 @@ class Split:
         missing = [record.filename for record in self.table.images if record.filename not in scenes]
         if missing:
             raise UserError(f"{path}: no facts for {len(missing)} image(s), e.g. {missing[0]}")
-        self.facts = [scenes[record.filename]["facts"] for record in self.table.images]
-        self.swapped = [scenes[record.filename]["swapped-facts"] for record in self.table.images]
+        key = "facts" if facts == "binding" else "relations"
+        if any(key not in scenes[record.filename] for record in self.table.images):
+            raise UserError(f"{path}: no '{key}' for some images; regenerate the dataset with "
+                            f"scripts/make_demo_dataset.py (relation facts came later)")
+        self.facts = [scenes[record.filename][key] for record in self.table.images]
+        self.swapped = [scenes[record.filename][f"swapped-{key}"] for record in self.table.images]
         self.swaps = [scenes[record.filename]["swap"] for record in self.table.images]
         self.negatives = read_negatives(folder, self.table) or []
 
@@ -154,13 +160,16 @@ def main(argv):
                         help="also train each tower, unfrozen, on the facts for this many epochs (0: frozen only)")
     parser.add_argument("--train-sides", nargs="+", choices=("image", "text"), default=["image", "text"],
                         help="which towers --train-towers trains")
+    parser.add_argument("--facts", choices=("binding", "relations"), default="binding",
+                        help="binding: each object's pairs of properties ('red circle', 'circle cell02'); "
+                             "relations: how each object stands to the others ('red circle left of')")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     torch.manual_seed(0)
     model, spec, tokenizer = model_from_checkpoint(read_checkpoint(args.model_path))
     transform = preprocess_for(spec)
-    train, valid = (Split(os.path.join(args.data, name)) for name in ("train", "valid"))
+    train, valid = (Split(os.path.join(args.data, name), args.facts) for name in ("train", "valid"))
     if not valid.negatives:
         raise UserError(f"{os.path.join(args.data, 'valid')}: no negatives.csv rows: no caption swap pairs to score")
     vocabulary = fact_vocabulary(train.facts)

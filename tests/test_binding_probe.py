@@ -87,6 +87,18 @@ def test_the_generator_writes_each_images_facts_and_its_swapped_scenes(tmp_path)
     assert not (tmp_path / "glyphs" / "valid" / "scenes.jsonl").exists()  # glyphs have no objects to swap
 
 
+def test_relation_facts_say_how_each_object_stands_to_the_others():
+    red, blue = ("small", "red", "circle", 0, 0), ("large", "blue", "square", 0, 2)
+    assert demo_shapes.relation_facts((red, blue)) == ["blue square right of", "red circle left of"]
+    swapped = (red[:3] + blue[3:], blue[:3] + red[3:])  # places exchanged: every relation turns round
+    assert demo_shapes.relation_facts(swapped) == ["blue square left of", "red circle right of"]
+    green = ("small", "green", "cross", 2, 0)  # same column as red: above / below
+    assert demo_shapes.relation_facts((red, blue, green)) == [
+        "blue square right of", "green cross below", "green cross left of", "red circle above",
+        "red circle left of"]
+    assert demo_shapes.relation_facts((red, red[:3] + (1, 1))) == ["red circle left of", "red circle right of"]
+
+
 @pytest.fixture(scope="module")
 def probe_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("probe") / "data"
@@ -119,6 +131,20 @@ def test_probe_binding_prints_every_probe_on_a_real_model(probe_data, tiny_check
     assert evaluated.returncode == 0, evaluated.stderr
     reported = json.loads((tmp_path / "eval.json").read_text())
     assert results["model"]["all"] == pytest.approx(reported["compositional"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_probe_binding_scores_relation_facts(probe_data, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "relations.json"
+    assert probe_main(["--model-path", str(tiny_checkpoint), "--data", str(probe_data), "--num-workers", "0",
+                       "--facts", "relations", "--out", str(out)]) in (None, 0)
+    results = json.loads(out.read_text())
+    scenes = [json.loads(line) for line in (probe_data / "valid" / "scenes.jsonl").read_text().splitlines()]
+    # a size swap leaves every relation as it was: only pairs whose relations differ are scored
+    assert results["image-pairs"] == sum(record["relations"] != record["swapped-relations"] for record in scenes)
+    assert 0 < results["image-pairs"] < len(scenes)
+    assert f"| image tower | {results['image tower']['all']:.3f} |" in capsys.readouterr().out
+    assert "size" not in results["image tower"]
 
 
 @pytest.mark.slow

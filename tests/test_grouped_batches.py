@@ -102,6 +102,7 @@ def _identity(captions):
     return list(captions)
 
 
+@pytest.mark.slow
 def test_training_batches_hold_each_group_whole_with_two_workers(tiny_checkpoint, tmp_path):
     """The path train.py takes (config -> DataSettings -> training_data), its loader's workers included."""
     from models.checkpoint import model_from_checkpoint, read_checkpoint
@@ -131,6 +132,7 @@ def test_training_batches_hold_each_group_whole_with_two_workers(tiny_checkpoint
         assert seen == 40
 
 
+@pytest.mark.slow
 def test_batching_groups_without_a_groups_file_is_a_clear_error(tiny_checkpoint, tiny_dataset, tmp_path):
     result = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "run", "--batching", "groups"))
     assert result.returncode == 2 and "Traceback" not in result.stderr

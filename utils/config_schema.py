@@ -54,7 +54,7 @@ TRAIN = Schema("configs/train.yaml", [
     # Per-item augmentation seeds make the data independent of the worker count.
     _train("num-workers", "int", "data-loading worker processes", run_defining=False, minimum=0, maximum=256),
     _train("use-amp", "bool", "automatic mixed precision: on CUDA bf16 where supported, else fp16; on a CPU "
-           "bf16 where it is native and measures faster than float32 (a probe at start), else float32",
+           "bf16 where it is native (AVX-512 BF16, AMX, Arm BF16), else float32",
            run_defining=True),
     _train("amp-dtype", "str", "with use-amp: auto (as use-amp says), or force bfloat16 (CUDA or CPU) or float16 "
            "(CUDA only)", run_defining=True, choices=("auto", "bfloat16", "float16")),

@@ -44,16 +44,12 @@ def cpu_bf16_flags():
     return [flag for flag in NATIVE_BF16_FLAGS if flag in words]
 
 
-# bf16 autocast becomes a CPU's default only where it is at least this much faster than float32 here: a
-# CPU with the flags can still be slower at these sizes (a tower of small tensors), and a mistaken bf16 costs
-# precision for nothing.
-BF16_MIN_SPEEDUP = 1.2
-
-
 @functools.lru_cache(maxsize=None)
 def cpu_bf16_speedup(rounds=5):
     """float32 time / bf16-autocast time of a small convolution + linear forward and backward on this CPU
-    (about a second; measured once per process; bench/machine.py reports it). The two precisions are timed in
+    (about a second; measured once per process; bench/machine.py reports it). Not what training decides by:
+    on one idle 2-core VM it read 1.0x to 2.0x within an hour, and below 1.0x beside another job, so a run's
+    precision would have followed the moment it started, not the machine. The two precisions are timed in
     turn, ``rounds`` times each, and the fastest of each kept, so that a busy neighbour slows both alike."""
     with torch.random.fork_rng(devices=[]):  # a training run seeded before the probe draws as if it never ran
         torch.manual_seed(0)
@@ -80,8 +76,8 @@ def training_dtype(device, use_amp, amp_dtype_name="auto", recorded=None):
     """(autocast dtype or None for float32, why) of a training run.
 
     CUDA: bf16 where supported, else fp16 (or ``amp_dtype_name`` when not "auto"). CPU: with "auto", bf16
-    where the CPU has native bf16 and a step of it measures at least BF16_MIN_SPEEDUP times float32's speed
-    here (cpu_bf16_speedup), else float32; "bfloat16" forces it; never fp16. bf16 steps' gradients are
+    where the CPU has native bf16 (cpu_bf16_flags: the same choice every run on a machine), else float32;
+    "bfloat16" forces it; never fp16. bf16 steps' gradients are
     further from float32's than bench/gpu_check.py's tolerance, yet the faster steps win over a run of the
     same minutes (docs/training.md has both measurements).
     ``recorded``: the precision a resumed run trained in ("bfloat16"/"float32"), kept on a CPU.
@@ -107,11 +103,7 @@ def training_dtype(device, use_amp, amp_dtype_name="auto", recorded=None):
                                 "amp-dtype bfloat16; this CPU has no native bf16: emulated, slower than float32")
     if not native:
         return None, "use-amp: this CPU has no native bf16 (emulated bf16 is slower than float32)"
-    speedup = cpu_bf16_speedup()
-    if speedup < BF16_MIN_SPEEDUP:
-        return None, (f"use-amp: bf16 measures only {speedup:.2f}x float32's speed on this CPU "
-                      f"(below {BF16_MIN_SPEEDUP}x); amp-dtype bfloat16 forces it")
-    return torch.bfloat16, f"use-amp: native bf16 on this CPU, {speedup:.1f}x float32's speed"
+    return torch.bfloat16, f"use-amp: native bf16 on this CPU ({', '.join(native)}); use-amp false for float32"
 
 
 def autocast(device, dtype):

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := datasets/demo
 
-.PHONY: install install-cloud demo demo-zh demo-pretrained demo-finetune recipe test test-fast serve docs clean-demo
+.PHONY: install install-cloud demo demo-binding demo-zh demo-pretrained demo-finetune recipe test test-fast serve docs clean-demo
 
 # The project's packages (models/, data/, ...) installed editable (pyproject.toml): scripts, benches and tests
 # import them from any folder. No build isolation: offline, the venv's setuptools (requirements-dev.txt) builds it.
@@ -32,6 +32,13 @@ demo: $(STAMP) pretrains/demo-roberta/config.json
 	$(PY) init.py --config configs/demo/init.yaml --overwrite true
 	$(PY) train.py --config configs/demo/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo/eval.yaml
+
+# The demo for binding (which attribute belongs to which object): a 9-token word-order block and compositional
+# negatives, 9 minutes of training (docs/objectives.md).
+demo-binding: $(STAMP) pretrains/demo-roberta/config.json
+	$(PY) init.py --config configs/demo-binding/init.yaml --overwrite true
+	$(PY) train.py --config configs/demo-binding/train.yaml --overwrite true
+	$(PY) eval.py --config configs/demo-binding/eval.yaml
 
 datasets/demo-zh/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py | $(STAMP)
 	$(PY) scripts/make_demo_dataset.py --lang zh --out datasets/demo-zh --overwrite
@@ -105,5 +112,5 @@ docs: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh \
-		checkpoints/demo-pretrained pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth \
+		checkpoints/demo-pretrained checkpoints/demo-binding pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth \
 		$(FT) pretrains/demo-finetune-roberta checkpoints/demo-finetune

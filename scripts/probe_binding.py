@@ -179,13 +179,14 @@ def main(argv):
     image_true = fact_targets([valid.facts[i] for i in has_swap], vocabulary)
     image_swapped = fact_targets([valid.swapped[i] for i in has_swap], vocabulary)
     image_swaps = [valid.swaps[i] for i in has_swap]
-    caption_rows = [p.image for p in valid.negatives]
+    pairs = [p for p in valid.negatives if valid.facts[p.image] != valid.swapped[p.image]]  # as has_swap
+    caption_rows = [p.image for p in pairs]
     text_true = fact_targets([valid.facts[i] for i in caption_rows], vocabulary)
     text_swapped = fact_targets([valid.swapped[i] for i in caption_rows], vocabulary)
-    text_swaps = [p.swap for p in valid.negatives]
+    text_swaps = [p.swap for p in pairs]
     train_captions = train.table.captions
     train_caption_targets = train_targets[torch.tensor(train.table.caption_image_index)]
-    valid_captions = [p.caption for p in valid.negatives]
+    valid_captions = [p.caption for p in pairs]
 
     results = {"facts": len(vocabulary), "image-pairs": len(has_swap), "caption-pairs": len(caption_rows)}
     for name, encoder in (("tower", TowerOutputs(model)), ("embedding", model)):
@@ -198,10 +199,12 @@ def main(argv):
         results[f"text {name}"] = probe(text[0], train_caption_targets, text[1], text_true, text_swapped, text_swaps)
         logger.info(f"probed the {name} features ({time.perf_counter() - started:.0f} s)")
         if name == "embedding":  # the model itself: image vs its caption and the caption's swap
-            twins = embed_captions(model, tokenizer, valid_captions + [p.negative for p in valid.negatives],
+            # every pair, whatever the facts say: eval.py's compositional accuracy
+            every = valid.negatives
+            twins = embed_captions(model, tokenizer, [p.caption for p in every] + [p.negative for p in every],
                                    args.batch_size, torch.device("cpu"), None)
-            own = compositional_accuracy(valid_images, twins[:len(caption_rows)], twins[len(caption_rows):],
-                                         caption_rows, text_swaps)
+            own = compositional_accuracy(valid_images, twins[:len(every)], twins[len(every):],
+                                         [p.image for p in every], [p.swap for p in every])
             results["model"] = {"all": own["compositional"],
                                 **{key.split("/", 1)[1]: value for key, value in own.items() if "/" in key}}
     for name, units in (("text bag of words", words), ("text bag of word pairs", word_pairs)):

@@ -144,7 +144,7 @@ def test_probe_binding_scores_relation_facts(probe_data, tiny_checkpoint, tmp_pa
     assert results["image-pairs"] == sum(record["relations"] != record["swapped-relations"] for record in scenes)
     assert 0 < results["image-pairs"] < len(scenes)
     assert f"| image tower | {results['image tower']['all']:.3f} |" in capsys.readouterr().out
-    assert "size" not in results["image tower"]
+    assert "size" not in results["image tower"] and "size" not in results["text tower"]
 
 
 @pytest.mark.slow

@@ -47,27 +47,40 @@ class FolderSource:
             raise UserError(f"{self.value}: {len(table.images)} usable image(s); contrastive training needs at "
                             f"least 2")
         notices = [augmentation]
-        negatives = self._negatives(table, notices) if options.compositional_negatives else None
+        groups = self._groups(table, notices) if options.batching == "groups" else None
+        negatives = self._negatives(table, notices, groups) if options.compositional_negatives else None
         dataset = TrainImages(table, transform, options.seed, draft_size=options.image_size,
                               captions_per_image=options.captions_per_image, negatives=negatives)
         batch_size, local_batch = global_batch(batch_size, len(dataset), job.world_size)
-        groups = self._groups(table, notices) if options.batching == "groups" else None
         return TrainingSet(dataset, table, batch_size, local_batch, len(dataset) // batch_size,
                            f"{len(dataset)} images, {len(table.captions)} captions", notices, groups)
 
     def captions(self, limit):
         return self._table(False).captions[:limit]
 
-    def _negatives(self, table, notices):
-        """Per image of ``table``, {caption: its compositional negative} from negatives.csv."""
+    def _negatives(self, table, notices, groups=None):
+        """Per image of ``table``, {caption: its compositional negative} from negatives.csv. With ``groups``
+        (batching groups), a negative that is a caption of a group-mate is left out: that image is in the
+        batch, its caption there a positive, and as an extra negative it would push the mate from its own
+        caption (a twin's captions are its original's negatives word for word)."""
         negatives = read_negatives(self.value, table)
         if not negatives:
             raise UserError(f"compositional-negatives: {self.value}/{NEGATIVES_FILE} not found or empty (columns "
                             f"filename, caption, negative; scripts/make_demo_dataset.py writes one for the shapes "
                             f"domain)")
-        swapped = [{} for _ in table.images]
+        mates = {}
+        for members in groups or ():
+            captions = {caption for image in members for caption in table.images[image].captions}
+            mates.update({image: captions - set(table.images[image].captions) for image in members})
+        swapped, dropped = [{} for _ in table.images], 0
         for pair in negatives:
+            if pair.negative in mates.get(pair.image, ()):
+                dropped += 1
+                continue
             swapped[pair.image][pair.caption] = pair.negative
+        if dropped:
+            notices.append(f"compositional negatives: {dropped} left out, each a caption of an image in the same "
+                           f"group (in the batch already, as a positive of that image)")
         covered = sum(1 for entry in swapped if entry)
         notices.append(f"compositional negatives: {len(negatives)} swapped captions for {covered} of "
                        f"{len(table.images)} images; one per image joins each batch as an extra negative (an empty "
@@ -76,6 +89,9 @@ class FolderSource:
 
     def _groups(self, table, notices):
         """The image groups of groups.csv (data/groups.py) that have two or more usable images."""
+        if self.side_files is None:
+            raise UserError(f"batching groups reads groups.csv beside the captions of a dataset folder; "
+                            f"{self.value} has no such folder (use batching: random)")
         groups = read_groups(self.side_files, table)
         if groups is None:
             raise UserError(f"batching groups: {self.side_files}/{GROUPS_FILE} not found (columns filename, group; "

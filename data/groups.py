@@ -29,7 +29,7 @@ def read_groups(data_dir, table):
     rows = {record.filename: index for index, record in enumerate(table.images)}
     members, placed, unmatched, repeated = {}, set(), 0, 0
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
+        with open(path, encoding="utf-8-sig", newline="") as handle:  # a BOM from Excel
             reader = csv.DictReader(handle)
             reader.fieldnames = [name.strip().lower() for name in reader.fieldnames or ()]
             missing = {"filename", "group"} - set(reader.fieldnames)

@@ -68,6 +68,8 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
     write_csv(os.path.join(directory, "cues.csv"), ["filename", "cue"], cues)
     if groups:
         write_csv(os.path.join(directory, "groups.csv"), ["filename", "group"], groups)
+    elif os.path.exists(os.path.join(directory, "groups.csv")):  # an --overwrite of a folder made with --twins
+        os.remove(os.path.join(directory, "groups.csv"))
     if swaps:
         write_csv(os.path.join(directory, "negatives.csv"), ["filename", "caption", "negative", "swap"], negatives)
         with open(os.path.join(directory, "scenes.jsonl"), "w", encoding="utf-8") as handle:

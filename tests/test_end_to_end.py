@@ -19,7 +19,7 @@ def test_init_train_eval_end_to_end(tiny_checkpoint, tiny_dataset, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "epoch 2/2" in result.stdout
     recorded = torch.load(tmp_path / "last.pt", weights_only=True)["training"]["precision"]
-    # the shipped use-amp: bf16 on a CPU with native, faster bf16, else float32; the log says which was used
+    # the shipped use-amp: bf16 on a CPU with native bf16, else float32; the log says which was used
     assert (f"precision: AMP {recorded} on cpu (use-amp: native bf16" if recorded == "bfloat16"
             else "precision: float32 on cpu (use-amp: ") in result.stdout
     assert "speed: channels_last on, fused AdamW off, pinned memory off, persistent workers on" in result.stdout

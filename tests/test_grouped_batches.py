@@ -2,13 +2,14 @@
 import csv
 import json
 import logging
+import os
 
 import pytest
 import torch
 from PIL import Image
 
 from data.groups import read_groups
-from tests.helpers import resumed_inside_an_epoch, run_script, train_args
+from tests.helpers import ROOT, resumed_inside_an_epoch, run_script, train_args
 from training.grouped_batches import GroupedOrder, grouped_order
 from utils.errors import UserError
 
@@ -141,6 +142,40 @@ def test_batching_groups_without_a_groups_file_is_a_clear_error(tiny_checkpoint,
                                     str(tmp_path / "x-{0..1}.tar"), "--batching", "groups"))
     assert shards.returncode == 2 and "batching groups picks any image" in shards.stderr
     assert "Traceback" not in shards.stderr
+    one_file = os.path.join(ROOT, "tests", "data", "img2dataset", "parquet", "00000.parquet")  # no folder around it
+    parquet = run_script(*train_args(tiny_checkpoint, tiny_dataset, tmp_path / "pq", "--train-data", one_file,
+                                     "--batching", "groups"))
+    assert parquet.returncode == 2 and "has no such folder" in parquet.stderr and "Traceback" not in parquet.stderr
+
+
+@pytest.mark.slow
+def test_a_negative_that_is_a_group_mates_caption_is_left_out(tiny_checkpoint, tmp_path):
+    """A twin's captions are its original's negatives: in one batch with it, they would be false negatives."""
+    from models.checkpoint import model_from_checkpoint, read_checkpoint
+    from training.train_data import DataSettings, training_data
+    from utils.config import load_config
+    from utils.config_schema import TRAIN
+    from utils.distributed import Distributed
+
+    folder = _folder(tmp_path / "data", 8, [("0.png", "a"), ("1.png", "a"), ("2.png", "b"), ("3.png", "b")])
+    with open(folder / "negatives.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("filename", "caption", "negative"), ("0.png", "image 0", "image 1"),
+                                      ("1.png", "image 1", "image 0"), ("2.png", "image 2", "image 7"),
+                                      ("4.png", "image 4", "image 5")])
+    _, spec, _ = model_from_checkpoint(read_checkpoint(str(tiny_checkpoint)))
+
+    def negatives(batching):
+        config = load_config(TRAIN, "configs/demo/train.yaml", ["--train-data", str(folder), "--batching", batching,
+                                                               "--compositional-negatives", "true",
+                                                               "--batch-size", "4", "--num-workers", "0"])
+        data = training_data(DataSettings.from_config(config, spec), spec, _identity, Distributed(), False)
+        data.epochs.set_epoch(0)
+        return [data.epochs.dataset[index][1][-1] for index in (0, 1, 2, 4)], data.notices
+
+    grouped, notices = negatives("groups")
+    assert grouped == ["", "", "image 7", "image 5"]  # image 5 is no mate of image 4: kept
+    assert any("2 left out, each a caption of an image in the same group" in line for line in notices)
+    assert negatives("random")[0] == ["image 1", "image 0", "image 7", "image 5"]
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +203,7 @@ def test_make_demo_dataset_twins_pair_each_image_with_its_swapped_scene(twins_da
                                     for names in pairs.values())
     captions = _captions_by_image(train)
     negatives = {(row["filename"], row["caption"]): row["negative"] for row in _rows(train / "negatives.csv")}
+    assert sum(name.endswith("-twin.png") for name, _ in negatives) >= 100  # the twins' own negatives
     for first, twin in pairs.values():
         assert (train / "images" / twin).is_file() and captions[first] != captions[twin]
         for caption, swapped in zip(captions[first], captions[twin]):

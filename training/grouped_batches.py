@@ -17,8 +17,9 @@ def grouped_order(groups, size, batch_size, generator):
     than ``batch_size`` is cut into batch-sized pieces. Groups and single images come in random order; a
     group that does not fit the rest of the current batch waits for the next one, which it starts, while
     the images after it fill the current batch. Groups still waiting when every unit is placed come right
-    after the last full batch, the unfinished batch's units after them: only there may a group span two
-    batches. Returns LongTensor [size].
+    after the last full batch, the unfinished batch's units after them, and there a group may span two
+    batches: when too few single images are left to fill the batches (groups of 2 in even batches never
+    are). Returns LongTensor [size].
     """
     placed = torch.zeros(size, dtype=torch.bool)
     units = []
@@ -49,8 +50,8 @@ class GroupedOrder(MinedOrder):
     """This rank's part of a grouped global order (MinedOrder's slicing), drawn for each epoch by set_epoch:
     every rank draws the same order from the same seed."""
 
-    def __init__(self, groups, size, batch_size, rank, world_size, seed):
-        super().__init__(size, batch_size, rank, world_size)
+    def __init__(self, groups, size, batch_size, rank, world_size, seed):  # no placeholder draw (global RNG)
+        self.size, self.batch_size, self.rank, self.world_size = size, batch_size, rank, world_size
         self.groups, self.seed = groups, seed
         self.set_epoch(0)
 

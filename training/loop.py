@@ -93,7 +93,7 @@ def _train(config, job, device):
     model, spec, tokenizer = model_from_checkpoint(payload)
     resumed = payload.get("training") if config["resume"] else None
     dtype, why = training_dtype(device, config["use-amp"], config["amp-dtype"], (resumed or {}).get("precision"))
-    if job.enabled:  # a CPU's choice rests on a timing: every rank computes as rank 0 measured
+    if job.enabled:  # one precision for every rank, as rank 0 chose it
         dtype, why = broadcast_object((dtype, why))
 
     pin_memory = device.type == "cuda"

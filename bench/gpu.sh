@@ -22,4 +22,4 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>
     || { echo "error: a module the check needs does not import with $PYTHON (see above)"; exit 2; }
 "$PYTHON" -c "import open_clip" 2>/dev/null \
     || echo "note: open_clip does not import: its side-by-side step will SKIP (bash bench/gpu_carry.sh, carry .carry)"
-timeout 480 "$PYTHON" -m bench.gpu_check "$@"  # -m from the root: bench/ imports without an install
+timeout ${GPU_CHECK_TIMEOUT:-480} "$PYTHON" -m bench.gpu_check "$@"  # -m from the root: bench/ imports without an install

@@ -93,6 +93,7 @@ def measure(device, quick=False, batch=192, steps=20, length=32, image_size=224,
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / steps
+    peak_gib = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
     rate = batch / seconds
     flops = 3 * (RESNET50_GFLOPS * (image_size / 224) ** 2 + text_gflops(length)) * 1e9
     plain_best, plain_capped = largest_batch(step, batch, cap, device)
@@ -101,11 +102,31 @@ def measure(device, quick=False, batch=192, steps=20, length=32, image_size=224,
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "precision": "bf16 autocast" if dtype else "fp32", "batch": batch, "image_size": image_size,
             "tokens": length, "samples_per_s": rate, "ms_per_step": seconds * 1000,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan"),
+            "peak_gib": peak_gib,
             "gflop_per_sample": flops / 1e9, "peak_tflops": peak_tflops,
             "mfu": rate * flops / (peak_tflops * 1e12), "largest_plain": plain_best,
             "largest_plain_capped": plain_capped, "largest_cache": cache_best, "largest_cache_capped": cache_capped,
             "cache_chunk": chunk}
+
+
+def measure_compiled(device, batch=192, steps=20, length=32, image_size=224, peak_tflops=989.0):
+    """The same step as ``measure`` with the model under torch.compile: samples/s, MFU, compile seconds."""
+    model = build(device, 12).train()
+    compiled = torch.compile(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    step = step_fn(compiled, optimizer, device, torch.bfloat16, 0, image_size, length)
+    started = time.perf_counter()
+    for _ in range(3):
+        step(batch)
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(steps):
+        step(batch)
+    torch.cuda.synchronize()
+    rate = batch * steps / (time.perf_counter() - started)
+    flops = 3 * (RESNET50_GFLOPS * (image_size / 224) ** 2 + text_gflops(length)) * 1e9
+    return {"batch": batch, "samples_per_s": rate, "mfu": rate * flops / (peak_tflops * 1e12), "compile_s": compile_s}
 
 
 def compare_open_clip(device, quick=False, batch=192, steps=10, image_size=224, length=32):

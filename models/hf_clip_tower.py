@@ -9,6 +9,7 @@ import os
 
 from torch import nn
 
+from models.hf_checkpointing import enable_hf_checkpointing
 from models.open_clip_tower import TORCHSCRIPT_ONLY
 from models.registry import clip_importers, clip_models
 from models.spec import ModelSpec
@@ -81,9 +82,8 @@ class HfClipText(nn.Module):
                 [getattr(model, "final_layer_norm", None), getattr(model, "pooler", None), self.projection]]
 
     def enable_checkpointing(self):
-        if not hasattr(self.text_model, "gradient_checkpointing_enable"):
+        if not enable_hf_checkpointing(self.text_model):
             raise UserError("grad-checkpointing: not available for this CLIP text tower; use the gradient cache")
-        self.text_model.gradient_checkpointing_enable({"use_reentrant": False})
 
     def prepare_for_export(self):
         self.text_model.config._attn_implementation = "eager"

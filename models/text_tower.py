@@ -4,6 +4,7 @@ import os
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from models.hf_checkpointing import enable_hf_checkpointing
 from models.registry import text_towers
 from models.word_order import NgramBlock
 from utils.errors import UserError, first_line
@@ -65,7 +66,7 @@ class TextTower(nn.Module):
         self.ngram = NgramBlock(self.output_dim, ngram) if ngram else None
 
     def enable_checkpointing(self):
-        self.encoder.activation_checkpointing_enable({"use_reentrant": False})
+        enable_hf_checkpointing(self.encoder)
 
     def prepare_for_export(self):
         # Eager attention exports to plain ONNX ops; the fused SDPA kernel has no portable equivalent.

@@ -164,3 +164,31 @@ def test_grad_checkpointing_runs_under_torch_compile(tiny_checkpoint):
     assert torch.isfinite(loss) and model.image_projection.weight.grad is not None
     counts = {int(b) for n, b in model.image_backbone.named_buffers() if n.endswith("num_batches_tracked")}
     assert counts == {1}  # one step, counted once
+
+
+def test_grad_checkpointing_on_a_transformers_without_activation_checkpointing_enable(model_and_batch, monkeypatch):
+    """transformers 5.17 (the GPU machine's) has only gradient_checkpointing_enable: it is used there."""
+    from transformers import PreTrainedModel
+
+    from models.hf_checkpointing import enable_hf_checkpointing
+
+    model, (images, ids) = model_and_batch
+    model.train()
+    torch.manual_seed(9)
+    plain_step(model, images, ids, CPU, None, NoScaler())
+    reference = gradients(model)
+    model.zero_grad(set_to_none=True)
+    newer = PreTrainedModel.activation_checkpointing_enable  # 5.2x's implementation, under 5.17's only name
+    calls = []
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None):
+        calls.append(gradient_checkpointing_kwargs)
+        newer(self, gradient_checkpointing_kwargs)
+    monkeypatch.setattr(PreTrainedModel, "gradient_checkpointing_enable", gradient_checkpointing_enable)
+    monkeypatch.delattr(PreTrainedModel, "activation_checkpointing_enable")
+    model.enable_grad_checkpointing()
+    assert calls == [{"use_reentrant": False}] and model.text_tower.encoder.is_gradient_checkpointing
+    torch.manual_seed(9)
+    plain_step(model, images, ids, CPU, None, NoScaler())
+    assert_same(reference, gradients(model))
+    assert enable_hf_checkpointing(torch.nn.Linear(2, 2)) is False  # neither method: the caller says so

@@ -111,6 +111,7 @@ def measure(device, quick=False, batch=192, steps=20, length=32, image_size=224,
 
 def measure_compiled(device, batch=192, steps=20, length=32, image_size=224, peak_tflops=989.0):
     """The same step as ``measure`` with the model under torch.compile: samples/s, MFU, compile seconds."""
+    torch.backends.cudnn.benchmark = True  # as measure() sets it: the same settings when run alone (--only)
     model = build(device, 12).train()
     compiled = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)

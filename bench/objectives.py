@@ -3,6 +3,7 @@ training (time-budget) by the same recipe (scripts/recipe.py); prints R@1/5/10 b
 the seeds (the spread is the sample standard deviation), as the README's table.
 
     python bench/objectives.py --minutes 1 --seeds 0 1 2 --out bench-results/objectives
+    python bench/objectives.py --options infonce --text-ngram 9     # every run with init.py's word-order block
 
 Each run: a tokenizer from the domain's training captions, init (the seed's random towers), train.py with the
 option for --minutes, eval.py on best.pt. Finished runs (OUT/<domain>/<option>/seed-N/recall.json) are reused,
@@ -58,31 +59,39 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--options", nargs="+", choices=sorted(OPTIONS), help="a subset (default: all)")
     parser.add_argument("--glyph-images", type=int, default=2000)
+    parser.add_argument("--domains", nargs="+", choices=("shapes demo", "glyphs"), help="a subset (default: both)")
     parser.add_argument("--out", default="bench-results/objectives")
     parser.add_argument("--fresh", action="store_true", help="redo finished runs")
+    parser.add_argument("--text-ngram", type=int, default=0, help="init.py's text-ngram for every run (the "
+                        "recipe's default: 0); its runs go to OUT/<domain>/<option>-ngram-N/")
     args = parser.parse_args(argv)
     options = args.options or list(OPTIONS)
+    ngram = ["--text-ngram", str(args.text_ngram)] if args.text_ngram else []
     results = {}
     for domain, data in domains(args.out, args.glyph_images).items():
+        if args.domains and domain not in args.domains:
+            continue
         for option in options:
             if not applies(option, data):
                 continue
             for seed in args.seeds:
-                out = os.path.join(args.out, domain.replace(" ", "-"), option.replace(" ", "-").replace(",", ""),
-                                   f"seed-{seed}")
+                name = option.replace(" ", "-").replace(",", "") + (f"-ngram-{args.text_ngram}"
+                                                                    if args.text_ngram else "")
+                out = os.path.join(args.out, domain.replace(" ", "-"), name, f"seed-{seed}")
                 done = os.path.join(out, "recall.json")
                 if args.fresh or not os.path.isfile(done):
                     shutil.rmtree(out, ignore_errors=True)
                     print(f"{domain} / {option} / seed {seed}: training {args.minutes:g} min", flush=True)
                     run_recipe(data, out, minutes=args.minutes, seed=seed, train_overrides=OPTIONS[option],
-                               overwrite=True, quiet=True)
+                               overwrite=True, quiet=True, init_overrides=ngram)
                 with open(done, encoding="utf-8") as handle:
                     recall = json.load(handle)
                 results.setdefault((domain, option), []).append(recall)
                 print(f"  {domain} / {option} / seed {seed}: R@1 i2t {recall['i2t_r1']:.3f} "
                       f"t2i {recall['t2i_r1']:.3f}", flush=True)
     print(f"\n{len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.minutes:g} min of training each "
-          f"(python bench/objectives.py --minutes {args.minutes:g}); mean ± standard deviation over the seeds\n")
+          f"(python bench/objectives.py --minutes {args.minutes:g}{' '.join([''] + ngram)}); mean ± standard "
+          f"deviation over the seeds\n")
     print("| domain | option | i2t R@1 | i2t R@5 | i2t R@10 | t2i R@1 | t2i R@5 | t2i R@10 | compositional |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for (domain, option), runs in results.items():

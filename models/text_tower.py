@@ -66,7 +66,8 @@ class TextTower(nn.Module):
         self.ngram = NgramBlock(self.output_dim, ngram) if ngram else None
 
     def enable_checkpointing(self):
-        enable_hf_checkpointing(self.encoder)
+        if not enable_hf_checkpointing(self.encoder):
+            raise UserError("grad-checkpointing: not available for this text tower; use the gradient cache")
 
     def prepare_for_export(self):
         # Eager attention exports to plain ONNX ops; the fused SDPA kernel has no portable equivalent.

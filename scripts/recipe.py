@@ -39,7 +39,7 @@ def caption_language(captions):
 
 
 def recipe_steps(train_data, valid_data, out, minutes=None, samples=None, lang="auto", seed=0, train_overrides=(),
-                 caption_key="txt"):
+                 caption_key="txt", init_overrides=()):
     """The commands of the recipe, in order: [(name, argv for the Python interpreter)]."""
     if lang == "auto":
         lang = caption_language(read_captions(train_data, caption_key, limit=10_000))
@@ -50,7 +50,7 @@ def recipe_steps(train_data, valid_data, out, minutes=None, samples=None, lang="
         ("tokenizer", ["scripts/make_demo_text_tower.py", "--data", train_data, "--caption-key", caption_key,
                        "--out", tower, "--lang", lang]),
         ("init", ["init.py", "--config", "configs/recipe/init.yaml", "--text-model", tower, "--save-path", pretrain,
-                  "--seed", str(seed), "--overwrite", "true"]),
+                  "--seed", str(seed), "--overwrite", "true", *init_overrides]),
         ("train", ["train.py", "--config", "configs/recipe/train.yaml", "--load-path", pretrain,
                    "--train-data", train_data, "--valid-data", valid_data, "--caption-key", caption_key,
                    "--best-path", os.path.join(out, "best.pt"), "--last-path", os.path.join(out, "last.pt"),
@@ -74,7 +74,7 @@ def problem_with(data, out, overwrite):
 
 
 def run_recipe(data, out, minutes=None, samples=None, lang="auto", seed=0, train_overrides=(), overwrite=False,
-               quiet=False, train_data=None, valid_data=None, caption_key="txt"):
+               quiet=False, train_data=None, valid_data=None, caption_key="txt", init_overrides=()):
     """Run every step; returns eval.py's recall dict, or raises SystemExit with the failing step's code.
     ``data``: a folder with train/ and valid/, or None with ``train_data`` and ``valid_data`` (any sources)."""
     out = os.path.abspath(out)  # the steps run in the project root
@@ -88,7 +88,7 @@ def run_recipe(data, out, minutes=None, samples=None, lang="auto", seed=0, train
     os.makedirs(out, exist_ok=True)
     try:
         steps = recipe_steps(local(train_data), local(valid_data), out, minutes, samples, lang, seed,
-                             train_overrides, caption_key)
+                             train_overrides, caption_key, init_overrides)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

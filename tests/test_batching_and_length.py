@@ -147,3 +147,16 @@ def test_the_recipe_trains_a_new_domain_in_one_command_and_refuses_bad_folders(t
     empty = run_script("scripts/recipe.py", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
     assert empty.returncode == 2 and f"{tmp_path / 'nothing' / 'train'} not found" in empty.stderr
     assert "Traceback" not in again.stderr + empty.stderr
+
+
+def test_the_recipe_passes_init_overrides_to_init_py(tiny_dataset, tmp_path):
+    """bench/objectives.py --text-ngram N reaches init.py: the model the recipe trains has the word-order block."""
+    from models.checkpoint import model_from_checkpoint, read_checkpoint
+    from scripts.recipe import run_recipe
+
+    out = tmp_path / "ngram"
+    recall = run_recipe(str(tiny_dataset), str(out), samples=16, quiet=True, init_overrides=["--text-ngram", "5"],
+                        train_overrides=["--batch-size", "16", "--num-workers", "0"])
+    assert 0.0 <= recall["i2t_r1"] <= 1.0
+    model, spec, _ = model_from_checkpoint(read_checkpoint(str(out / "best.pt")))
+    assert spec.text_ngram == 5 and model.text_tower.ngram is not None

@@ -26,9 +26,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # --- processes -------------------------------------------------------------------------------------------------
 
 def run_script(*args, cwd=ROOT, timeout=300):
-    """Run a repo script with this interpreter; return CompletedProcess with text output."""
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    """Run a repo script with this interpreter; return CompletedProcess with text output.
+
+    A run past ``timeout`` fails the test with where it hung: every process it started (torchrun's workers,
+    their data-loader processes) gets SIGABRT, on which faulthandler prints its Python stacks to stderr, and
+    the failure shows the tails of stdout and of that stderr."""
+    process = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false",
+                                               "PYTHONFAULTHANDLER": "1"})
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        hung = [process.pid, *descendants(process.pid)]
+        for pid in reversed(hung):  # the deepest first: the launcher's death must not take their stderr with it
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in hung:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(args)} ran past {timeout} s and was stopped with SIGABRT.\n--- stdout (tail) ---\n"
+                    f"{stdout[-3000:]}\n--- stderr with each process's Python stacks (tail) ---\n{stderr[-12000:]}",
+                    pytrace=False)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def free_port():

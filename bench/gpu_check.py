@@ -334,7 +334,8 @@ def main():
     import transformers
 
     report = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "transformers": transformers.__version__, "date": time.strftime("%Y-%m-%d"), "checks": {}}
+              "torch": torch.__version__, "transformers": transformers.__version__,
+              "date": time.strftime("%Y-%m-%d"), "checks": {}}
     work = tempfile.mkdtemp(prefix="gpu-check-")
     tiny_text = prepare_tiny_run(work)
     fixture = Fixture(args, device, tiny_text if args.quick else write_base_text_tower(work))

@@ -25,6 +25,11 @@ def text_gflops(length, hidden=768, layers=12):
     return (2 * 85e6 * length + 4 * layers * length * length * hidden) / 1e9
 
 
+def training_flops_per_sample(image_size, length):
+    """Forward + backward FLOPs of one sample (backward = 2x forward)."""
+    return 3 * (RESNET50_GFLOPS * (image_size / 224) ** 2 + text_gflops(length)) * 1e9
+
+
 def build(device, text_layers):
     backbone, dim = build_image_backbone("resnet50")
     encoder = AutoModel.from_config(RobertaConfig(num_hidden_layers=text_layers), add_pooling_layer=False)
@@ -95,7 +100,7 @@ def measure(device, quick=False, batch=192, steps=20, length=32, image_size=224,
     seconds = (time.perf_counter() - started) / steps
     peak_gib = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == "cuda" else float("nan")
     rate = batch / seconds
-    flops = 3 * (RESNET50_GFLOPS * (image_size / 224) ** 2 + text_gflops(length)) * 1e9
+    flops = training_flops_per_sample(image_size, length)
     plain_best, plain_capped = largest_batch(step, batch, cap, device)
     cached = step_fn(model, optimizer, device, dtype, chunk, image_size, length)
     cache_best, cache_capped = largest_batch(cached, batch, cap, device)
@@ -126,7 +131,7 @@ def measure_compiled(device, batch=192, steps=20, length=32, image_size=224, pea
         step(batch)
     torch.cuda.synchronize()
     rate = batch * steps / (time.perf_counter() - started)
-    flops = 3 * (RESNET50_GFLOPS * (image_size / 224) ** 2 + text_gflops(length)) * 1e9
+    flops = training_flops_per_sample(image_size, length)
     return {"batch": batch, "samples_per_s": rate, "mfu": rate * flops / (peak_tflops * 1e12), "compile_s": compile_s}
 
 

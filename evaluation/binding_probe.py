@@ -10,6 +10,8 @@ holds the binding lets a probe reach 1.0.
 import torch
 from torch import nn
 
+from evaluation.compositional import swap_kinds
+
 
 def fact_vocabulary(fact_lists):
     """Sorted list of every fact in ``fact_lists`` (an iterable of lists of strings)."""
@@ -74,9 +76,9 @@ def swap_pair_wins(logits, true_targets, swapped_targets):
 
 
 def pair_accuracy(wins, swaps):
-    """{"all": accuracy, "<swap>": accuracy per swap kind} from BoolTensor wins [R] and R swap labels."""
+    """{"all": accuracy, "<swap>": accuracy per swap label and kind (evaluation.compositional.swap_kinds)} from
+    BoolTensor wins [R] and R swap labels."""
     result = {"all": wins.float().mean().item() if len(wins) else float("nan")}
-    for swap in sorted(set(swaps) - {""}):
-        chosen = torch.tensor([label == swap for label in swaps])
+    for swap, chosen in swap_kinds(swaps).items():
         result[swap] = wins[chosen].float().mean().item()
     return result

@@ -6,17 +6,25 @@ import torch
 
 def compositional_accuracy(image_features, caption_features, negative_features, image_rows, swaps):
     """image_features [N, D]; caption_features, negative_features [R, D]; image_rows [R] (row of each pair's
-    image); swaps: R labels. Returns {"compositional": accuracy over all R, "compositional-margin": the mean of
-    cos(image, caption) - cos(image, its twin), "compositional/<swap>": per label}. Ties count as failures."""
+    image); swaps: R labels, a label "kind/part" counted under both "kind" and "kind/part" (position/relation).
+    Returns {"compositional": accuracy over all R, "compositional-margin": the mean of cos(image, caption) -
+    cos(image, its twin), "compositional/<swap>": per label}. Ties count as failures."""
     image = image_features[torch.as_tensor(image_rows, dtype=torch.long)]
     margin = (image * caption_features).sum(dim=1) - (image * negative_features).sum(dim=1)
     wins = (margin > 0).float()
     metrics = {"compositional": wins.mean().item(), "compositional-margin": margin.mean().item(),
                "compositional-pairs": len(wins)}
-    for swap in sorted(set(swaps) - {""}):
-        chosen = torch.tensor([label == swap for label in swaps])
+    for swap, chosen in swap_kinds(swaps).items():
         metrics[f"compositional/{swap}"] = wins[chosen].mean().item()
     return metrics
+
+
+def swap_kinds(swaps):
+    """{label: BoolTensor [R]} for R swap labels: each label's rows, and for a label "kind/part" (position/relation)
+    also its kind's rows, all of its parts together. Empty labels are left out."""
+    kinds = {label.split("/", 1)[0] for label in swaps if "/" in label}
+    return {swap: torch.tensor([label == swap or label.startswith(swap + "/") for label in swaps], dtype=torch.bool)
+            for swap in sorted((set(swaps) | kinds) - {""})}
 
 
 def format_compositional(metrics):

@@ -1,6 +1,8 @@
 """The demo's generated domain: 2 or 3 colored shapes on a light background, each with a size, a color, a
 shape and a cell of a 3x3 grid; captions name them and their places or relations, in English or Chinese.
 """
+import re
+
 from PIL import Image, ImageDraw
 
 COLORS = {
@@ -149,6 +151,18 @@ CAPTIONERS = {"en": english_captions, "zh": chinese_captions}
 
 
 SWAPS = ("color", "shape", "size", "position")
+# A position swap's caption pair differs either in where an object is ("on the left" / "in the top right": the
+# same words, other objects) or, in a relation frame, in how one stands to another ("left of" / "right of"):
+# negatives.csv labels them position/places and position/relation, and eval.py reports both beside position.
+RELATION_WORDS = {"en": re.compile(r"\b(left of|right of|above|below)\b"),
+                  "zh": re.compile("的(" + "|".join(ZH_RELATIONS.values()) + ")")}
+
+
+def swap_label(kind, caption, lang="en"):
+    """negatives.csv's label of a swapped caption pair: the kind, position split by the caption's frame."""
+    if kind != "position":
+        return kind
+    return "position/relation" if RELATION_WORDS[lang].search(caption) else "position/places"
 
 
 def swapped_scene(scene, rng):

@@ -49,7 +49,7 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
             parallel = random.Random()
             parallel.setstate(state)  # the captioner's word choices again, for the swapped scene
             swapped_captions = kind.CAPTIONERS[lang](other, parallel, captions_per_image)
-            negatives += [(filename, caption, negative, swap) for caption, negative
+            negatives += [(filename, caption, negative, kind.swap_label(swap, caption, lang)) for caption, negative
                           in zip(captions, swapped_captions) if negative != caption]
             facts.append(scene_record(kind, filename, scene, swap, other))
             if twins is not None and tuple(sorted(other)) not in twins:  # scenes are sorted tuples
@@ -58,8 +58,8 @@ def write_split(directory, scenes, image_size, captions_per_image, rng, lang="en
                 kind.draw_scene(other, image_size, random.Random(f"{seed}/twin/{index}")).save(
                     os.path.join(images_dir, twin_name))
                 rows += [(twin_name, caption) for caption in swapped_captions]
-                negatives += [(twin_name, caption, negative, swap) for caption, negative
-                              in zip(swapped_captions, captions) if negative != caption]
+                negatives += [(twin_name, caption, negative, kind.swap_label(swap, caption, lang))
+                              for caption, negative in zip(swapped_captions, captions) if negative != caption]
                 facts.append(scene_record(kind, twin_name, other, swap, scene))
                 cues.append((twin_name, kind.easy_cue(other)))
                 groups += [(filename, index), (twin_name, index)]

@@ -119,7 +119,8 @@ def test_probe_binding_prints_every_probe_on_a_real_model(probe_data, tiny_check
             "image tower trained", "text tower trained"]
     for row in rows:
         assert f"| {row} | {results[row]['all']:.3f} |" in table
-        assert 0.0 <= results[row]["all"] <= 1.0 and set(results[row]) <= {"all", *demo_shapes.SWAPS}
+        assert 0.0 <= results[row]["all"] <= 1.0 and set(results[row]) <= {"all", *demo_shapes.SWAPS, "position/places",
+                                                                        "position/relation"}
     scenes = [json.loads(line) for line in (probe_data / "valid" / "scenes.jsonl").read_text().splitlines()]
     assert results["image-pairs"] == sum(record["facts"] != record["swapped-facts"] for record in scenes)
     assert results["facts"] == 182 and results["image-pairs"] >= 38
@@ -156,3 +157,22 @@ def test_a_folder_without_facts_is_one_clear_error(tiny_checkpoint, probe_data, 
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert f"{tmp_path / 'data' / 'train' / 'scenes.jsonl'} not found" in result.stderr
     assert "make_demo_dataset.py" in result.stderr
+
+
+@pytest.mark.parametrize("lang", sorted(demo_shapes.CAPTIONERS))
+def test_position_swaps_are_labelled_by_the_frame_of_their_caption(lang):
+    # the captioners write each frame once, in order, before repeating: frames 1 and 2 relate two objects
+    # ("a red circle left of a blue square"), frames 0, 3 and 5 place each object ("... on the left")
+    relation_frames, place_frames = {1, 2}, {0, 3, 5}
+    checked = 0
+    for scene, _, _ in _scenes(60, seed=3):
+        captions = demo_shapes.CAPTIONERS[lang](scene, random.Random(checked), 7)
+        if len(captions) < 7:
+            continue
+        for frame, caption in enumerate(captions):
+            label = demo_shapes.swap_label("position", caption, lang)
+            if frame in relation_frames | place_frames:
+                assert label == ("position/relation" if frame in relation_frames else "position/places"), caption
+                checked += 1
+        assert demo_shapes.swap_label("color", captions[1], lang) == "color"
+    assert checked >= 200

@@ -327,7 +327,8 @@ def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_data
         rows = list(csv.DictReader(handle))
     with open(tiny_dataset / "valid" / "captions.csv", encoding="utf-8") as handle:
         captions = {(row["filename"], row["caption"]) for row in csv.DictReader(handle)}
-    assert len(rows) > 60 and {row["swap"] for row in rows} == {"color", "shape", "size", "position"}
+    assert len(rows) > 60 and {row["swap"] for row in rows} == {"color", "shape", "size", "position/places",
+                                                             "position/relation"}
     assert all((row["filename"], row["caption"]) in captions and row["negative"] != row["caption"] for row in rows)
     same_words = [row for row in rows if row["swap"] in ("color", "shape")]
     words = lambda text: sorted(re.findall(r"\w+", text))  # noqa: E731
@@ -339,7 +340,7 @@ def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_data
     assert f"over {len(rows)} caption pairs" in result.stdout
     import json
 
-    from evaluation.compositional import compositional_accuracy
+    from evaluation.compositional import compositional_accuracy, format_compositional
 
     measured = json.loads((tmp_path / "r.json").read_text())
     assert 0 <= measured["compositional"] <= 1 and measured["compositional-pairs"] == len(rows)
@@ -347,6 +348,17 @@ def test_demo_negatives_swap_two_objects_bindings_and_eval_scores_them(tiny_data
     metrics = compositional_accuracy(image, image[[0, 1, 2]], image[[1, 1, 0]], [0, 1, 2], ["a", "b", "a"])
     assert metrics["compositional"] == pytest.approx(2 / 3) and metrics["compositional/b"] == 0.0  # a tie fails
     assert metrics["compositional-margin"] == pytest.approx(2 / 3)  # cosines 1 - 0, 1 - 1, 1 - 0
+    # a position/part label also counts under position, its parts together (and the report names each)
+    nested = compositional_accuracy(image, image[[0, 1, 2]], image[[1, 1, 0]], [0, 1, 2],
+                                    ["position/places", "position/relation", "position/relation"])
+    assert nested["compositional/position"] == pytest.approx(2 / 3)
+    assert nested["compositional/position/places"] == 1.0 and nested["compositional/position/relation"] == 0.5
+    assert "position 0.667, position/places 1.000, position/relation 0.500" in format_compositional(nested)
+    swapped_relation = [row for row in rows if row["swap"] == "position/relation"]
+    assert swapped_relation and all(re.search(r"\b(left of|right of|above|below)\b", row["caption"])
+                                    for row in swapped_relation)
+    assert all(not re.search(r"\b(left of|right of|above|below)\b", row["caption"])
+               for row in rows if row["swap"] == "position/places")
 
 
 def test_wise_ft_mixes_a_siglip_fine_tune_with_its_zero_shot_model(tiny_checkpoint):

@@ -38,6 +38,7 @@ demo: $(STAMP) pretrains/demo-roberta/config.json datasets/demo-twins/valid/capt
 	$(PY) init.py --config configs/demo-binding/init.yaml --overwrite true
 	$(PY) train.py --config configs/demo-binding/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo/eval.yaml
+	rm -rf checkpoints/demo/index  # make serve's index of the previous model: rebuilt for this one
 
 datasets/demo-zh/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py | $(STAMP)
 	$(PY) scripts/make_demo_dataset.py --lang zh --out datasets/demo-zh --overwrite
@@ -111,5 +112,5 @@ docs: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh \
-		checkpoints/demo-pretrained datasets/demo-twins pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth \
+		checkpoints/demo-pretrained checkpoints/demo-binding datasets/demo-twins pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth \
 		$(FT) pretrains/demo-finetune-roberta checkpoints/demo-finetune

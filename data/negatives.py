@@ -20,7 +20,8 @@ class Negative:
     image: int      # row of the image in the CaptionTable
     caption: str
     negative: str
-    swap: str       # what was exchanged (color, shape, size, position), or "" when the file does not say
+    # what was exchanged (color, shape, size, position/places, position/relation); "" when the file does not say
+    swap: str
 
 
 def read_negatives(data_dir, table):

@@ -47,8 +47,12 @@ pretrains/demo-zh-bert/config.json: datasets/demo-zh/valid/captions.csv scripts/
 	$(PY) scripts/make_demo_text_tower.py --lang zh --data datasets/demo-zh/train \
 		--out pretrains/demo-zh-bert
 
-# The Chinese demo: same recipe, Chinese captions, a character-level BERT text tower.
-demo-zh: $(STAMP) pretrains/demo-zh-bert/config.json
+datasets/demo-zh-twins/valid/captions.csv: scripts/make_demo_dataset.py scripts/demo_shapes.py | $(STAMP)
+	$(PY) scripts/make_demo_dataset.py --lang zh --twins --out datasets/demo-zh-twins --overwrite
+
+# The Chinese demo: make demo's recipe (twins, HN-NCE, the word-order block), Chinese captions, a character-level
+# BERT text tower.
+demo-zh: $(STAMP) pretrains/demo-zh-bert/config.json datasets/demo-zh-twins/valid/captions.csv
 	$(PY) init.py --config configs/demo-zh/init.yaml --overwrite true
 	$(PY) train.py --config configs/demo-zh/train.yaml --overwrite true
 	$(PY) eval.py --config configs/demo-zh/eval.yaml
@@ -112,5 +116,5 @@ docs: $(STAMP)
 
 clean-demo:
 	rm -rf $(DEMO) pretrains/demo-roberta checkpoints/demo datasets/demo-zh pretrains/demo-zh-bert checkpoints/demo-zh \
-		checkpoints/demo-pretrained checkpoints/demo-binding datasets/demo-twins pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth \
+		checkpoints/demo-pretrained checkpoints/demo-binding datasets/demo-twins datasets/demo-zh-twins pretrains/all-MiniLM-L6-v2 pretrains/efficientnet-lite0.pth \
 		$(FT) pretrains/demo-finetune-roberta checkpoints/demo-finetune

@@ -9,7 +9,7 @@ their mean is a bag of n-grams, which holds the binding ("red circle").
 import torch.nn.functional as F
 from torch import nn
 
-WIDTHS = (0, 2, 3, 4, 5, 7, 9)  # 0: no block
+WIDTHS = (0, 2, 3, 4, 5, 7, 9, 13, 17)  # 0: no block; 13, 17: character-level (Chinese) captions
 
 
 class NgramBlock(nn.Module):

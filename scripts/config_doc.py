@@ -47,8 +47,8 @@ config names the file it builds on and lists only what it changes, as nanoGPT's 
 
 ```yaml
 # configs/demo-zh/train.yaml
-base: ../demo/train.yaml          # relative to this file; demo/train.yaml builds on ../train.yaml
-train-data: "datasets/demo-zh/train"
+base: ../demo-binding/train.yaml  # relative to this file; it builds on ../demo/train.yaml, that on ../train.yaml
+train-data: "datasets/demo-zh-twins/train"
 valid-data: "datasets/demo-zh/valid"
 ```
 

@@ -220,6 +220,31 @@ def test_make_demo_dataset_twins_pair_each_image_with_its_swapped_scene(twins_da
     assert all(scenes["train"][first] != scenes["train"][twin] for first, twin in pairs.values())
 
 
+def test_chinese_twins_are_the_same_scenes_captioned_in_chinese(twins_dataset, tmp_path):
+    """make demo-zh trains on --lang zh --twins: the English twins' scenes and pairs, each twin's captions its
+    original's Chinese swaps, and a valid split equal to the Chinese dataset's without twins."""
+    from scripts.make_demo_dataset import main
+
+    args = ["--train", "48", "--valid", "16", "--image-size", "32", "--seed", "3", "--lang", "zh"]
+    assert main(["--out", str(tmp_path / "zh"), *args]) == 0
+    assert main(["--out", str(tmp_path / "zh-twins"), *args, "--twins"]) == 0
+    zh = tmp_path / "zh-twins"
+    assert _rows(zh / "train" / "groups.csv") == _rows(twins_dataset / "train" / "groups.csv")
+    for split in ("train", "valid"):
+        assert _json_lines(zh / split / "scenes.jsonl") == _json_lines(twins_dataset / split / "scenes.jsonl")
+    assert _rows(zh / "valid" / "captions.csv") == _rows(tmp_path / "zh" / "valid" / "captions.csv")
+    captions = _captions_by_image(zh / "train")
+    negatives = {(row["filename"], row["caption"]): row["negative"] for row in _rows(zh / "train" / "negatives.csv")}
+    pairs = [(row["filename"], row["filename"][:-4] + "-twin.png") for row in _rows(zh / "train" / "groups.csv")
+             if not row["filename"].endswith("-twin.png")]
+    assert len(pairs) >= 40 and sum((first, caption) in negatives for first, _ in pairs
+                                    for caption in captions[first]) >= 100
+    for first, twin in pairs:
+        assert all("\u4e00" <= char <= "\u9fff" for char in captions[first][0][:2])  # Chinese, not English
+        for caption, swapped in zip(captions[first], captions[twin]):
+            assert negatives.get((first, caption), swapped) == swapped
+
+
 def _json_lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -74,20 +74,21 @@ def test_the_block_is_the_identity_until_trained_and_ignores_padding():
 
 @pytest.mark.parametrize("width", WIDTHS[1:])
 def test_each_position_reads_exactly_the_tokens_of_its_window(width):
-    """Brute force: position 6's output moves when a token within the window (centred, the extra one on the
-    right for even widths) changes, and only then; 9 tokens span "a big red circle left of a blue square"."""
-    hidden, mask = torch.randn(1, 13, 8), torch.ones(1, 13)
+    """Brute force: position 11's output moves when a token within the window (centred, the extra one on the
+    right for even widths) changes, and only then; 9 tokens span "a big red circle left of a blue square", 17
+    characters "一个大的青色三角形在一个大的橙色正方形的左边" from the first colour to the direction."""
+    hidden, mask = torch.randn(1, 23, 8), torch.ones(1, 23)
     block = _random_block(8, width, seed=4)
     left = (width - 1) // 2
     with torch.no_grad():
-        base = block(hidden, mask)[0, 6]
-        for other in range(13):
-            if other == 6:
+        base = block(hidden, mask)[0, 11]
+        for other in range(23):
+            if other == 11:
                 continue
             moved = hidden.clone()
             moved[0, other] += 1.0
-            changed = not torch.allclose(block(moved, mask)[0, 6], base, atol=1e-6)
-            assert changed == (-left <= other - 6 <= width - 1 - left), (width, other)
+            changed = not torch.allclose(block(moved, mask)[0, 11], base, atol=1e-6)
+            assert changed == (-left <= other - 11 <= width - 1 - left), (width, other)
 
 
 def test_the_block_gives_the_same_caption_the_same_feature_at_any_padding(tiny_checkpoint):

@@ -21,7 +21,7 @@ INIT = Schema("configs/init.yaml", [
     Key("text-pooling", "str", "text feature: first token (cls) or masked mean", choices=("cls", "mean")),
     Key("text-ngram", "int", "width of a word-order block between the text encoder and a mean pooling "
         "(models/word_order.py): features of each run of that many tokens, so 'red circle' differs from "
-        "'blue circle'; 0 = none (the original)", choices=(0, 2, 3, 4, 5, 7, 9)),
+        "'blue circle'; 0 = none (the original)", choices=(0, 2, 3, 4, 5, 7, 9, 13, 17)),
     Key("image-pooling", "str", "how the image tower's final map becomes one vector: avg (the backbone's global "
         "average, the original) or attention (models/attention_pool.py: attention with a positional embedding "
         "per cell, as CLIP's ModifiedResNet, so where a feature sits counts)", choices=("avg", "attention")),

@@ -3,6 +3,7 @@ import csv
 import json
 import logging
 import os
+import re
 
 import pytest
 import torch
@@ -240,9 +241,11 @@ def test_chinese_twins_are_the_same_scenes_captioned_in_chinese(twins_dataset, t
     assert len(pairs) >= 40 and sum((first, caption) in negatives for first, _ in pairs
                                     for caption in captions[first]) >= 100
     for first, twin in pairs:
-        assert all("\u4e00" <= char <= "\u9fff" for char in captions[first][0][:2])  # Chinese, not English
+        assert all(re.search("[\u4e00-\u9fff]", text) for text in captions[first] + captions[twin])  # Chinese
+        assert captions[first] != captions[twin] and len(captions[first]) == len(captions[twin])
         for caption, swapped in zip(captions[first], captions[twin]):
             assert negatives.get((first, caption), swapped) == swapped
+            assert negatives.get((twin, swapped), caption) == caption
 
 
 def _json_lines(path):
